@@ -1,0 +1,3 @@
+from auditclf.cli import main
+
+main()

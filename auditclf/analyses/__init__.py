@@ -1,0 +1,14 @@
+"""Analyses: registered in report order; each is a pure function over the sample table."""
+
+from auditclf.analyses import calibration, imbalance, performance  # noqa: F401  (register)
+from auditclf.analyses.base import (
+    ANALYSES,
+    AnalysisContext,
+    Finding,
+    Section,
+    Table,
+    key_part,
+    run_analyses,
+)
+
+__all__ = ["ANALYSES", "AnalysisContext", "Finding", "Section", "Table", "key_part", "run_analyses"]

@@ -1,0 +1,119 @@
+"""Analyses: pure functions over the sample table (no model, CPU only).
+
+Each analysis takes the rows of one model and an :class:`AnalysisContext` and
+returns a :class:`Section`: flat metrics (keys as in DESIGN.md), findings,
+tables and figure data, a one-sentence headline and how it was computed.
+Figure data is plain JSON; ``auditclf.report.figures`` draws it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from auditclf.config import AnalysisConfig
+from auditclf.registry import Registry
+
+SEVERITIES = ("info", "warning", "error")
+
+
+@dataclass
+class Finding:
+    """One thing a reviewer should know, in plain words."""
+
+    severity: str
+    message: str
+    section: str
+    metric: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {self.severity!r}")
+
+
+@dataclass
+class Table:
+    """A small table for the report: column titles and rows of cells."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    name: str
+    title: str
+    headline: str = ""
+    method: str = ""
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    tables: dict[str, Table] = field(default_factory=dict)
+    figures: dict[str, dict] = field(default_factory=dict)
+    error: str | None = None
+
+    def put(self, key: str, value: float | None, *, reason: str | None = None) -> None:
+        """Record a metric; NaN/inf/None become ``None`` with the reason kept in ``notes``."""
+        if value is None or not math.isfinite(float(value)):
+            self.metrics[key] = None
+            self.notes[key] = reason or "undefined"
+        else:
+            self.metrics[key] = float(value)
+
+    def find(self, severity: str, message: str, metric: str | None = None) -> None:
+        self.findings.append(Finding(severity, message, self.name, metric))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AnalysisContext:
+    classes: list[str]
+    config: AnalysisConfig
+    seed: int
+    data_summary: dict
+
+
+Analysis = Callable[[pd.DataFrame, AnalysisContext], Section]
+ANALYSES: Registry[Analysis] = Registry("analysis")
+
+
+def key_part(name: str) -> str:
+    """A class or group name as a metric-key part: lower-case, [a-z0-9_-] only."""
+    cleaned = re.sub(r"[^a-z0-9_-]+", "_", str(name).strip().lower()).strip("_")
+    return cleaned or "_"
+
+
+def run_analyses(
+    table: pd.DataFrame, ctx: AnalysisContext, *, debug: bool = False
+) -> list[Section]:
+    """Run every registered analysis; one that raises becomes an ``error`` section.
+
+    The failure is stored, not raised (as fairlearn's MetricFrame does), so one
+    broken check does not hide the rest of the audit; ``debug`` re-raises.
+    """
+    sections = []
+    for entry in ANALYSES:
+        try:
+            sections.append(entry.obj(table, ctx))
+        except Exception as exc:  # noqa: BLE001 - reported as an error finding, see docstring
+            if debug:
+                raise
+            section = Section(
+                name=entry.name, title=entry.summary, error=f"{type(exc).__name__}: {exc}"
+            )
+            section.find(
+                "error",
+                f"the {entry.name} analysis failed: {exc} "
+                f"({traceback.extract_tb(exc.__traceback__)[-1].name})",
+            )
+            sections.append(section)
+    return sections

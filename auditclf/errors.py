@@ -1,0 +1,53 @@
+"""Exit statuses and the errors that map to them.
+
+Only ``auditclf.cli`` turns these into exit codes; everything else raises.
+Each error's message is the one line a user sees on stderr, so it names the
+culprit (file, row, key) and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Process exit codes, as documented in DESIGN.md and the README."""
+
+    OK = 0
+    GATE_FAILED = 1
+    USAGE = 2
+    BAD_DATA = 3
+    MODEL_REFUSED = 4
+    UNRELIABLE = 5
+    INTERNAL = 6
+    INTERRUPTED = 130
+
+
+class AuditError(Exception):
+    """Base class of every expected failure; carries its exit status."""
+
+    status: ExitStatus = ExitStatus.INTERNAL
+
+
+class UsageError(AuditError):
+    """Bad flags, config keys, unknown names, missing paths."""
+
+    status = ExitStatus.USAGE
+
+
+class DataError(AuditError):
+    """Input data that cannot be used: unreadable image, bad label, bad row."""
+
+    status = ExitStatus.BAD_DATA
+
+
+class ModelRefused(AuditError):
+    """A checkpoint that is unsafe, corrupt, or does not fit the architecture."""
+
+    status = ExitStatus.MODEL_REFUSED
+
+
+class UnreliableEvaluation(AuditError):
+    """The model's outputs cannot be trusted (non-finite logits, masked gradients)."""
+
+    status = ExitStatus.UNRELIABLE

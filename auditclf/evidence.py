@@ -1,0 +1,88 @@
+"""The sample table: one row per evaluated test sample and model.
+
+Probes add columns (prediction, confidence, per-class probabilities, and later
+predictions under attack); analyses read it and never run the model, so
+``auditclf report`` can re-run them from ``samples.csv`` alone.
+
+Columns:
+  model        which model the row's predictions come from ("baseline", "hardened")
+  sample_id    stable id of the image (relative path or ``set/index``)
+  label        true class index; label_name its name
+  pred         predicted class index; pred_name its name
+  correct      1 if pred == label else 0
+  confidence   the top softmax probability, in [0, 1]
+  margin       logit of the true class minus the largest other logit
+  proba.<k>    softmax probability of class index k
+  attr.<name>  group attributes (strings) carried by the data
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from auditclf.errors import DataError
+
+PROBA_PREFIX = "proba."
+ATTR_PREFIX = "attr."
+REQUIRED_COLUMNS = ("model", "sample_id", "label", "pred", "confidence")
+
+
+def new_table(
+    model: str, ids: np.ndarray, labels: np.ndarray, classes: list[str], attributes: pd.DataFrame
+) -> pd.DataFrame:
+    """The table's fixed columns for one model, before any probe ran."""
+    table = pd.DataFrame(
+        {
+            "model": model,
+            "sample_id": np.asarray(ids, dtype=str),
+            "label": np.asarray(labels, dtype=np.int64),
+            "label_name": np.asarray(classes, dtype=object)[labels],
+        }
+    )
+    for column in attributes.columns:
+        table[ATTR_PREFIX + column] = attributes[column].to_numpy(dtype=object)
+    return table
+
+
+def probabilities(table: pd.DataFrame) -> np.ndarray:
+    """(N, K) softmax probabilities from the ``proba.<k>`` columns, in class order."""
+    columns = sorted(
+        (c for c in table.columns if c.startswith(PROBA_PREFIX)),
+        key=lambda c: int(c[len(PROBA_PREFIX) :]),
+    )
+    return table[columns].to_numpy(dtype=np.float64)
+
+
+def save_samples(table: pd.DataFrame, path: Path) -> None:
+    table.to_csv(path, index=False)
+
+
+def load_samples(path: Path) -> pd.DataFrame:
+    """Read ``samples.csv``; a missing or malformed file is a data error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file (the sample table written by `auditclf run`)")
+    try:
+        table = pd.read_csv(
+            path,
+            dtype={"sample_id": str, "model": str, "label_name": str, "pred_name": str},
+            keep_default_na=False,
+            na_values={c: [""] for c in ("confidence", "margin")},
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in table.columns:
+        if column.startswith(ATTR_PREFIX):
+            table[column] = table[column].astype(str)
+    return table
+
+
+def split_by_model(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{model name: its rows}, in order of first appearance."""
+    return {name: rows.reset_index(drop=True) for name, rows in table.groupby("model", sort=False)}

@@ -1,0 +1,176 @@
+"""Models: build from the zoo or a user factory, or load a checkpoint; wrap in the adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from auditclf import __version__
+from auditclf.config import ModelConfig
+from auditclf.errors import ModelRefused, UsageError
+from auditclf.models.adapter import ModelAdapter, conv_layers
+from auditclf.models.loading import (
+    SIDECAR_FORMAT,
+    build_architecture,
+    fit_state_dict,
+    read_checkpoint,
+    read_sidecar,
+    save_model,
+    weights_sha256,
+)
+from auditclf.models.zoo import MODELS
+
+__all__ = [
+    "MODELS",
+    "ModelAdapter",
+    "PreparedModel",
+    "conv_layers",
+    "prepare_model",
+    "save_model",
+    "weights_sha256",
+]
+
+
+@dataclass
+class PreparedModel:
+    """The adapter plus its card: what the report says about the model."""
+
+    adapter: ModelAdapter
+    spec: dict
+    needs_training: bool
+    notes: list[str] = field(default_factory=list)
+
+    def card(self) -> dict:
+        params = sum(p.numel() for p in self.adapter.net.parameters())
+        return {
+            "architecture": self.spec["architecture"],
+            "arguments": self.spec["arguments"],
+            "source": self.spec.get("source", "trained by this run"),
+            "parameters": int(params),
+            "weights_sha256": weights_sha256(self.adapter.net),
+            "normalization": self.spec["normalization"],
+            "target_layer": self.adapter.target_layer_name,
+            "notes": self.notes,
+        }
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of (N, C, H, W) uint8 images, in [0, 1] units."""
+    scaled = images.astype(np.float64) / 255.0
+    mean = scaled.mean(axis=(0, 2, 3))
+    std = np.maximum(scaled.std(axis=(0, 2, 3)), 1e-3)
+    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+
+
+def _normalization(cfg: ModelConfig, channels: int, fallback: tuple[list, list]) -> dict:
+    mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else fallback
+    if cfg.mean is not None and cfg.std is None:
+        raise UsageError("model.mean is set but model.std is not; give both")
+    for key, values in (("model.mean", mean), ("model.std", std)):
+        if len(values) not in (1, channels):
+            raise UsageError(
+                f"{key} has {len(values)} values; the images have {channels} channel(s)"
+            )
+    return {"mean": list(mean), "std": list(std)}
+
+
+def _check_outputs(
+    adapter: ModelAdapter, input_shape: tuple, num_classes: int, source: str
+) -> None:
+    probe = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            logits = adapter(probe)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise ModelRefused(
+            f"{source}: the model does not accept {list(input_shape)} inputs ({first})"
+        ) from None
+    if logits.ndim != 2 or logits.shape[1] != num_classes:
+        raise ModelRefused(
+            f"{source}: the model returns shape {list(logits.shape)}; expected "
+            f"[batch, {num_classes}] logits for {num_classes} classes"
+        )
+
+
+def prepare_model(
+    cfg: ModelConfig,
+    *,
+    classes: list[str],
+    input_shape: tuple[int, int, int],
+    train_images: np.ndarray,
+    data_hash: str,
+    seed: int,
+) -> PreparedModel:
+    """Build (to train) or load (to audit) the model named in ``cfg``.
+
+    ``train_images`` supply the normalisation of a model trained here; a
+    checkpoint brings its own from its sidecar, or from ``model.mean/std``,
+    or none (identity) with a note saying so.
+    """
+    channels, height, width = input_shape
+    arguments = {
+        "in_channels": channels,
+        "num_classes": len(classes),
+        "input_size": [height, width],
+    }
+    notes: list[str] = []
+    if cfg.checkpoint is None:
+        net = build_architecture(cfg.name, arguments)
+        normalization = _normalization(cfg, channels, channel_stats(train_images))
+        spec = {
+            "format": SIDECAR_FORMAT,
+            "architecture": cfg.name,
+            "arguments": arguments,
+            "classes": classes,
+            "normalization": normalization,
+            "input_shape": list(input_shape),
+            "data_hash": data_hash,
+            "seed": seed,
+            "auditclf_version": __version__,
+            "source": "trained by this run",
+        }
+        adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer)
+        return PreparedModel(adapter, spec, needs_training=True, notes=notes)
+
+    checkpoint = read_checkpoint(cfg.checkpoint, trust=cfg.trust_checkpoint)
+    sidecar = read_sidecar(cfg.checkpoint)
+    if sidecar is not None:
+        if list(sidecar["classes"]) != list(classes):
+            raise ModelRefused(
+                f"{cfg.checkpoint}: trained on classes {sidecar['classes']}, "
+                f"but the data has {classes}"
+            )
+        architecture, arguments = sidecar["architecture"], sidecar["arguments"]
+        normalization = sidecar["normalization"]
+    else:
+        architecture = cfg.name
+        identity = ([0.0] * channels, [1.0] * channels)
+        normalization = _normalization(cfg, channels, identity)
+        if cfg.mean is None:
+            notes.append(
+                "no normalisation given (model.mean/std) and no sidecar .json: "
+                "inputs reach the network as [0, 1] pixels"
+            )
+    if checkpoint.module is not None:
+        net = checkpoint.module
+        architecture = type(net).__name__
+        notes.append("loaded as a whole pickled/TorchScript model (--trust-checkpoint)")
+    else:
+        net = build_architecture(architecture, arguments)
+        fit_state_dict(net, checkpoint.state_dict, source=cfg.checkpoint, architecture=architecture)
+    spec = {
+        **(sidecar or {}),
+        "format": SIDECAR_FORMAT,
+        "architecture": architecture,
+        "arguments": arguments,
+        "classes": classes,
+        "normalization": normalization,
+        "input_shape": list(input_shape),
+        "source": str(cfg.checkpoint),
+    }
+    adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer)
+    _check_outputs(adapter, input_shape, len(classes), str(cfg.checkpoint))
+    return PreparedModel(adapter, spec, needs_training=False, notes=notes)

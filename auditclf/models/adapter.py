@@ -1,0 +1,60 @@
+"""The model adapter: [0, 1] pixels in, logits out, normalisation inside.
+
+Keeping the mean/std inside the model means attacks, eps and clipping all work
+in [0, 1] pixel units, whatever normalisation the network was trained with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from auditclf.errors import UsageError
+
+
+def conv_layers(net: nn.Module) -> list[str]:
+    """Names of every ``nn.Conv2d`` in module order."""
+    return [name for name, module in net.named_modules() if isinstance(module, nn.Conv2d)]
+
+
+class ModelAdapter(nn.Module):
+    """Wraps a network: ``forward(x)`` with x in [0, 1], (N, C, H, W) float32 → logits (N, K).
+
+    mean, std: per-channel normalisation in [0, 1] units (length C, or 1 to
+    broadcast). ``target_layer`` is the conv layer attributions use: the last
+    ``nn.Conv2d`` unless a name is given; None when the net has no conv layer.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        target_layer: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        )
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+        convs = conv_layers(net)
+        if target_layer is not None and target_layer not in convs:
+            found = ", ".join(convs) or "none"
+            raise UsageError(
+                f"model.target_layer {target_layer!r} is not a conv layer of the "
+                f"model; conv layers found: {found}"
+            )
+        self.target_layer_name = target_layer or (convs[-1] if convs else None)
+        self.eval()
+
+    @property
+    def target_layer(self) -> nn.Module | None:
+        if self.target_layer_name is None:
+            return None
+        return self.net.get_submodule(self.target_layer_name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)

@@ -1,0 +1,271 @@
+"""run_audit(config) -> AuditResult: config → data → model → probes → table → analyses.
+
+Nothing else lives here: each step is a call into its package.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+
+import pandas as pd
+import torch
+
+from auditclf import __version__
+from auditclf.analyses import AnalysisContext, run_analyses
+from auditclf.config import AuditConfig
+from auditclf.data import PreparedData, prepare_data
+from auditclf.errors import UsageError
+from auditclf.evidence import new_table
+from auditclf.gates import evaluate_gates, parse_gate
+from auditclf.models import PreparedModel, prepare_model
+from auditclf.probes import PROBES, ProbeContext
+from auditclf.results import AuditResult, ModelResult
+from auditclf.seeding import seed_everything
+from auditclf.train import TrainHistory, train_classifier
+
+ENGINES = (
+    "torch",
+    "torchvision",
+    "torchattacks",
+    "captum",
+    "fairlearn",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "jinja2",
+    "matplotlib",
+    "pillow",
+)
+NOT_YET_CHECKED = [
+    {
+        "section": "Robustness",
+        "reason": "adversarial attacks (FGSM/PGD) are not part of this "
+        "version of auditclf; no robustness claim is made",
+    },
+    {
+        "section": "Explanations",
+        "reason": "attribution methods (Grad-CAM, LIME, IG) are not "
+        "part of this version of auditclf",
+    },
+    {"section": "Fairness", "reason": "subgroup metrics are not part of this version of auditclf"},
+]
+
+
+@dataclass
+class PhaseTimer:
+    """Wall-clock seconds per named phase of the run."""
+
+    durations: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.durations[name] = self.durations.get(name, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class AuditOutcome:
+    """The result plus what the writers need beside it: the table and trained models."""
+
+    result: AuditResult
+    samples: pd.DataFrame
+    models: dict[str, PreparedModel]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use auto or cpu)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _versions() -> dict[str, str]:
+    found = {"auditclf": __version__, "python": platform.python_version()}
+    for name in ENGINES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _device_info(device: torch.device) -> dict:
+    info = {
+        "type": device.type,
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+    }
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def build_model(
+    config: AuditConfig,
+    data: PreparedData,
+    device: torch.device,
+    *,
+    progress: bool,
+    timer: PhaseTimer,
+) -> tuple[PreparedModel, TrainHistory | None]:
+    """Load the configured checkpoint, or build and train the configured architecture."""
+    with timer.phase("model"):
+        train = data.view("train")
+        prepared = prepare_model(
+            config.model,
+            classes=data.classes,
+            input_shape=data.input_shape,
+            train_images=train.images,
+            data_hash=data.summary["hash"],
+            seed=config.seed,
+        )
+    history = None
+    if prepared.needs_training:
+        with timer.phase("train"):
+            history = train_classifier(
+                prepared.adapter,
+                train,
+                data.view("val"),
+                config.train,
+                num_classes=len(data.classes),
+                seed=config.seed,
+                device=device,
+                hflip_ok=data.imageset.hflip_ok,
+                progress=progress,
+            )
+        prepared.spec["training"] = {
+            **config.train.model_dump(mode="json"),
+            "best_epoch": history.best_epoch,
+            "epochs_run": len(history.epochs),
+        }
+    prepared.adapter.to(device).eval()
+    return prepared, history
+
+
+def probe(
+    prepared: PreparedModel,
+    data: PreparedData,
+    config: AuditConfig,
+    device: torch.device,
+    name: str,
+) -> pd.DataFrame:
+    """Run every registered probe over the test split; return the model's sample table."""
+    test = data.view("test")
+    table = new_table(name, test.ids, test.labels, data.classes, test.attributes)
+    ctx = ProbeContext(
+        model=prepared.adapter,
+        test=test,
+        classes=data.classes,
+        device=device,
+        seed=config.seed,
+        batch_size=config.analyses.batch_size,
+    )
+    for entry in PROBES:
+        table = entry.obj(ctx, table)
+    return table
+
+
+def analyse(
+    table: pd.DataFrame, config: AuditConfig, data_summary: dict, *, debug: bool = False
+) -> tuple[list, dict, dict, list]:
+    """Analyses over one model's rows → (sections, metrics, notes, findings)."""
+    ctx = AnalysisContext(
+        classes=data_summary["classes"],
+        config=config.analyses,
+        seed=config.seed,
+        data_summary=data_summary,
+    )
+    sections = run_analyses(table, ctx, debug=debug)
+    metrics, notes, findings = {}, {}, []
+    for section in sections:
+        metrics.update(section.metrics)
+        notes.update(section.notes)
+        findings.extend(f.__dict__ for f in section.findings)
+    return [s.to_dict() for s in sections], metrics, notes, findings
+
+
+def decide_verdict(models: dict[str, ModelResult], gates: list[dict]) -> str:
+    if any(section.get("error") for m in models.values() for section in m.sections):
+        return "error"
+    if any(not gate["passed"] for gate in gates):
+        return "fail"
+    return "pass"
+
+
+def limitations(data: dict) -> list[dict]:
+    """What this run did not check, and why; sample-size caveats."""
+    items = list(NOT_YET_CHECKED)
+    test_count = data["split_counts"]["test"]
+    per_class = min(data["class_distribution"]["test"].values())
+    items.append(
+        {
+            "section": "Sample size",
+            "reason": f"the test split has {test_count} images "
+            f"(the smallest class {per_class}); per-class figures carry wide intervals",
+        }
+    )
+    if not data["split_given"]:
+        items.append(
+            {
+                "section": "Distribution shift",
+                "reason": "train and test come from one "
+                "pool split at random; performance on data from elsewhere is not measured",
+            }
+        )
+    return items
+
+
+def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False) -> AuditOutcome:
+    """Run the whole audit described by ``config``; nothing is written here."""
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    timer = PhaseTimer()
+    gates = [parse_gate(text) for text in config.gates]
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    with timer.phase("data"):
+        data = prepare_data(config.data, seed=config.seed)
+    prepared, history = build_model(config, data, device, progress=progress, timer=timer)
+    with timer.phase("probes"):
+        table = probe(prepared, data, config, device, "baseline")
+    with timer.phase("analyses"):
+        sections, metrics, notes, findings = analyse(table, config, data.summary, debug=debug)
+    baseline = ModelResult(
+        card=prepared.card(),
+        metrics=metrics,
+        notes=notes,
+        findings=findings,
+        sections=sections,
+        training=history.to_dict() if history else None,
+    )
+    models = {"baseline": baseline}
+    gate_outcomes = evaluate_gates(gates, metrics, notes)
+    run = {
+        "started_at": started_at,
+        "seed": config.seed,
+        "device": _device_info(device),
+        "versions": _versions(),
+        "durations": timer.durations,
+        "config": config.model_dump(mode="json"),
+        "data_hash": data.summary["hash"],
+        "model_hash": baseline.card["weights_sha256"],
+    }
+    result = AuditResult(
+        verdict=decide_verdict(models, gate_outcomes),
+        run=run,
+        data=data.summary,
+        models=models,
+        gates=gate_outcomes,
+        limitations=limitations(data.summary),
+    )
+    return AuditOutcome(result, table, {"baseline": prepared})

@@ -1,0 +1,6 @@
+"""Probes: the only code that runs the model during an audit."""
+
+from auditclf.probes import clean  # noqa: F401  (registers the probe)
+from auditclf.probes.base import PROBES, ProbeContext
+
+__all__ = ["PROBES", "ProbeContext"]

@@ -1,0 +1,57 @@
+"""The clean probe: one batched eval-mode pass over the test split.
+
+It is the only place clean logits are computed; later probes reuse its columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from auditclf.errors import UnreliableEvaluation
+from auditclf.evidence import PROBA_PREFIX
+from auditclf.probes.base import PROBES, ProbeContext
+from auditclf.train.standard import to_unit_float
+
+
+@torch.no_grad()
+def predict_logits(ctx: ProbeContext) -> np.ndarray:
+    """(N, K) float64 logits of the test images, batched on the model's device."""
+    ctx.model.eval()
+    images = torch.from_numpy(ctx.test.images)
+    chunks = []
+    for start in range(0, len(images), ctx.batch_size):
+        x = to_unit_float(images[start : start + ctx.batch_size], ctx.device)
+        chunks.append(ctx.model(x).double().cpu())
+    return torch.cat(chunks).numpy()
+
+
+@PROBES.register("clean", summary="predictions, confidences and probabilities on clean images")
+def clean_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
+    logits = predict_logits(ctx)
+    bad = ~np.isfinite(logits).all(axis=1)
+    if bad.any():
+        first = ctx.test.ids[np.flatnonzero(bad)[0]]
+        raise UnreliableEvaluation(
+            f"the model returned NaN or infinite logits for "
+            f"{int(bad.sum())} of {len(bad)} test images "
+            f"(first: {first})"
+        )
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    proba = np.exp(shifted)
+    proba /= proba.sum(axis=1, keepdims=True)
+    pred = proba.argmax(axis=1)
+    labels = table["label"].to_numpy()
+    true_logit = logits[np.arange(len(labels)), labels]
+    others = logits.copy()
+    others[np.arange(len(labels)), labels] = -np.inf
+    columns = {
+        "pred": pred,
+        "pred_name": np.asarray(ctx.classes, dtype=object)[pred],
+        "correct": (pred == labels).astype(np.int64),
+        "confidence": proba.max(axis=1),
+        "margin": true_logit - others.max(axis=1),
+    }
+    columns.update({f"{PROBA_PREFIX}{k}": proba[:, k] for k in range(proba.shape[1])})
+    return table.assign(**columns)

@@ -1,0 +1,58 @@
+"""Writers: report.html, report.json, samples.csv, junit.xml, summary.md (and weights).
+
+All files are produced in a staging folder and moved into place together, so a
+failed or killed run leaves the previous report or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from auditclf.evidence import save_samples
+from auditclf.io import StagedOutput
+from auditclf.models import PreparedModel, save_model
+from auditclf.report.html import render_html
+from auditclf.report.junit import render_junit
+from auditclf.report.markdown import render_markdown
+from auditclf.results import AuditResult
+
+__all__ = ["render_html", "render_junit", "render_markdown", "write_outputs", "write_reports"]
+
+
+def write_reports(
+    staged: StagedOutput, result: AuditResult, *, templates: Path | None, title: str | None
+) -> None:
+    """Render the reader-facing files (html, md, junit) and report.json into ``staged``."""
+    started = time.perf_counter()
+    staged.write_text("report.html", render_html(result, templates=templates, title=title))
+    staged.write_text("summary.md", render_markdown(result))
+    staged.write_text("junit.xml", render_junit(result))
+    result.run["durations"]["report"] = time.perf_counter() - started
+    staged.write_text("report.json", result.to_json())
+
+
+def write_outputs(
+    result: AuditResult,
+    samples: pd.DataFrame,
+    models: dict[str, PreparedModel],
+    out_dir: Path,
+    *,
+    templates: Path | None = None,
+    title: str | None = None,
+) -> list[Path]:
+    """Write a run's whole output set into ``out_dir``; return the files written."""
+    staged = StagedOutput(out_dir)
+    try:
+        save_samples(samples, staged.path("samples.csv"))
+        for name, prepared in models.items():
+            if prepared.needs_training:
+                stem = "model" if name == "baseline" else name
+                save_model(prepared.adapter.net, prepared.spec, staged.path(f"{stem}.safetensors"))
+        write_reports(staged, result, templates=templates, title=title)
+    except BaseException:
+        staged.abort()
+        raise
+    return staged.commit()

@@ -1,0 +1,175 @@
+"""Figures: draw the analyses' figure data with matplotlib, inline as PNG data URIs.
+
+Every figure kind is one function of a JSON dict (as stored in report.json),
+so ``auditclf report`` redraws them without the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+DPI = 110
+INK = "#1f2933"
+ACCENT = "#2563eb"
+WARN = "#dc2626"
+OK = "#16a34a"
+plt.rcParams.update(
+    {
+        "font.size": 9,
+        "axes.edgecolor": "#9aa5b1",
+        "axes.labelcolor": INK,
+        "xtick.color": INK,
+        "ytick.color": INK,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "svg.fonttype": "none",
+        "font.family": "DejaVu Sans",
+    }
+)
+
+
+def _to_data_uri(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def confusion(data: dict) -> str:
+    labels = data["labels"]
+    counts = np.array(data["counts"])
+    normalised = np.array(data["normalised"])
+    k = len(labels)
+    side = min(7.5, 1.6 + 0.42 * k)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    dark = normalised[i, j] > 0.55
+                    ax.text(
+                        j,
+                        i,
+                        str(counts[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if dark else INK,
+                    )
+    ax.set_xticks(range(k), labels, rotation=90 if max(map(len, labels)) > 3 else 0)
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Confusion matrix (counts; colour = share of the true class)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of row")
+    return _to_data_uri(fig)
+
+
+def reliability(data: dict) -> str:
+    edges = np.array(data["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    accuracy = np.array(data["accuracy"], dtype=float)
+    confidence = np.array(data["confidence"], dtype=float)
+    filled = np.array(data["count"]) > 0
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], ls="--", color="#9aa5b1", lw=1, label="perfect calibration")
+    ax.bar(
+        centres[filled],
+        accuracy[filled],
+        width=width * 0.92,
+        color=ACCENT,
+        alpha=0.85,
+        label="accuracy in bin",
+    )
+    ax.bar(
+        centres[filled],
+        (confidence - accuracy)[filled],
+        bottom=accuracy[filled],
+        width=width * 0.92,
+        color=WARN,
+        alpha=0.3,
+        label="gap to mean confidence",
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability diagram")
+    ax.legend(loc="upper left", frameon=False)
+    return _to_data_uri(fig)
+
+
+def confidence_histogram(data: dict) -> str:
+    edges = np.array(data["edges"])
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    correct, wrong = np.array(data["correct"]), np.array(data["wrong"])
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.bar(centres, correct, width=width * 0.92, color=OK, alpha=0.8, label="correct")
+    ax.bar(
+        centres, wrong, bottom=correct, width=width * 0.92, color=WARN, alpha=0.85, label="wrong"
+    )
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("test images (log scale above 10)")
+    ax.set_title("Confidence histogram")
+    ax.legend(loc="upper left", frameon=False)
+    return _to_data_uri(fig)
+
+
+def class_distribution(data: dict) -> str:
+    classes = data["classes"]
+    splits = data["splits"]
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(min(9, 2 + 0.5 * len(classes)), 3.2))
+    bottom = np.zeros(len(classes))
+    for (name, counts), colour in zip(
+        splits.items(), ("#1e40af", "#60a5fa", "#f59e0b"), strict=True
+    ):
+        ax.bar(x, counts, bottom=bottom, color=colour, label=name, width=0.7)
+        bottom += np.array(counts)
+    ax.set_xticks(x, classes, rotation=90 if max(map(len, classes)) > 3 else 0)
+    ax.set_ylabel("images")
+    ax.set_title("Images per class and split")
+    ax.legend(frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    return _to_data_uri(fig)
+
+
+def training_curves(data: dict) -> str:
+    epochs = [e["epoch"] for e in data["epochs"]]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    loss_ax.plot(epochs, [e["train_loss"] for e in data["epochs"]], marker="o", label="train")
+    loss_ax.plot(epochs, [e["val_loss"] for e in data["epochs"]], marker="o", label="val")
+    acc_ax.plot(epochs, [e["train_accuracy"] for e in data["epochs"]], marker="o", label="train")
+    acc_ax.plot(epochs, [e["val_accuracy"] for e in data["epochs"]], marker="o", label="val")
+    for ax, title in ((loss_ax, "cross-entropy loss"), (acc_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.axvline(data["best_epoch"], color="#9aa5b1", ls=":", lw=1)
+        ax.legend(frameon=False)
+    return _to_data_uri(fig)
+
+
+FIGURES: dict[str, Callable[[dict], str]] = {
+    "confusion": confusion,
+    "reliability": reliability,
+    "confidence_histogram": confidence_histogram,
+    "class_distribution": class_distribution,
+    "training_curves": training_curves,
+}
+
+
+def render_figure(data: dict) -> str:
+    """A PNG data URI for one figure dict (its ``kind`` picks the drawing)."""
+    return FIGURES[data["kind"]](data)

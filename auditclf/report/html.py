@@ -1,0 +1,160 @@
+"""The HTML report: one self-contained page rendered by jinja2 with autoescape on.
+
+Templates come from ``--templates DIR`` first (an organisation may override
+any template), then from the ones shipped with auditclf: inside the installed
+package (``auditclf/templates``, copied from ``reports/templates`` when the
+wheel is built), or ``reports/templates`` of a source checkout.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from auditclf.errors import UsageError
+from auditclf.report.figures import render_figure, training_curves
+from auditclf.results import AuditResult
+
+TEMPLATE = "report.html.j2"
+KEY_NUMBERS = (
+    ("performance.accuracy", "Test accuracy", "pct"),
+    ("performance.balanced_accuracy", "Balanced accuracy", "pct"),
+    ("performance.worst_class_recall", "Worst-class recall", "pct"),
+    ("performance.ece", "Calibration error (ECE)", "num"),
+    ("data.imbalance_ratio", "Class imbalance ratio", "ratio"),
+)
+SECTION_GROUPS = {"performance": ("performance", "imbalance", "calibration")}
+
+
+def default_templates_dir() -> Path:
+    """The shipped templates: in the installed package, else in the source checkout."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "templates", package.parent / "reports" / "templates"):
+        if (candidate / TEMPLATE).is_file():
+            return candidate
+    raise FileNotFoundError("auditclf's report templates are missing from this installation")
+
+
+def environment(templates: Path | None = None) -> Environment:
+    loaders = []
+    if templates is not None:
+        if not Path(templates).is_dir():
+            raise UsageError(f"{templates}: no such templates folder (report.templates)")
+        loaders.append(FileSystemLoader(str(templates)))
+    loaders.append(FileSystemLoader(str(default_templates_dir())))
+    env = Environment(
+        loader=ChoiceLoader(loaders),
+        autoescape=select_autoescape(default=True),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        pct=fmt_pct, num=fmt_num, cell=fmt_cell, ratio=fmt_ratio, seconds=fmt_seconds
+    )
+    return env
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def fmt_pct(value: Any, digits: int = 1) -> str:
+    return "—" if _missing(value) else f"{100 * value:.{digits}f}%"
+
+
+def fmt_num(value: Any, digits: int = 3) -> str:
+    return "—" if _missing(value) else f"{value:.{digits}f}"
+
+
+def fmt_ratio(value: Any) -> str:
+    return "—" if _missing(value) else f"{value:.2f}×"
+
+
+def fmt_seconds(value: Any) -> str:
+    return "—" if _missing(value) else f"{value:.1f} s"
+
+
+def fmt_cell(value: Any) -> str:
+    """One table cell as text: numbers to 3 decimals, intervals as [low, high]."""
+    if _missing(value):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, (list, tuple)):
+        if len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+            return f"[{fmt_num(value[0])}, {fmt_num(value[1])}]"
+        return (
+            "; ".join(
+                " = ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v) for v in value
+            )
+            or "—"
+        )
+    return str(value)
+
+
+def key_numbers(metrics: dict, level: float) -> list[dict]:
+    """The tiles of the verdict banner: value, interval and key of each headline metric."""
+    tiles = []
+    for key, label, style in KEY_NUMBERS:
+        if key in metrics:
+            low, high = metrics.get(f"{key}.ci_low"), metrics.get(f"{key}.ci_high")
+            tiles.append(
+                {
+                    "key": key,
+                    "label": label,
+                    "value": metrics[key],
+                    "style": style,
+                    "level": level,
+                    "ci": None if _missing(low) or _missing(high) else (low, high),
+                }
+            )
+    return tiles
+
+
+def _with_figures(sections: list[dict]) -> dict[str, dict]:
+    drawn = {}
+    for section in sections:
+        figures = {name: render_figure(data) for name, data in section.get("figures", {}).items()}
+        drawn[section["name"]] = {**section, "images": figures}
+    return drawn
+
+
+def render_html(
+    result: AuditResult, *, templates: Path | None = None, title: str | None = None
+) -> str:
+    """The report page for ``result`` as one HTML string."""
+    level = result.run["config"]["analyses"]["confidence_level"]
+    models = {}
+    for name, model in result.models.items():
+        sections = _with_figures(model.sections)
+        curves = training_curves(model.training) if model.training else None
+        models[name] = {
+            "model": model,
+            "sections": sections,
+            "training_curves": curves,
+            "key_numbers": key_numbers(model.metrics, level),
+        }
+    page_title = (
+        title
+        or f"auditclf report: {result.models['baseline'].card['architecture']} "
+        f"on {result.data['dataset']}"
+    )
+    return (
+        environment(templates)
+        .get_template(TEMPLATE)
+        .render(
+            result=result,
+            models=models,
+            baseline=models["baseline"],
+            title=page_title,
+            groups=SECTION_GROUPS,
+        )
+    )

@@ -1,0 +1,56 @@
+"""summary.md: a short, link-free summary for a CI job page or a pull request."""
+
+from __future__ import annotations
+
+from auditclf.report.html import fmt_cell, key_numbers
+from auditclf.results import AuditResult
+
+ICONS = {"pass": "✅", "fail": "❌", "unreliable": "⚠️", "error": "💥"}
+
+
+def _escape(text: str) -> str:
+    """Keep table cells intact: pipes and newlines would break a Markdown table."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(result: AuditResult) -> str:
+    baseline = result.models["baseline"]
+    level = result.run["config"]["analyses"]["confidence_level"]
+    lines = [
+        f"## auditclf: {ICONS.get(result.verdict, '')} {result.verdict.upper()}",
+        "",
+        f"{_escape(baseline.card['architecture'])} on {_escape(result.data['dataset'])}: "
+        f"{result.data['split_counts']['test']} test images, seed {result.run['seed']}, "
+        f"{result.run['device']['type']}.",
+        "",
+    ]
+    if result.gates:
+        lines += ["| gate | measured | result |", "|---|---:|---|"]
+        lines += [
+            f"| `{_escape(g['expression'])}` | {fmt_cell(g['value'])} | "
+            f"{'pass' if g['passed'] else 'FAIL: ' + _escape(g['reason'])} |"
+            for g in result.gates
+        ]
+    else:
+        lines.append("No gates were set; nothing was held to a threshold.")
+    lines += ["", "| metric | value | interval |", "|---|---:|---|"]
+    for tile in key_numbers(baseline.metrics, level):
+        interval = f"[{fmt_cell(tile['ci'][0])}, {fmt_cell(tile['ci'][1])}]" if tile["ci"] else ""
+        lines.append(
+            f"| {tile['label']} (`{tile['key']}`) | {fmt_cell(tile['value'])} | {interval} |"
+        )
+    warnings = [f for f in baseline.findings if f["severity"] != "info"]
+    if warnings:
+        lines += ["", "**Findings**", ""]
+        lines += [f"- {f['severity']}: {_escape(f['message'])}" for f in warnings]
+    not_checked = [
+        item["section"]
+        for item in result.limitations
+        if item["section"] in ("Robustness", "Explanations", "Fairness")
+    ]
+    if not_checked:
+        lines += [
+            "",
+            f"Not checked in this run: {', '.join(not_checked)} (see the report's Limitations).",
+        ]
+    return "\n".join(lines) + "\n"

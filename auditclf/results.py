@@ -1,0 +1,99 @@
+"""AuditResult: everything a run found, and its JSON form (``report.json``).
+
+NaN is never written as a number: a metric that cannot be computed is
+``null`` and its reason is in the model's ``notes``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditclf.errors import UsageError
+
+SCHEMA_VERSION = 1
+READABLE_VERSIONS = (1,)
+VERDICTS = ("pass", "fail", "unreliable", "error")
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN/inf floats by None, recursively, so the JSON is strict."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _finite(value.item())
+    return value
+
+
+@dataclass
+class ModelResult:
+    """One audited model (``baseline``, later ``hardened``)."""
+
+    card: dict
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    findings: list[dict] = field(default_factory=list)
+    sections: list[dict] = field(default_factory=list)
+    training: dict | None = None
+
+
+@dataclass
+class AuditResult:
+    verdict: str
+    run: dict
+    data: dict
+    models: dict[str, ModelResult]
+    gates: list[dict] = field(default_factory=list)
+    limitations: list[dict] = field(default_factory=list)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        """The baseline model's flat metrics."""
+        return self.models["baseline"].metrics
+
+    def to_dict(self) -> dict:
+        return _finite(asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, raw: dict, *, source: str = "report.json") -> AuditResult:
+        version = raw.get("schema_version") if isinstance(raw, dict) else None
+        if version not in READABLE_VERSIONS:
+            readable = ", ".join(map(str, READABLE_VERSIONS))
+            raise UsageError(
+                f"{source}: schema_version {version!r} is not one this auditclf reads ({readable})"
+            )
+        try:
+            models = {name: ModelResult(**body) for name, body in raw["models"].items()}
+            return cls(
+                verdict=raw["verdict"],
+                run=raw["run"],
+                data=raw["data"],
+                models=models,
+                gates=raw.get("gates", []),
+                limitations=raw.get("limitations", []),
+                schema_version=version,
+            )
+        except (KeyError, TypeError) as exc:
+            raise UsageError(f"{source}: not an auditclf report ({exc})") from None
+
+    @classmethod
+    def load(cls, path: Path) -> AuditResult:
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: not valid JSON ({exc})") from None
+        return cls.from_dict(raw, source=str(path))

@@ -1,0 +1,177 @@
+"""Standard training: Adam and cross-entropy, as in the classic tutorial.
+
+Optional inverse-frequency class weights and class-balanced oversampling for
+imbalanced data; early stopping on the validation loss (the best epoch's
+weights are kept). On CUDA: bf16 autocast, ``channels_last`` and pinned
+host memory; on the CPU, plain float32.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from auditclf.config import TrainConfig
+from auditclf.data import SplitView
+from auditclf.models.adapter import ModelAdapter
+from auditclf.seeding import torch_generator
+from auditclf.train.augment import random_affine
+
+
+@dataclass
+class TrainHistory:
+    """Per-epoch losses/accuracies and how training ended."""
+
+    device: str
+    mixed_precision: str | None
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def to_unit_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, C, H, W) on any device → float32 in [0, 1] on ``device``."""
+    return images.to(device, non_blocking=True).float().div_(255.0)
+
+
+def _class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _epoch_order(
+    labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator, num_classes: int
+) -> torch.Tensor:
+    if not cfg.oversample:
+        return torch.randperm(len(labels), generator=generator)
+    counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).double()
+    return torch.multinomial(
+        1.0 / counts[labels], len(labels), replacement=True, generator=generator
+    )
+
+
+@torch.no_grad()
+def evaluate_loss(
+    adapter: ModelAdapter,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 512,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of the eval-mode model on uint8 images."""
+    adapter.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(labels), batch_size):
+        x = to_unit_float(images[start : start + batch_size], device)
+        y = labels[start : start + batch_size].to(device)
+        logits = adapter(x).float()
+        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return total_loss / max(len(labels), 1), correct / max(len(labels), 1)
+
+
+def train_classifier(
+    adapter: ModelAdapter,
+    train: SplitView,
+    val: SplitView,
+    cfg: TrainConfig,
+    *,
+    num_classes: int,
+    seed: int,
+    device: torch.device,
+    hflip_ok: bool,
+    progress: bool = True,
+) -> TrainHistory:
+    """Train ``adapter`` in place; return its history. Images are uint8 (N, C, H, W)."""
+    cuda = device.type == "cuda"
+    adapter.to(device)
+    if cuda:
+        adapter.to(memory_format=torch.channels_last)
+    history = TrainHistory(device=str(device), mixed_precision="bf16" if cuda else None)
+    images = torch.from_numpy(train.images)
+    labels = torch.from_numpy(train.labels)
+    val_images, val_labels = torch.from_numpy(val.images), torch.from_numpy(val.labels)
+    if cuda:
+        images, val_images = images.pin_memory(), val_images.pin_memory()
+    weight = _class_weights(train.labels, num_classes).to(device) if cfg.class_weighted else None
+    optimizer = torch.optim.Adam(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best_loss, best_state, waited = float("inf"), None, 0
+    for epoch in range(1, cfg.epochs + 1):
+        started = time.perf_counter()
+        generator = torch_generator(seed, "train", epoch)
+        order = _epoch_order(labels, cfg, generator, num_classes)
+        adapter.train()
+        seen, loss_sum, hits = 0, 0.0, 0
+        batches = tqdm(
+            range(0, len(order), cfg.batch_size),
+            disable=not progress,
+            leave=False,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            unit="batch",
+        )
+        for start in batches:
+            idx = order[start : start + cfg.batch_size]
+            x = to_unit_float(images[idx], device)
+            y = labels[idx].to(device, non_blocking=True)
+            if cfg.augment:
+                x = random_affine(x, generator, hflip=hflip_ok)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                logits = adapter(x)
+                loss = F.cross_entropy(logits.float(), y, weight=weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            hits += (logits.argmax(1) == y).sum().item()
+            batches.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / seen:.3f}")
+        val_loss, val_acc = (
+            evaluate_loss(adapter, val_images, val_labels, device)
+            if len(val_labels)
+            else (float("nan"), float("nan"))
+        )
+        history.epochs.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / seen,
+                "train_accuracy": hits / seen,
+                "val_loss": val_loss,
+                "val_accuracy": val_acc,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        if progress:
+            tqdm.write(
+                f"epoch {epoch}/{cfg.epochs}: loss {loss_sum / seen:.4f} "
+                f"acc {hits / seen:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f}"
+            )
+        if not len(val_labels):
+            continue
+        if val_loss < best_loss:
+            best_loss, best_state, waited = val_loss, copy.deepcopy(adapter.state_dict()), 0
+            history.best_epoch = epoch
+        else:
+            waited += 1
+            if waited >= cfg.patience:
+                history.stopped_early = epoch < cfg.epochs
+                break
+    if best_state is not None:
+        adapter.load_state_dict(best_state)
+    else:
+        history.best_epoch = len(history.epochs)
+    adapter.eval()
+    if cuda:
+        adapter.to(memory_format=torch.contiguous_format)
+    return history
