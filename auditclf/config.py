@@ -96,7 +96,7 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(8, ge=1, description="passes over the training split (upper bound)")
+    epochs: int = Field(12, ge=1, description="passes over the training split (upper bound)")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0)

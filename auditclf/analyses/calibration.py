@@ -98,12 +98,16 @@ def calibration(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         ],
         caption="Non-empty confidence bins; gap = accuracy − mean confidence.",
     )
+    filled = stats["count"] > 0
+    gaps = np.where(filled, np.abs(stats["accuracy"] - stats["confidence"]), -1.0)
+    worst_bin_count = int(stats["count"][int(np.argmax(gaps))]) if filled.any() else 0
     direction = "over-confident" if mean_conf > accuracy else "under-confident"
     quality = "well calibrated" if ece <= WELL_CALIBRATED_ECE else f"{direction}"
     section.headline = (
         f"The model is {quality}: expected calibration error {ece:.3f} "
         f"(mean confidence {mean_conf:.1%} vs accuracy {accuracy:.1%}); "
-        f"the largest gap in one bin is {mce:.3f}."
+        f"the largest gap in one bin is {mce:.3f}"
+        f" (a bin of {worst_bin_count} image{'s' if worst_bin_count != 1 else ''})."
     )
     if ece > WELL_CALIBRATED_ECE:
         section.find(

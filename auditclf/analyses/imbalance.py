@@ -113,13 +113,12 @@ def imbalance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             f"{dup['label_conflicts']} image(s) occur with different labels",
             "data.duplicates.label_conflicts",
         )
-    balance = (
-        "balanced"
-        if ratio <= 1.0 + 1e-9
-        else f"imbalanced (ratio {ratio:.1f})"
-        if np.isfinite(ratio)
-        else "missing classes"
-    )
+    if not np.isfinite(ratio):
+        balance = "missing classes"
+    elif ratio > threshold:
+        balance = f"imbalanced (largest/smallest {ratio:.2f} > {threshold:g})"
+    else:
+        balance = f"balanced (largest/smallest {ratio:.2f} ≤ {threshold:g})"
     section.headline = (
         f"Training classes are {balance}; {summary['split_counts']['train']}/"
         f"{summary['split_counts']['val']}/{summary['split_counts']['test']} images in "

@@ -80,7 +80,8 @@ def reliability(data: dict) -> str:
     width = edges[1] - edges[0]
     accuracy = np.array(data["accuracy"], dtype=float)
     confidence = np.array(data["confidence"], dtype=float)
-    filled = np.array(data["count"]) > 0
+    count = np.array(data["count"])
+    filled = count > 0
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.plot([0, 1], [0, 1], ls="--", color="#9aa5b1", lw=1, label="perfect calibration")
     ax.bar(
@@ -91,20 +92,30 @@ def reliability(data: dict) -> str:
         alpha=0.85,
         label="accuracy in bin",
     )
+    low = np.minimum(accuracy, confidence)[filled]
+    gap = np.abs(confidence - accuracy)[filled]
     ax.bar(
         centres[filled],
-        (confidence - accuracy)[filled],
-        bottom=accuracy[filled],
+        gap,
+        bottom=low,
         width=width * 0.92,
-        color=WARN,
-        alpha=0.3,
+        facecolor="none",
+        edgecolor=WARN,
+        hatch="///",
+        lw=0.8,
         label="gap to mean confidence",
     )
+    for x, y, n in zip(
+        centres[filled], np.maximum(accuracy, confidence)[filled], count[filled], strict=True
+    ):
+        ax.text(
+            x, min(y + 0.02, 1.02), str(n), ha="center", va="bottom", fontsize=6.5, color="#52606d"
+        )
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.08)
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title("Reliability diagram")
+    ax.set_title("Reliability diagram (numbers: images per bin)")
     ax.legend(loc="upper left", frameon=False)
     return _to_data_uri(fig)
 

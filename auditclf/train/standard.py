@@ -114,7 +114,7 @@ def train_classifier(
         seen, loss_sum, hits = 0, 0.0, 0
         batches = tqdm(
             range(0, len(order), cfg.batch_size),
-            disable=not progress,
+            disable=None if progress else True,  # None: auto-off when not a TTY
             leave=False,
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="batch",

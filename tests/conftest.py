@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny, seeded runs reused across tests to keep the suite fast."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from auditclf.cli import run
+
+# A small, fast audit: 8x8 digits, 2 epochs, 200 bootstrap resamples.
+FAST_FLAGS = ["--dataset", "digits", "--epochs", "2", "--quiet"]
+FAST_CONFIG = """\
+seed: 0
+data:
+  dataset: digits
+train:
+  epochs: 2
+analyses:
+  bootstrap: 200
+"""
+
+
+class CliResult:
+    def __init__(self, status: int, out: str, err: str) -> None:
+        self.status, self.out, self.err = status, out, err
+
+    def __repr__(self) -> str:
+        return f"CliResult(status={self.status}, err={self.err!r})"
+
+
+def cli(*argv: str | Path) -> CliResult:
+    """Run the CLI in-process and capture its streams."""
+    out, err = io.StringIO(), io.StringIO()
+    status = run([str(a) for a in argv], stdout=out, stderr=err)
+    return CliResult(status, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def fast_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "audit.yaml"
+    path.write_text(FAST_CONFIG)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory, fast_config) -> Path:
+    """One finished `auditclf run` on digits; its output folder (read-only by convention)."""
+    out = tmp_path_factory.mktemp("digits-run")
+    result = cli("run", "--config", fast_config, "--out", out, "--quiet")
+    assert result.status == 0, result
+    return out
