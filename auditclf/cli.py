@@ -7,6 +7,7 @@ are injectable so tests drive the CLI in-process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import traceback
 from pathlib import Path
@@ -283,7 +284,8 @@ def run(
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
+        with contextlib.redirect_stdout(out):  # --help and --version print to our stream
+            args = build_parser().parse_args(argv)
         return int(COMMANDS[args.command](args, out))
     except AuditError as exc:
         if debug:

@@ -22,7 +22,10 @@ WELL_CALIBRATED_ECE = 0.05
 
 def bin_index(confidence: np.ndarray, n_bins: int) -> np.ndarray:
     """Bin of each confidence in (0, 1]: bin b covers (b/B, (b+1)/B]; 0 goes to bin 0."""
-    return np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    # Compare with the edges themselves: ceil(confidence * B) puts a value on an edge in the
+    # bin above when the product rounds up (0.28 * 25 = 7.000000000000001).
+    inner_edges = np.arange(1, n_bins) / n_bins
+    return np.searchsorted(inner_edges, confidence, side="left")
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int) -> dict:

@@ -109,7 +109,7 @@ def class_distribution(labels: np.ndarray, split: np.ndarray, classes: list[str]
 
 def prepare_data(cfg: DataConfig, *, seed: int) -> PreparedData:
     """Load the set named in ``cfg``, subsample, split, scan for duplicates, summarise."""
-    imageset = load_imageset(cfg)
+    imageset = load_imageset(cfg, seed)
     if len(imageset.labels) == 0:
         raise DataError(f"{imageset.source}: no images")
     if imageset.attributes.empty:

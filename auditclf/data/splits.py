@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.model_selection import train_test_split
 
@@ -14,13 +16,19 @@ SPLITS = ("train", "val", "test")
 def _stratified_take(
     indices: np.ndarray, labels: np.ndarray, size: float | int, seed: int, classes: list[str]
 ) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(size, float):
+        # sklearn takes ceil(share * n); drop float noise first, or 0.2 / 0.9 of 270 images
+        # (60.000000000000014) becomes 61.
+        size = math.ceil(round(size * len(indices), 9))
     try:
         return train_test_split(indices, test_size=size, stratify=labels, random_state=seed % 2**32)
-    except ValueError:
+    except ValueError as exc:
         counts = np.bincount(labels)
         rare = [classes[c] for c in np.flatnonzero((counts > 0) & (counts < 3))]
+        if not rare:
+            raise DataError(f"cannot split stratified: {exc}") from None
         raise DataError(
-            f"cannot split stratified: class(es) {', '.join(rare) or '?'} have fewer than 3 "
+            f"cannot split stratified: class(es) {', '.join(rare)} have fewer than 3 "
             "images; add images, or give a split column in a CSV manifest"
         ) from None
 

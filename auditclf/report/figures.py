@@ -181,6 +181,15 @@ FIGURES: dict[str, Callable[[dict], str]] = {
 }
 
 
+FIGURE_TITLES = {
+    "confusion": "Confusion matrix: true class by row, predicted class by column",
+    "reliability": "Reliability diagram: accuracy against confidence per bin",
+    "confidence_histogram": "Confidence histogram of correct and wrong predictions",
+    "class_distribution": "Images per class and split",
+    "training_curves": "Training and validation loss and accuracy per epoch",
+}
+
+
 def render_figure(data: dict) -> str:
     """A PNG data URI for one figure dict (its ``kind`` picks the drawing)."""
     return FIGURES[data["kind"]](data)

@@ -15,7 +15,7 @@ from typing import Any
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from auditclf.errors import UsageError
-from auditclf.report.figures import render_figure, training_curves
+from auditclf.report.figures import FIGURE_TITLES, render_figure, training_curves
 from auditclf.results import AuditResult
 
 TEMPLATE = "report.html.j2"
@@ -122,7 +122,10 @@ def key_numbers(metrics: dict, level: float) -> list[dict]:
 def _with_figures(sections: list[dict]) -> dict[str, dict]:
     drawn = {}
     for section in sections:
-        figures = {name: render_figure(data) for name, data in section.get("figures", {}).items()}
+        figures = {
+            name: {"uri": render_figure(data), "alt": FIGURE_TITLES[data["kind"]]}
+            for name, data in section.get("figures", {}).items()
+        }
         drawn[section["name"]] = {**section, "images": figures}
     return drawn
 

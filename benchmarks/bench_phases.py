@@ -1,0 +1,127 @@
+"""Time the default audit by phase, and training against its floor.
+
+    python benchmarks/bench_phases.py [--dataset mnist5k] [--repeats 1]
+
+Prints one table: import, data, model, train, probes, analyses, report, and
+the end-to-end wall clock of ``auditclf run`` in a fresh process. It also
+times the floor of training (the same number of epochs of bare forward +
+backward + Adam steps over the training split, no augmentation, no
+validation) and prints our training time as a ratio of it.
+Measured on the machine it runs on; the README gives the numbers and hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+IMPORT = "import auditclf.cli, auditclf.pipeline, auditclf.report"
+
+
+def time_import(repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", IMPORT], check=True)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def time_cli(dataset: str, out: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auditclf",
+            "run",
+            "--dataset",
+            dataset,
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - started
+
+
+def training_floor(config, data, epochs: int) -> float:
+    """Seconds for ``epochs`` bare passes of forward + backward + Adam over the train split."""
+    from auditclf.models import prepare_model
+
+    train = data.view("train")
+    prepared = prepare_model(
+        config.model,
+        classes=data.classes,
+        input_shape=data.input_shape,
+        train_images=train.images,
+        data_hash="",
+        seed=config.seed,
+    )
+    model = prepared.adapter.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr)
+    images = torch.from_numpy(train.images).float().div_(255)
+    labels = torch.from_numpy(train.labels)
+    started = time.perf_counter()
+    for _ in range(epochs):
+        for start in range(0, len(labels), config.train.batch_size):
+            x = images[start : start + config.train.batch_size]
+            y = labels[start : start + config.train.batch_size]
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="mnist5k")
+    parser.add_argument("--repeats", type=int, default=3, help="import timing repeats")
+    args = parser.parse_args()
+
+    from auditclf.config import load_config
+    from auditclf.data import prepare_data
+    from auditclf.pipeline import run_audit
+    from auditclf.report import write_outputs
+
+    config = load_config(None, {"data": {"dataset": args.dataset}})
+    with tempfile.TemporaryDirectory() as tmp:
+        outcome = run_audit(config, progress=False)
+        write_outputs(outcome.result, outcome.samples, outcome.models, Path(tmp) / "inproc")
+        durations = dict(outcome.result.run["durations"])
+        end_to_end = time_cli(args.dataset, Path(tmp) / "cli")
+    durations = {"import": time_import(args.repeats), **durations}
+    epochs_run = outcome.result.models["baseline"].training["epochs"]
+    floor = training_floor(config, prepare_data(config.data, seed=config.seed), len(epochs_run))
+
+    total = sum(durations.values())
+    print(
+        f"auditclf default run on {args.dataset}: torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {outcome.result.run['device']['type']}"
+    )
+    print(f"{'phase':<12}{'seconds':>10}{'share':>9}")
+    for phase, seconds in durations.items():
+        print(f"{phase:<12}{seconds:>10.2f}{seconds / total:>9.1%}")
+    print(f"{'sum':<12}{total:>10.2f}")
+    print(f"{'end-to-end':<12}{end_to_end:>10.2f}   (auditclf run in a fresh process)")
+    print(
+        f"training: {durations['train']:.2f} s for {len(epochs_run)} epochs; floor (bare "
+        f"fwd+bwd+Adam, same epochs) {floor:.2f} s; ratio {durations['train'] / floor:.2f}x "
+        "(the rest is augmentation and the validation pass per epoch)"
+    )
+    print(f"test accuracy {outcome.result.metrics['performance.accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

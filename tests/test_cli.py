@@ -1,0 +1,324 @@
+"""The CLI end to end: commands, outputs, exit codes, determinism, re-rendering."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from auditclf.results import AuditResult
+from tests.conftest import cli
+
+OUTPUTS = (
+    "report.html",
+    "report.json",
+    "samples.csv",
+    "junit.xml",
+    "summary.md",
+    "model.safetensors",
+    "model.json",
+)
+
+
+def _metrics(folder):
+    return json.loads((folder / "report.json").read_text())["models"]["baseline"]["metrics"]
+
+
+def _strict_json(path):
+    def refuse(token):
+        raise AssertionError(f"{path} contains {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("command", ["run", "train", "report", "list", "metrics"])
+def test_help_for_every_command(command):
+    result = cli(command, "--help")
+    assert result.status == 0
+    assert "usage: auditclf" in result.out
+
+
+def test_list_names_the_registries():
+    result = cli("list")
+    assert result.status == 0
+    for name in (
+        "mnist5k",
+        "digits",
+        "shapes",
+        "basic-cnn",
+        "resnet18",
+        "mobilenet_v3_small",
+        "clean",
+        "performance",
+        "calibration",
+        "imbalance",
+    ):
+        assert name in result.out
+
+
+def test_run_writes_every_output(digits_run):
+    for name in OUTPUTS:
+        assert (digits_run / name).is_file(), name
+    assert not list(digits_run.glob(".staging-*"))
+    report = _strict_json(digits_run / "report.json")
+    assert report["schema_version"] == 1
+    assert report["verdict"] == "pass"
+    for key in ("config", "seed", "versions", "device", "durations", "data_hash", "model_hash"):
+        assert key in report["run"], key
+    assert set(report["run"]["durations"]) >= {
+        "data",
+        "model",
+        "train",
+        "probes",
+        "analyses",
+        "report",
+    }
+    metrics = report["models"]["baseline"]["metrics"]
+    assert 0.5 < metrics["performance.accuracy"] <= 1.0
+    assert len([k for k in metrics if k.endswith(".recall") and ".class." in k]) == 10
+
+
+def test_json_round_trip(digits_run):
+    raw = _strict_json(digits_run / "report.json")
+    assert AuditResult.from_dict(raw).to_dict() == raw
+
+
+def test_html_is_self_contained_and_complete(digits_run):
+    html = (digits_run / "report.html").read_text()
+    assert not re.search(r'(src|href)="(?!data:|#)', html), "external reference in report"
+    assert "<script" not in html
+    for text in (
+        "Confusion matrix",
+        "Per class",
+        "Calibration",
+        "Reliability",
+        "Limitations",
+        "How this was computed",
+        "Model and data",
+    ):
+        assert text in html or text.lower() in html.lower(), text
+    assert html.count('src="data:image/png;base64,') >= 5
+
+
+def test_metrics_command_prints_every_key(digits_run):
+    result = cli("metrics", digits_run / "report.json")
+    assert result.status == 0
+    metrics = _metrics(digits_run)
+    printed = dict(line.split()[:2] for line in result.out.splitlines())
+    assert set(printed) == set(metrics)
+    assert float(printed["performance.accuracy"]) == pytest.approx(
+        metrics["performance.accuracy"], abs=1e-6
+    )
+
+
+def test_same_seed_gives_identical_metrics(digits_run, fast_config, tmp_path):
+    again = tmp_path / "again"
+    assert cli("run", "--config", fast_config, "--out", again, "--quiet").status == 0
+    assert _metrics(again) == _metrics(digits_run)
+
+
+def test_report_rerenders_without_the_model(digits_run, tmp_path):
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for name in ("report.json", "samples.csv"):
+        shutil.copy(digits_run / name, folder / name)
+    result = cli("report", folder)
+    assert result.status == 0, result
+    assert (folder / "report.html").is_file() and (folder / "summary.md").is_file()
+    assert _metrics(folder) == _metrics(digits_run)
+
+
+def test_custom_templates_override_the_shipped_ones(digits_run, tmp_path):
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "report.html.j2").write_text(
+        "<html><body>ACME audit: {{ result.verdict }} {{ title }}</body></html>"
+    )
+    result = cli("report", digits_run, "--out", tmp_path / "acme", "--templates", templates)
+    assert result.status == 0, result
+    assert "ACME audit: pass" in (tmp_path / "acme" / "report.html").read_text()
+
+
+def test_checkpoint_written_by_run_reloads_with_identical_metrics(
+    digits_run, fast_config, tmp_path
+):
+    out = tmp_path / "reloaded"
+    result = cli(
+        "run",
+        "--config",
+        fast_config,
+        "--checkpoint",
+        digits_run / "model.safetensors",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.status == 0, result
+    assert _metrics(out) == _metrics(digits_run)
+    assert not (out / "model.safetensors").exists()  # nothing was trained
+
+
+def test_train_command_then_checkpoint_gives_the_same_test_metrics(
+    digits_run, fast_config, tmp_path
+):
+    trained = tmp_path / "trained"
+    result = cli("train", "--config", fast_config, "--out", trained, "--quiet")
+    assert result.status == 0, result
+    assert (trained / "model.safetensors").is_file() and (trained / "model.json").is_file()
+    out = tmp_path / "audit"
+    result = cli(
+        "run",
+        "--config",
+        fast_config,
+        "--checkpoint",
+        trained / "model.safetensors",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.status == 0, result
+    assert _metrics(out) == _metrics(digits_run)
+
+
+@pytest.mark.parametrize(
+    ("gate", "status"),
+    [
+        ("performance.accuracy>=0.1", 0),
+        ("performance.accuracy>1.0", 1),
+        ("performance.acuracy>=0.5", 2),
+        ("performance.accuracy=>0.5", 2),
+    ],
+)
+def test_gates_decide_the_exit_code(digits_run, fast_config, tmp_path, gate, status):
+    out = tmp_path / "gated"
+    result = cli(
+        "run",
+        "--config",
+        fast_config,
+        "--checkpoint",
+        digits_run / "model.safetensors",
+        "--gate",
+        gate,
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.status == status, result
+    if status == 2:
+        assert result.err.strip().count("\n") == 0
+        assert not (out / "report.json").exists()
+    else:
+        report = _strict_json(out / "report.json")
+        assert report["gates"][0]["passed"] is (status == 0)
+        assert report["verdict"] == ("pass" if status == 0 else "fail")
+
+
+def test_unknown_gate_key_suggests_the_closest(digits_run, fast_config, tmp_path):
+    result = cli(
+        "run",
+        "--config",
+        fast_config,
+        "--checkpoint",
+        digits_run / "model.safetensors",
+        "--gate",
+        "performance.acuracy>=0.5",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+    )
+    assert "closest: performance.accuracy" in result.err
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragment"),
+    [
+        ("data:\n  datset: digits\n", "data.datset: unknown key"),
+        ("train:\n  epochs: many\n", "train.epochs"),
+        ("seed: -1\n", "seed"),
+        ("data: [unclosed\n", "not valid YAML"),
+        ("- just\n- a list\n", "must be a mapping"),
+    ],
+)
+def test_bad_config_is_a_usage_error_naming_the_key(tmp_path, yaml_text, fragment):
+    config = tmp_path / "audit.yaml"
+    config.write_text(yaml_text)
+    result = cli("run", "--config", config, "--out", tmp_path / "o", "--quiet")
+    assert result.status == 2, result
+    assert fragment in result.err and "audit.yaml" in result.err
+    assert result.err.strip().count("\n") == 0
+
+
+def test_unknown_model_lists_the_known_ones(tmp_path):
+    result = cli("run", "--dataset", "digits", "--model", "resnet9000", "--out", tmp_path / "o")
+    assert result.status == 2
+    assert "unknown model 'resnet9000'; known: basic-cnn, resnet18" in result.err
+
+
+def test_bad_flag_is_one_usage_line():
+    result = cli("run", "--epochs", "ten")
+    assert result.status == 2
+    assert result.err.strip().count("\n") == 0 and "--epochs" in result.err
+
+
+def test_interrupt_exits_130_and_writes_nothing(monkeypatch, tmp_path):
+    import auditclf.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auditclf.pipeline, "run_audit", interrupted)
+    result = cli("run", "--dataset", "digits", "--out", tmp_path / "o", "--quiet")
+    assert result.status == 130
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_internal_error_is_one_line_unless_debug(monkeypatch, tmp_path, digits_run, fast_config):
+    import auditclf.report
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("template exploded\nsecond line")
+
+    monkeypatch.setattr(auditclf.report, "render_html", broken)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "report.json").write_text("previous")
+    argv = [
+        "run",
+        "--config",
+        fast_config,
+        "--checkpoint",
+        digits_run / "model.safetensors",
+        "--out",
+        out,
+        "--quiet",
+    ]
+    result = cli(*argv)
+    assert result.status == 6
+    assert result.err.strip().count("\n") == 0 and "template exploded" in result.err
+    assert (out / "report.json").read_text() == "previous"  # the old report survives whole
+    assert not list(out.glob(".staging-*"))
+    debug = cli(*argv, "--debug")
+    assert debug.status == 6 and "Traceback" in debug.err
+
+
+def test_html_escapes_everything_from_the_data(tmp_path):
+    from PIL import Image
+
+    rows = ["path,label"]
+    for i in range(12):
+        for label, shade in (("<script>alert(1)</script>", 40), ("ok & fine", 220)):
+            name = f"img_{shade}_{i}.png"
+            Image.new("L", (8, 8), shade + i).save(tmp_path / name)
+            rows.append(f"{name},{label}")
+    manifest = tmp_path / "data.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    result = cli("run", "--dataset", manifest, "--epochs", "1", "--out", out, "--quiet")
+    assert result.status == 0, result
+    html = (out / "report.html").read_text()
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    report = _strict_json(out / "report.json")
+    assert "<script>alert(1)</script>" in report["data"]["classes"]
