@@ -26,7 +26,7 @@ class BootstrapDraws:
     @property
     def balanced_accuracy(self) -> np.ndarray:
         # As sklearn's balanced_accuracy_score: the mean recall over classes present.
-        return np.nan_to_num(self.recall).mean(axis=1)
+        return np.nanmean(self.recall, axis=1)
 
     @property
     def worst_class_recall(self) -> np.ndarray:
