@@ -101,6 +101,11 @@ class TrainConfig(_Strict):
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0)
     augment: bool = Field(True, description="small rotation, scale, translation (+flip if valid)")
+    hflip: bool | None = Field(
+        None,
+        description="mirror half the training images; default: only for sets where a "
+        "mirrored image keeps its class (shapes, FashionMNIST, CIFAR-10), never for digits",
+    )
     class_weighted: bool = Field(False, description="weight the loss by inverse class frequency")
     oversample: bool = Field(False, description="sample training images class-balanced")
     patience: int = Field(3, ge=1, description="epochs without val-loss improvement before stop")

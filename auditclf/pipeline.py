@@ -141,7 +141,9 @@ def build_model(
                 num_classes=len(data.classes),
                 seed=config.seed,
                 device=device,
-                hflip_ok=data.imageset.hflip_ok,
+                hflip_ok=data.imageset.hflip_ok
+                if config.train.hflip is None
+                else config.train.hflip,
                 progress=progress,
             )
         prepared.spec["training"] = {

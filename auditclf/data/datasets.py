@@ -44,7 +44,7 @@ class ImageSet:
     split: np.ndarray | None = None
     attributes: pd.DataFrame = field(default_factory=pd.DataFrame)
     masks: np.ndarray | None = None
-    hflip_ok: bool = True
+    hflip_ok: bool = False  # mirrored images are valid members of their class
     notes: list[str] = field(default_factory=list)
 
 
