@@ -5,6 +5,7 @@ Nothing else lives here: each step is a call into its package.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Iterator
@@ -197,6 +198,21 @@ def analyse(
     return [s.to_dict() for s in sections], metrics, notes, findings
 
 
+def training_findings(history: TrainHistory, max_epochs: int) -> list[dict]:
+    """Plain-words notes on how training ended (still improving at the epoch limit)."""
+    # Early stopping did not fire: the validation loss improved within the last `patience`
+    # epochs, so training ended while the model was still getting better.
+    has_val = any(math.isfinite(e["val_loss"]) for e in history.epochs)
+    if history.stopped_early or len(history.epochs) < max_epochs or not has_val:
+        return []
+    message = (
+        f"training ended at the epoch limit ({max_epochs}) while the validation loss was "
+        f"still improving (best at epoch {history.best_epoch}): the model may be "
+        "under-trained; raise train.epochs"
+    )
+    return [{"severity": "info", "section": "training", "metric": None, "message": message}]
+
+
 def decide_verdict(models: dict[str, ModelResult], gates: list[dict]) -> str:
     if any(section.get("error") for m in models.values() for section in m.sections):
         return "error"
@@ -242,6 +258,8 @@ def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False
         table = probe(prepared, data, config, device, "baseline")
     with timer.phase("analyses"):
         sections, metrics, notes, findings = analyse(table, config, data.summary, debug=debug)
+    if history is not None:
+        findings.extend(training_findings(history, config.train.epochs))
     baseline = ModelResult(
         card=prepared.card(),
         metrics=metrics,

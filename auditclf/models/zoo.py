@@ -89,4 +89,10 @@ def mobilenet_v3_small(
     net.features[0][0] = nn.Conv2d(
         in_channels, first.out_channels, kernel_size=3, stride=stride, padding=1, bias=False
     )
+    # torchvision builds it with BatchNorm momentum 0.01 (tuned for ImageNet-length runs); on
+    # a few thousand images the running statistics would barely leave their initial values
+    # and the eval-mode model would predict one class. 0.1 is PyTorch's usual default.
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.1
     return net
