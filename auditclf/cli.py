@@ -28,26 +28,19 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises a one-line usage error instead of printing usage and exiting."""
 
     def error(self, message: str) -> None:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _add_data_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML config; flags override it")
     parser.add_argument("--dataset", help="built-in name, image folder, or CSV manifest")
     parser.add_argument("--model", help="zoo name, package.module:factory or file.py:factory")
-    parser.add_argument("--checkpoint", type=Path, help=".safetensors or .pt/.pth state dict")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        default=None,
-        help="allow pickled models/TorchScript (they run code when loaded)",
-    )
     parser.add_argument("--seed", type=int, help="run seed (default 0)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     parser.add_argument("--epochs", type=int, help="training epochs (upper bound)")
     parser.add_argument("--batch-size", type=int, help="training batch size")
     parser.add_argument("--lr", type=float, help="Adam learning rate")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -63,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         "report.html, report.json, samples.csv, junit.xml, summary.md.",
     )
     _add_data_model_flags(run)
+    run.add_argument("--checkpoint", type=Path, help=".safetensors or .pt/.pth state dict")
+    run.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        default=None,
+        help="allow pickled models/TorchScript (they run code when loaded)",
+    )
     run.add_argument("--out", type=Path, help="output folder (default ./audit-report)")
     run.add_argument(
         "--gate",
@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--debug", action="store_true", help="show tracebacks")
 
     metrics = commands.add_parser("metrics", help="print every metric key of a report.json")
-    metrics.add_argument("report", type=Path, help="a report.json")
-    metrics.add_argument("--model", default=None, help="baseline (default) or hardened")
+    metrics.add_argument("report", type=Path, help="a report.json, or the folder holding it")
+    metrics.add_argument("--model", default=None, help="which audited model (default: baseline)")
     metrics.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
@@ -108,8 +108,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     pairs = {
         ("data", "dataset"): args.dataset,
         ("model", "name"): args.model,
-        ("model", "checkpoint"): args.checkpoint,
-        ("model", "trust_checkpoint"): args.trust_checkpoint,
+        ("model", "checkpoint"): getattr(args, "checkpoint", None),
+        ("model", "trust_checkpoint"): getattr(args, "trust_checkpoint", None),
         ("seed",): args.seed,
         ("device",): args.device,
         ("train", "epochs"): args.epochs,
@@ -132,10 +132,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.config import load_config
+    from auditclf.gates import parse_gate
+
+    config = load_config(args.config, _overrides(args))
+    for text in config.gates:  # syntax errors before the heavy imports
+        parse_gate(text)
     from auditclf.pipeline import run_audit
     from auditclf.report import write_outputs
 
-    config = load_config(args.config, _overrides(args))
     outcome = run_audit(config, progress=not args.quiet, debug=args.debug)
     result = outcome.result
     write_outputs(
@@ -149,10 +153,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     metrics = result.metrics
     out.write(f"verdict: {result.verdict}\n")
     for gate in result.gates:
-        out.write(
-            f"  gate {gate['expression']}: {'pass' if gate['passed'] else 'FAIL'} "
-            f"{gate['reason']}\n"
-        )
+        status = "pass" if gate["passed"] else "FAIL"
+        out.write(f"  gate {gate['expression']}: {status} ({gate['reason']})\n")
     out.write(
         f"accuracy {metrics.get('performance.accuracy', float('nan')):.4f}, "
         f"balanced accuracy {metrics.get('performance.balanced_accuracy', float('nan')):.4f}"
@@ -173,7 +175,9 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     overrides.pop("out", None)
     config = load_config(args.config, overrides)
     if config.model.checkpoint is not None:
-        raise UsageError("auditclf train builds a new model; drop --checkpoint")
+        raise UsageError(
+            "auditclf train builds a new model; remove model.checkpoint from the config"
+        )
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = prepare_data(config.data, seed=config.seed)
@@ -254,7 +258,8 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.results import AuditResult
 
-    result = AuditResult.load(args.report)
+    path = args.report / "report.json" if args.report.is_dir() else args.report
+    result = AuditResult.load(path)
     name = args.model or "baseline"
     if name not in result.models:
         raise UsageError(f"{args.report}: no model {name!r}; it has {', '.join(result.models)}")

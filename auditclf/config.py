@@ -7,6 +7,7 @@ the field descriptions: pixel values are in [0, 1], fractions in [0, 1].
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,7 +114,9 @@ class TrainConfig(_Strict):
 
 class AnalysisConfig(_Strict):
     ece_bins: int = Field(15, ge=2, description="equal-width confidence bins for ECE and MCE")
-    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for CIs; 0 disables")
+    bootstrap: int = Field(
+        1000, ge=0, description="draws for the balanced-accuracy, worst-class and ECE intervals"
+    )
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
     top_k: list[int] = Field([2, 3], description="k values for top-k accuracy")
     imbalance_threshold: float = Field(
@@ -149,12 +152,25 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _closest_key(loc: tuple) -> str:
+    """'; did you mean X?' for a misspelt key, from the fields of the model at ``loc``."""
+    model: type[BaseModel] = AuditConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        message = "unknown key"
+        message = "unknown key" + _closest_key(first["loc"])
     return f"{source}: {key}: {message}"
 
 

@@ -49,28 +49,34 @@ def parse_gate(text: str) -> Gate:
     return Gate(match["key"], match["op"], float(match["value"]))
 
 
+def check_gate_keys(gates: list[Gate], known: set[str] | dict) -> None:
+    """Refuse a gate on a key that is not among ``known``, suggesting the closest keys."""
+    for gate in gates:
+        if gate.metric not in known:
+            close = difflib.get_close_matches(gate.metric, sorted(known), n=3, cutoff=0.5)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise UsageError(
+                f"gate {gate.expression!r}: no metric {gate.metric!r} in this run{hint} "
+                "(the README lists every key family; `auditclf metrics DIR/report.json` "
+                "lists a finished run's keys)"
+            )
+
+
 def evaluate_gates(
     gates: list[Gate], metrics: dict[str, float | None], notes: dict[str, str]
 ) -> list[dict]:
     """Check each gate against ``metrics``; unknown keys raise a usage error."""
+    check_gate_keys(gates, metrics)
     outcomes = []
     for gate in gates:
-        if gate.metric not in metrics:
-            close = difflib.get_close_matches(gate.metric, list(metrics), n=3, cutoff=0.5)
-            hint = f"; closest: {', '.join(close)}" if close else ""
-            raise UsageError(
-                f"gate {gate.expression!r}: no metric {gate.metric!r} in this run"
-                f"{hint} (`auditclf metrics report.json` lists them)"
-            )
         value = metrics[gate.metric]
         if value is None:
             passed = False
             reason = f"metric is null: {notes.get(gate.metric, 'undefined')}"
         else:
             passed = bool(OPERATORS[gate.op](value, gate.threshold))
-            reason = (
-                "" if passed else f"measured {value:.4g}, required {gate.op} {gate.threshold:g}"
-            )
+            verdict = "met" if passed else "required"
+            reason = f"measured {value:.4g}, {verdict} {gate.op} {gate.threshold:g}"
         outcomes.append(
             {
                 **asdict(gate),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -22,8 +23,8 @@ from auditclf.analyses import AnalysisContext, run_analyses
 from auditclf.config import AuditConfig
 from auditclf.data import PreparedData, prepare_data
 from auditclf.errors import UsageError
-from auditclf.evidence import new_table
-from auditclf.gates import evaluate_gates, parse_gate
+from auditclf.evidence import PROBA_PREFIX, new_table
+from auditclf.gates import check_gate_keys, evaluate_gates, parse_gate
 from auditclf.models import PreparedModel, prepare_model
 from auditclf.probes import PROBES, ProbeContext
 from auditclf.results import AuditResult, ModelResult
@@ -213,6 +214,41 @@ def training_findings(history: TrainHistory, max_epochs: int) -> list[dict]:
     return [{"severity": "info", "section": "training", "metric": None, "message": message}]
 
 
+def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
+    """The metric keys a run will produce, from a dry run of the analyses.
+
+    The analyses are pure functions of the sample table, so running them on a
+    stand-in table (every prediction right, uniform confidence) yields the
+    same keys without the model; no second list of keys to keep in step.
+    """
+    classes = data_summary["classes"]
+    labels = np.arange(max(2 * len(classes), 10)) % len(classes)
+    stand_in = pd.DataFrame(
+        {
+            "model": "dry-run",
+            "sample_id": labels.astype(str),
+            "label": labels,
+            "label_name": np.asarray(classes)[labels],
+            "pred": labels,
+            "pred_name": np.asarray(classes)[labels],
+            "correct": 1,
+            "confidence": 1.0 / len(classes),
+            "margin": 0.0,
+        }
+    )
+    for k in range(len(classes)):
+        stand_in[f"{PROBA_PREFIX}{k}"] = 1.0 / len(classes)
+    dry = config.model_copy(
+        update={
+            "analyses": config.analyses.model_copy(
+                update={"bootstrap": min(config.analyses.bootstrap, 10)}
+            )
+        }
+    )
+    _, metrics, _, _ = analyse(stand_in, dry, data_summary)
+    return set(metrics)
+
+
 def decide_verdict(models: dict[str, ModelResult], gates: list[dict]) -> str:
     if any(section.get("error") for m in models.values() for section in m.sections):
         return "error"
@@ -253,11 +289,14 @@ def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False
     device = resolve_device(config.device)
     with timer.phase("data"):
         data = prepare_data(config.data, seed=config.seed)
+    if gates:  # before training, so a typo costs seconds, not a training run
+        check_gate_keys(gates, expected_metric_keys(config, data.summary))
     prepared, history = build_model(config, data, device, progress=progress, timer=timer)
     with timer.phase("probes"):
         table = probe(prepared, data, config, device, "baseline")
     with timer.phase("analyses"):
         sections, metrics, notes, findings = analyse(table, config, data.summary, debug=debug)
+    findings = prepared.findings + findings
     if history is not None:
         findings.extend(training_findings(history, config.train.epochs))
     baseline = ModelResult(

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from auditclf.analyses import ANALYSES, AnalysisContext, Section, run_analyses
-from auditclf.analyses.bootstrap import bootstrap_draws
-from auditclf.analyses.calibration import bin_index, calibration
+from auditclf.analyses.bootstrap import clopper_pearson, recall_posterior_draws, resampled_rows
+from auditclf.analyses.calibration import (
+    bin_index,
+    calibration,
+    ece_bootstrap,
+    expected_calibration_error,
+)
 from auditclf.analyses.imbalance import imbalance
 from auditclf.analyses.performance import performance
 from auditclf.config import AnalysisConfig
 from auditclf.data.splits import SPLITS
 from auditclf.registry import Entry
-from auditclf.seeding import numpy_rng
 
 METRIC_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_@/\-]+)+$")
 CLASSES = ["cat", "dog", "bird"]
@@ -144,8 +146,17 @@ def test_performance_of_the_hand_table() -> None:
         "performance.class.bird.f1": 2 / 3,
         "performance.class.bird.support": 2.0,
     }
-    # approx on a dict also fails on a missing or extra key (no CI keys without bootstrap).
-    assert section.metrics == exactly(expected)
+    # approx on a dict also fails on a missing or extra key.
+    points = {k: v for k, v in section.metrics.items() if ".ci_" not in k}
+    assert points == exactly(expected)
+    # With bootstrap=0 only the exact intervals remain: accuracy 6 of 8, bird 1 of 2, ...
+    accuracy_ci = (
+        section.metrics["performance.accuracy.ci_low"],
+        section.metrics["performance.accuracy.ci_high"],
+    )
+    assert accuracy_ci == exactly(clopper_pearson(6, 8, 0.95))
+    bird_low = section.metrics["performance.class.bird.recall.ci_low"]
+    assert bird_low == exactly(clopper_pearson(1, 2, 0.95)[0])
     assert section.notes == {}
     confusion = section.figures["confusion"]
     assert confusion["labels"] == CLASSES
@@ -221,7 +232,9 @@ HAND_ECE = {
 
 @pytest.mark.parametrize("bins", sorted(HAND_ECE))
 def test_calibration_of_the_hand_table(bins: int) -> None:
-    section = calibration(sample_table(HAND_LABELS, HAND_PROBA), context(ece_bins=bins))
+    section = calibration(
+        sample_table(HAND_LABELS, HAND_PROBA), context(ece_bins=bins, bootstrap=0)
+    )
     ece, mce = HAND_ECE[bins]
     # Brier per row, Σ_k (p_k − [k = y])²: 0.09+0.04+0.01, 0.25+0.09+0.04, 0.49+0.36+0.01,
     # 0.0225+0.04+0.0025, 0.01+0.01+0, 0.04+0.09+0.01, 0.01+0.09+0.16, 0.25+0.16+0.81.
@@ -292,9 +305,12 @@ INTERVAL_METRICS = (
 )
 
 
-def test_no_interval_without_bootstrap() -> None:
+def test_without_draws_only_the_exact_intervals_remain() -> None:
     section = performance(random_table(60, CLASSES, seed=1), context(bootstrap=0))
-    assert not [key for key in section.metrics if ".ci_" in key]
+    intervals = {key.rsplit(".", 1)[0] for key in section.metrics if ".ci_" in key}
+    assert intervals == {"performance.accuracy"} | {
+        f"performance.class.{name}.recall" for name in CLASSES
+    }
 
 
 def test_intervals_bracket_the_point_estimate() -> None:
@@ -305,30 +321,60 @@ def test_intervals_bracket_the_point_estimate() -> None:
         assert low < high, key
 
 
-def test_each_resample_matches_sklearn_on_the_same_rows() -> None:
-    table = sample_table(HAND_LABELS, HAND_PROBA)
-    y_true, y_pred = table["label"].to_numpy(), table["pred"].to_numpy()
-    n, n_boot, seed = len(table), 100, 7
-    draws = bootstrap_draws(
-        y_true, (y_true == y_pred).astype(float), len(CLASSES), n_boot=n_boot, seed=seed
-    )
-    rows = numpy_rng(seed, "bootstrap").integers(0, n, size=(n_boot, n))
-    # Some resamples have no bird (P = (6/8)^8 ≈ 0.1 each): both sides average recall over
-    # the classes present, and sklearn warns about it, which is expected here.
-    assert np.isnan(draws.recall).any()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true", UserWarning)
-        for b, idx in enumerate(rows):
-            assert draws.accuracy[b] == pytest.approx(
-                accuracy_score(y_true[idx], y_pred[idx]), abs=1e-12
-            )
-            assert draws.balanced_accuracy[b] == pytest.approx(
-                balanced_accuracy_score(y_true[idx], y_pred[idx]), abs=1e-12
-            )
+@pytest.mark.parametrize(
+    ("hits", "n", "expected"),
+    [
+        # Textbook exact 95% intervals (Clopper & Pearson 1934; e.g. R's binom.test).
+        (0, 10, (0.0, 0.30850)),
+        (10, 10, (0.69150, 1.0)),
+        (5, 10, (0.18709, 0.81291)),
+        (50, 50, (0.92888, 1.0)),
+    ],
+)
+def test_clopper_pearson_matches_textbook_values(hits, n, expected) -> None:
+    low, high = clopper_pearson(hits, n, 0.95)
+    assert low == pytest.approx(expected[0], abs=1e-5)
+    assert high == pytest.approx(expected[1], abs=1e-5)
+
+
+def test_a_perfect_score_still_has_an_interval() -> None:
+    labels = [0] * 50 + [1] * 50
+    proba = [[0.9, 0.1]] * 50 + [[0.1, 0.9]] * 50
+    table = sample_table(labels, proba, ["a", "b"])
+    section = performance(table, context(["a", "b"], bootstrap=500))
+    assert section.metrics["performance.accuracy"] == 1.0
+    assert section.metrics["performance.accuracy.ci_low"] == pytest.approx(0.96378, abs=1e-5)
+    for key in ("performance.balanced_accuracy", "performance.worst_class_recall"):
+        assert section.metrics[f"{key}.ci_low"] < 0.99, key
+
+
+def test_worst_class_interval_is_the_minimum_over_posterior_draws() -> None:
+    support, hits = np.array([40, 40, 0]), np.array([38, 30, 0])
+    draws = recall_posterior_draws(support, hits, n_draws=4000, seed=3)
+    assert np.isnan(draws[:, 2]).all()
+    # Jeffreys posterior means: (hits + 1/2) / (n + 1)
+    assert draws[:, 0].mean() == pytest.approx(38.5 / 41, abs=0.005)
+    assert draws[:, 1].mean() == pytest.approx(30.5 / 41, abs=0.005)
+    assert (np.nanmin(draws, axis=1) <= draws[:, 1]).all()
+
+
+def test_each_ece_resample_matches_the_ece_of_the_same_rows() -> None:
+    table = random_table(40, CLASSES, seed=2)
+    confidence = table["confidence"].to_numpy()
+    correct = table["correct"].to_numpy().astype(float)
+    draws = ece_bootstrap(confidence, correct, 15, n_boot=50, seed=7)
+    rows = next(resampled_rows(40, n_boot=50, seed=7, stream="ece"))
+    for b, idx in enumerate(rows):
+        ece, _ = expected_calibration_error(confidence[idx], correct[idx], 15)
+        assert draws[b] == pytest.approx(ece, abs=1e-12)
 
 
 def _intervals(section: Section) -> dict[str, float | None]:
-    return {k: v for k, v in section.metrics.items() if ".ci_" in k}
+    return {
+        k: v
+        for k, v in section.metrics.items()
+        if ".ci_" in k and k.rsplit(".", 1)[0] in INTERVAL_METRICS
+    }
 
 
 def test_intervals_depend_on_the_seed_only() -> None:

@@ -322,3 +322,72 @@ def test_html_escapes_everything_from_the_data(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     report = _strict_json(out / "report.json")
     assert "<script>alert(1)</script>" in report["data"]["classes"]
+
+
+def test_gate_typo_is_refused_before_any_training(monkeypatch, tmp_path):
+    import auditclf.pipeline
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the model was built before the gate was checked")
+
+    monkeypatch.setattr(auditclf.pipeline, "build_model", no_training)
+    result = cli(
+        "run",
+        "--dataset",
+        "digits",
+        "--gate",
+        "performance.worst_class_recal>=0.5",
+        "--out",
+        tmp_path / "o",
+        "--quiet",
+    )
+    assert result.status == 2, result
+    assert "closest: performance.worst_class_recall" in result.err
+
+
+def test_every_key_the_dry_run_promises_is_produced(digits_run):
+    from auditclf.config import config_from_dict
+    from auditclf.pipeline import expected_metric_keys
+
+    report = _strict_json(digits_run / "report.json")
+    config = config_from_dict(report["run"]["config"])
+    assert expected_metric_keys(config, report["data"]) == set(_metrics(digits_run))
+
+
+def test_misspelt_config_key_gets_a_suggestion(tmp_path):
+    config = tmp_path / "audit.yaml"
+    config.write_text("train:\n  epoch: 3\n")
+    result = cli("run", "--config", config, "--out", tmp_path / "o")
+    assert result.status == 2
+    assert "train.epoch: unknown key; did you mean 'epochs'?" in result.err
+
+
+def test_metrics_accepts_the_run_folder(digits_run):
+    result = cli("metrics", digits_run)
+    assert result.status == 0 and "performance.accuracy" in result.out
+
+
+def test_checkpoint_from_another_split_is_flagged(digits_run, fast_config, tmp_path):
+    out = tmp_path / "other-seed"
+    result = cli(
+        "run",
+        "--config",
+        fast_config,
+        "--seed",
+        "1",
+        "--checkpoint",
+        digits_run / "model.safetensors",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.status == 0, result
+    findings = _strict_json(out / "report.json")["models"]["baseline"]["findings"]
+    assert any(f["severity"] == "warning" and "may be optimistic" in f["message"] for f in findings)
+    same = _strict_json(digits_run / "report.json")["models"]["baseline"]["findings"]
+    assert not any("may be optimistic" in f["message"] for f in same)
+
+
+def test_outputs_have_ordinary_permissions(digits_run):
+    for name in ("model.safetensors", "model.json", "report.json"):
+        assert (digits_run / name).stat().st_mode & 0o044 == 0o044, name

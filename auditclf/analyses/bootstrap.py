@@ -1,60 +1,64 @@
-"""Seeded, vectorised bootstrap of per-class counts.
+"""Confidence intervals: exact for proportions, seeded resampling for the rest.
 
-All resamples are drawn at once and counted with one ``np.bincount`` per
-chunk, so 1,000 resamples of a 10,000-row table take milliseconds. Point
-estimates come from scikit-learn; the bootstrap only gives their spread.
+- A proportion (accuracy, one class's recall) gets the exact Clopper–Pearson
+  interval: it never collapses to zero width at 0% or 100%, where the
+  percentile bootstrap would (50 of 50 correct is not proof of 100%).
+- Balanced accuracy and worst-class recall combine per-class recalls. Their
+  intervals come from ``n_draws`` seeded draws of every class's recall from its
+  Jeffreys posterior Beta(hits + ½, misses + ½) (a parametric bootstrap), taking
+  the mean or the minimum per draw. The minimum accounts for not knowing in
+  advance which class is worst, so its interval sits below the worst class's
+  own interval.
+- Statistics that are not built from proportions (ECE) use the percentile
+  bootstrap over test rows, all resamples at once with one ``np.bincount``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+from scipy.stats import beta
 
 from auditclf.seeding import numpy_rng
 
 CHUNK_CELLS = 20_000_000  # resample indices held at once (B × n)
 
 
-@dataclass
-class BootstrapDraws:
-    """Per-resample statistics: accuracy (B,), recall (B, K) with NaN for absent classes."""
-
-    accuracy: np.ndarray
-    recall: np.ndarray
-
-    @property
-    def balanced_accuracy(self) -> np.ndarray:
-        # As sklearn's balanced_accuracy_score: the mean recall over classes present.
-        return np.nanmean(self.recall, axis=1)
-
-    @property
-    def worst_class_recall(self) -> np.ndarray:
-        return np.nanmin(self.recall, axis=1)
+def clopper_pearson(hits: int, n: int, level: float) -> tuple[float, float]:
+    """Exact binomial interval for ``hits`` successes in ``n`` trials; NaNs when n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - level) / 2.0
+    low = 0.0 if hits == 0 else float(beta.ppf(tail, hits, n - hits + 1))
+    high = 1.0 if hits == n else float(beta.ppf(1.0 - tail, hits + 1, n - hits))
+    return low, high
 
 
-def bootstrap_draws(
-    y_true: np.ndarray, correct: np.ndarray, num_classes: int, *, n_boot: int, seed: int
-) -> BootstrapDraws:
-    """Resample rows with replacement ``n_boot`` times (rng from (seed, "bootstrap"))."""
-    rng = numpy_rng(seed, "bootstrap")
-    n = len(y_true)
-    accuracy = np.empty(n_boot)
-    recall = np.empty((n_boot, num_classes))
+def recall_posterior_draws(
+    support: np.ndarray, hits: np.ndarray, *, n_draws: int, seed: int
+) -> np.ndarray:
+    """(n_draws, K) draws of each class's recall from Beta(hits + ½, misses + ½).
+
+    Classes without test images (support 0) are NaN in every draw.
+    """
+    rng = numpy_rng(seed, "recall-posterior")
+    support = np.asarray(support, dtype=np.float64)
+    hits = np.asarray(hits, dtype=np.float64)
+    present = support > 0
+    draws = np.full((n_draws, len(support)), np.nan)
+    draws[:, present] = rng.beta(
+        hits[present] + 0.5,
+        support[present] - hits[present] + 0.5,
+        size=(n_draws, int(present.sum())),
+    )
+    return draws
+
+
+def resampled_rows(n: int, *, n_boot: int, seed: int, stream: str):
+    """Yield (B, n) index arrays of rows drawn with replacement, ``n_boot`` rows in all."""
+    rng = numpy_rng(seed, "bootstrap", stream)
     per_chunk = max(1, CHUNK_CELLS // max(n, 1))
     for start in range(0, n_boot, per_chunk):
-        b = min(per_chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        cells = (np.arange(b)[:, None] * num_classes + y_true[idx]).ravel()
-        hits = correct[idx]
-        support = np.bincount(cells, minlength=b * num_classes).reshape(b, num_classes)
-        found = np.bincount(cells, weights=hits.ravel(), minlength=b * num_classes).reshape(
-            b, num_classes
-        )
-        with np.errstate(invalid="ignore", divide="ignore"):
-            recall[start : start + b] = np.where(support > 0, found / support, np.nan)
-        accuracy[start : start + b] = hits.mean(axis=1)
-    return BootstrapDraws(accuracy, recall)
+        yield rng.integers(0, n, size=(min(per_chunk, n_boot - start), n))
 
 
 def percentile_interval(samples: np.ndarray, level: float) -> tuple[float, float]:

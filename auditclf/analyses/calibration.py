@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.metrics import brier_score_loss, log_loss
 
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table
+from auditclf.analyses.bootstrap import percentile_interval, resampled_rows
 from auditclf.evidence import probabilities
 
 WELL_CALIBRATED_ECE = 0.05
@@ -49,6 +50,27 @@ def expected_calibration_error(
     return ece, float(gaps.max()) if gaps.size else float("nan")
 
 
+def ece_bootstrap(
+    confidence: np.ndarray, correct: np.ndarray, n_bins: int, *, n_boot: int, seed: int
+) -> np.ndarray:
+    """ECE of ``n_boot`` row resamples (seeded), all at once.
+
+    Uses ECE = Σ_b |Σ correct_b − Σ confidence_b| / N, the same sum as
+    :func:`expected_calibration_error` written without per-bin means.
+    """
+    bins = bin_index(confidence, n_bins)
+    n = len(confidence)
+    draws = []
+    for idx in resampled_rows(n, n_boot=n_boot, seed=seed, stream="ece"):
+        b = idx.shape[0]
+        cells = (np.arange(b)[:, None] * n_bins + bins[idx]).ravel()
+        total = b * n_bins
+        conf_sum = np.bincount(cells, weights=confidence[idx].ravel(), minlength=total)
+        hit_sum = np.bincount(cells, weights=correct[idx].ravel(), minlength=total)
+        draws.append(np.abs(hit_sum - conf_sum).reshape(b, n_bins).sum(axis=1) / n)
+    return np.concatenate(draws) if draws else np.empty(0)
+
+
 @ANALYSES.register("calibration", summary="ECE, MCE, Brier, NLL, reliability diagram")
 def calibration(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     n_bins = ctx.config.ece_bins
@@ -60,6 +82,15 @@ def calibration(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section = Section("calibration", "Calibration")
     ece, mce = expected_calibration_error(confidence, correct, n_bins)
     section.put("performance.ece", ece)
+    level = ctx.config.confidence_level
+    ece_ci = None
+    if ctx.config.bootstrap:
+        draws = ece_bootstrap(
+            confidence, correct, n_bins, n_boot=ctx.config.bootstrap, seed=ctx.seed
+        )
+        ece_ci = percentile_interval(draws, level)
+        section.put("performance.ece.ci_low", ece_ci[0])
+        section.put("performance.ece.ci_high", ece_ci[1])
     section.put("performance.mce", mce, reason="no test images")
     section.put(
         "performance.brier", brier_score_loss(y_true, proba, labels=labels, scale_by_half=False)
@@ -86,6 +117,27 @@ def calibration(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             bin_index(confidence[correct == 0], n_bins), minlength=n_bins
         ).tolist(),
     }
+    section.tables["summary"] = Table(
+        ["metric", "value", f"{level:.0%} CI", "key"],
+        [
+            ["expected calibration error (ECE)", ece, ece_ci, "performance.ece"],
+            ["maximum calibration error (MCE)", mce, None, "performance.mce"],
+            [
+                "Brier score (0 best, 2 worst)",
+                section.metrics["performance.brier"],
+                None,
+                "performance.brier",
+            ],
+            [
+                "negative log-likelihood",
+                section.metrics["performance.nll"],
+                None,
+                "performance.nll",
+            ],
+            ["mean confidence", mean_conf, None, "performance.mean_confidence"],
+        ],
+        caption="Calibration metrics on the test split.",
+    )
     section.tables["bins"] = Table(
         ["confidence bin", "images", "mean confidence", "accuracy", "gap"],
         [
@@ -105,14 +157,22 @@ def calibration(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     gaps = np.where(filled, np.abs(stats["accuracy"] - stats["confidence"]), -1.0)
     worst_bin_count = int(stats["count"][int(np.argmax(gaps))]) if filled.any() else 0
     direction = "over-confident" if mean_conf > accuracy else "under-confident"
-    quality = "well calibrated" if ece <= WELL_CALIBRATED_ECE else f"{direction}"
+    # Judge on the interval when there is one: a high ECE from a handful of images is noise.
+    clearly_off = ece > WELL_CALIBRATED_ECE and (ece_ci is None or ece_ci[0] > WELL_CALIBRATED_ECE)
+    if ece <= WELL_CALIBRATED_ECE:
+        quality = "well calibrated"
+    elif clearly_off:
+        quality = direction
+    else:
+        quality = f"possibly {direction} (the interval includes {WELL_CALIBRATED_ECE})"
     section.headline = (
-        f"The model is {quality}: expected calibration error {ece:.3f} "
-        f"(mean confidence {mean_conf:.1%} vs accuracy {accuracy:.1%}); "
+        f"The model is {quality}: expected calibration error {ece:.3f}"
+        + (f" [{ece_ci[0]:.3f}, {ece_ci[1]:.3f}]" if ece_ci else "")
+        + f" (mean confidence {mean_conf:.1%} vs accuracy {accuracy:.1%}); "
         f"the largest gap in one bin is {mce:.3f}"
         f" (a bin of {worst_bin_count} image{'s' if worst_bin_count != 1 else ''})."
     )
-    if ece > WELL_CALIBRATED_ECE:
+    if clearly_off:
         section.find(
             "warning",
             f"confidences are {direction}: ECE {ece:.3f} exceeds "
@@ -124,5 +184,11 @@ def calibration(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         f"Top-class confidence binned into {n_bins} equal-width bins; ECE = Σ (n_b/N)·|acc_b − "
         "conf_b|, MCE = max_b |acc_b − conf_b| (Guo et al. 2017). Brier: scikit-learn "
         "brier_score_loss, multiclass sum of squares (range 0–2). NLL: scikit-learn log_loss."
+        + (
+            f" ECE interval: {level:.0%} percentile bootstrap over {ctx.config.bootstrap} "
+            f"resamples of test rows (seed {ctx.seed})."
+            if ece_ci
+            else ""
+        )
     )
     return section

@@ -41,6 +41,7 @@ class PreparedModel:
     spec: dict
     needs_training: bool
     notes: list[str] = field(default_factory=list)
+    findings: list[dict] = field(default_factory=list)
 
     def card(self) -> dict:
         params = sum(p.numel() for p in self.adapter.net.parameters())
@@ -95,6 +96,20 @@ def _check_outputs(
         )
 
 
+def _provenance_findings(sidecar: dict, data_hash: str, seed: int) -> list[dict]:
+    """Warn when a checkpoint was trained on another split of the data than this run's."""
+    trained_on = sidecar.get("data_hash")
+    if trained_on is None or trained_on == data_hash:
+        return []
+    message = (
+        f"the checkpoint's model.json says it was trained on different data or another split "
+        f"(seed {sidecar.get('seed', '?')}, data hash {trained_on[:12]}…; this run: seed "
+        f"{seed}, {data_hash[:12]}…): test images may have been training images, so the test "
+        "metrics may be optimistic; audit with the seed and data it was trained with"
+    )
+    return [{"severity": "warning", "section": "model", "metric": None, "message": message}]
+
+
 def prepare_model(
     cfg: ModelConfig,
     *,
@@ -144,8 +159,10 @@ def prepare_model(
                 f"but the data has {classes}"
             )
         architecture, arguments = sidecar["architecture"], sidecar["arguments"]
+        findings = _provenance_findings(sidecar, data_hash, seed)
         normalization = sidecar["normalization"]
     else:
+        findings = []
         architecture = cfg.name
         identity = ([0.0] * channels, [1.0] * channels)
         normalization = _normalization(cfg, channels, identity)
@@ -173,4 +190,4 @@ def prepare_model(
     }
     adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer)
     _check_outputs(adapter, input_shape, len(classes), str(cfg.checkpoint))
-    return PreparedModel(adapter, spec, needs_training=False, notes=notes)
+    return PreparedModel(adapter, spec, needs_training=False, notes=notes, findings=findings)

@@ -116,7 +116,7 @@ def reliability(data: dict) -> str:
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability diagram (numbers: images per bin)")
-    ax.legend(loc="upper left", frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False, ncols=2, fontsize=8)
     return _to_data_uri(fig)
 
 
