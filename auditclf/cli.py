@@ -209,7 +209,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     for name, rows in split_by_model(samples).items():
         if name in result.models:
             sections, metrics, notes, findings = analyse(
-                rows, config, result.data, debug=args.debug
+                rows, config, result.data, result.models[name].artifacts, debug=args.debug
             )
             model = result.models[name]
             model.sections, model.metrics, model.notes, model.findings = (

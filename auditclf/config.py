@@ -8,6 +8,8 @@ the field descriptions: pixel values are in [0, 1], fractions in [0, 1].
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,6 +127,119 @@ class AnalysisConfig(_Strict):
     batch_size: int = Field(256, ge=1, description="model passes per batch in probes")
 
 
+def parse_eps(value: object) -> float:
+    """An eps in [0, 1] pixel units, written as a number (0.1) or a fraction (8/255)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number such as 0.1 or a fraction such as 8/255")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9.eE+-]+\s*(/\s*[0-9.eE+-]+\s*)?", value):
+        top, _, bottom = value.partition("/")
+        try:
+            number = float(top) / float(bottom) if bottom else float(top)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{value!r} is not a number or a fraction") from None
+    else:
+        raise ValueError(f"{value!r} is not a number such as 0.1 or a fraction such as 8/255")
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"{value!r} must be a positive number")
+    return number
+
+
+def eps_label(value: object) -> str:
+    """How an eps is written in metric keys: a fraction as given ("8/255"), else "%g"."""
+    if isinstance(value, str) and "/" in value:
+        top, _, bottom = value.partition("/")
+        return f"{top.strip()}/{bottom.strip()}"
+    return f"{parse_eps(value):g}"
+
+
+EpsValue = float | str
+ATTACK_NORMS = {
+    "fgsm": "linf",
+    "pgd_linf": "linf",
+    "pgd_l2": "l2",
+    "apgd_ce": "linf",
+    "apgd_dlr": "linf",
+    "square": "linf",
+}
+ATTACK_NAMES = tuple(ATTACK_NORMS)
+
+
+class RobustnessConfig(_Strict):
+    """Adversarial attacks (torchattacks). eps is in [0, 1] pixel units: 0.1 or 8/255."""
+
+    enabled: bool = True
+    attacks: list[Literal[ATTACK_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(ATTACK_NAMES)
+    )
+    eps_linf: list[EpsValue] | None = Field(
+        None,
+        description="L∞ radii; default 0.05, 0.1, 0.2, 0.3 (grayscale) or "
+        "2/255, 4/255, 8/255, 16/255 (RGB)",
+    )
+    eps_l2: list[EpsValue] | None = Field(
+        None, description="L2 radii; default 0.5, 1, 2, 3 (grayscale) or 0.25, 0.5, 1 (RGB)"
+    )
+    steps: int = Field(10, ge=1, description="iterations of PGD and APGD")
+    step_size: float | None = Field(
+        None, gt=0, description="PGD step as a multiple of eps; default 2.5 / steps (Madry)"
+    )
+    restarts: int = Field(1, ge=1, description="random restarts of PGD and APGD")
+    random_start: bool = True
+    samples: int | None = Field(
+        500, ge=1, description="test images attacked (stratified subset); null = all"
+    )
+    square_samples: int = Field(100, ge=1, description="images for the black-box Square check")
+    square_queries: int = Field(300, ge=1, description="queries per image for Square")
+    large_eps: EpsValue = Field(0.5, description="L∞ radius at which accuracy must reach chance")
+    min_eps_samples: int = Field(
+        100, ge=0, description="images whose minimal L∞ perturbation is bisected; 0 disables"
+    )
+    min_eps_iterations: int = Field(10, ge=1, description="bisection steps (tolerance halves)")
+    gallery_per_class: int = Field(2, ge=0)
+    batch_size: int = Field(
+        100, ge=1, description="images per attack call; random starts are seeded per block"
+    )
+
+    @field_validator("eps_linf", "eps_l2")
+    @classmethod
+    def _valid_radii(cls, values: list[EpsValue] | None) -> list[EpsValue] | None:
+        if values is not None:
+            if not values:
+                raise ValueError("give at least one radius")
+            for value in values:
+                parse_eps(value)
+        return values
+
+    @field_validator("large_eps")
+    @classmethod
+    def _valid_large(cls, value: EpsValue) -> EpsValue:
+        parse_eps(value)
+        return value
+
+
+class HardenConfig(_Strict):
+    """Adversarial retraining: PGD-AT (Madry et al. 2018) or FGSM-RS (Wong et al. 2020)."""
+
+    method: Literal["none", "pgd", "fgsm-rs"] = "pgd"
+    eps: EpsValue | None = Field(None, description="training radius; default 0.1 / 8/255")
+    steps: int = Field(7, ge=1, description="PGD steps per training batch (pgd only)")
+    step_size: float | None = Field(
+        None, gt=0, description="as a multiple of eps; default 2.5/steps (pgd), 1.25 (fgsm-rs)"
+    )
+    epochs: int = Field(4, ge=1)
+    lr: float = Field(5e-4, gt=0, description="Adam learning rate")
+    from_scratch: bool = Field(False, description="train from random init, not the baseline")
+
+    @field_validator("eps")
+    @classmethod
+    def _valid_eps(cls, value: EpsValue | None) -> EpsValue | None:
+        if value is not None:
+            parse_eps(value)
+        return value
+
+
 class ReportConfig(_Strict):
     templates: Path | None = Field(None, description="a folder of jinja2 templates to use instead")
     title: str | None = None
@@ -138,6 +253,8 @@ class AuditConfig(_Strict):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     analyses: AnalysisConfig = AnalysisConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
+    harden: HardenConfig = HardenConfig()
     report: ReportConfig = ReportConfig()
     gates: list[str] = Field(default_factory=list, description="e.g. performance.accuracy>=0.95")
 

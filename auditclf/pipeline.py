@@ -27,6 +27,7 @@ from auditclf.evidence import PROBA_PREFIX, new_table
 from auditclf.gates import check_gate_keys, evaluate_gates, parse_gate
 from auditclf.models import PreparedModel, prepare_model
 from auditclf.probes import PROBES, ProbeContext
+from auditclf.probes.attacks import stand_in_columns
 from auditclf.results import AuditResult, ModelResult
 from auditclf.seeding import seed_everything
 from auditclf.train import TrainHistory, train_classifier
@@ -45,11 +46,6 @@ ENGINES = (
     "pillow",
 )
 NOT_YET_CHECKED = [
-    {
-        "section": "Robustness",
-        "reason": "adversarial attacks (FGSM/PGD) are not part of this "
-        "version of auditclf; no robustness claim is made",
-    },
     {
         "section": "Explanations",
         "reason": "attribution methods (Grad-CAM, LIME, IG) are not "
@@ -163,8 +159,8 @@ def probe(
     config: AuditConfig,
     device: torch.device,
     name: str,
-) -> pd.DataFrame:
-    """Run every registered probe over the test split; return the model's sample table."""
+) -> tuple[pd.DataFrame, dict]:
+    """Run every registered probe over the test split → (the model's sample table, artifacts)."""
     test = data.view("test")
     table = new_table(name, test.ids, test.labels, data.classes, test.attributes)
     ctx = ProbeContext(
@@ -174,14 +170,20 @@ def probe(
         device=device,
         seed=config.seed,
         batch_size=config.analyses.batch_size,
+        robustness=config.robustness,
     )
     for entry in PROBES:
         table = entry.obj(ctx, table)
-    return table
+    return table, ctx.artifacts
 
 
 def analyse(
-    table: pd.DataFrame, config: AuditConfig, data_summary: dict, *, debug: bool = False
+    table: pd.DataFrame,
+    config: AuditConfig,
+    data_summary: dict,
+    artifacts: dict,
+    *,
+    debug: bool = False,
 ) -> tuple[list, dict, dict, list]:
     """Analyses over one model's rows → (sections, metrics, notes, findings)."""
     ctx = AnalysisContext(
@@ -189,6 +191,8 @@ def analyse(
         config=config.analyses,
         seed=config.seed,
         data_summary=data_summary,
+        artifacts=artifacts,
+        robustness=config.robustness.model_dump(mode="json"),
     )
     sections = run_analyses(table, ctx, debug=debug)
     metrics, notes, findings = {}, {}, []
@@ -238,6 +242,12 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
     )
     for k in range(len(classes)):
         stand_in[f"{PROBA_PREFIX}{k}"] = 1.0 / len(classes)
+    artifacts = {}
+    if config.robustness.enabled:
+        columns, artifacts["robustness"] = stand_in_columns(
+            config.robustness, data_summary["input_shape"][0], len(classes), labels
+        )
+        stand_in = stand_in.assign(**columns)
     dry = config.model_copy(
         update={
             "analyses": config.analyses.model_copy(
@@ -245,7 +255,7 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
             )
         }
     )
-    _, metrics, _, _ = analyse(stand_in, dry, data_summary)
+    _, metrics, _, _ = analyse(stand_in, dry, data_summary, artifacts)
     return set(metrics)
 
 
@@ -257,9 +267,30 @@ def decide_verdict(models: dict[str, ModelResult], gates: list[dict]) -> str:
     return "pass"
 
 
-def limitations(data: dict) -> list[dict]:
+def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
     """What this run did not check, and why; sample-size caveats."""
     items = list(NOT_YET_CHECKED)
+    if not config.robustness.enabled:
+        items.insert(
+            0,
+            {
+                "section": "Robustness",
+                "reason": "robustness.enabled is false in "
+                "this run's configuration; no robustness claim is made",
+            },
+        )
+    else:
+        run = artifacts.get("robustness", {})
+        items.append(
+            {
+                "section": "Attack strength",
+                "reason": "robust accuracy is an upper "
+                "bound: it holds against the attacks run here (steps, restarts, "
+                f"{run.get('square_samples', 0)} images for Square), not against every "
+                "attacker; L0, patch and physical attacks and common corruptions are not "
+                "tested",
+            }
+        )
     test_count = data["split_counts"]["test"]
     per_class = min(data["class_distribution"]["test"].values())
     items.append(
@@ -293,9 +324,11 @@ def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False
         check_gate_keys(gates, expected_metric_keys(config, data.summary))
     prepared, history = build_model(config, data, device, progress=progress, timer=timer)
     with timer.phase("probes"):
-        table = probe(prepared, data, config, device, "baseline")
+        table, artifacts = probe(prepared, data, config, device, "baseline")
     with timer.phase("analyses"):
-        sections, metrics, notes, findings = analyse(table, config, data.summary, debug=debug)
+        sections, metrics, notes, findings = analyse(
+            table, config, data.summary, artifacts, debug=debug
+        )
     findings = prepared.findings + findings
     if history is not None:
         findings.extend(training_findings(history, config.train.epochs))
@@ -305,6 +338,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False
         notes=notes,
         findings=findings,
         sections=sections,
+        artifacts=artifacts,
         training=history.to_dict() if history else None,
     )
     models = {"baseline": baseline}
@@ -325,6 +359,6 @@ def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False
         data=data.summary,
         models=models,
         gates=gate_outcomes,
-        limitations=limitations(data.summary),
+        limitations=limitations(data.summary, config, artifacts),
     )
     return AuditOutcome(result, table, {"baseline": prepared})

@@ -42,6 +42,7 @@ class ModelResult:
     findings: list[dict] = field(default_factory=list)
     sections: list[dict] = field(default_factory=list)
     training: dict | None = None
+    artifacts: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -1,6 +1,11 @@
 """Analyses: registered in report order; each is a pure function over the sample table."""
 
-from auditclf.analyses import calibration, imbalance, performance  # noqa: F401  (register)
+from auditclf.analyses import (  # noqa: F401  (registers them)
+    calibration,
+    imbalance,
+    performance,
+    robustness,
+)
 from auditclf.analyses.base import (
     ANALYSES,
     AnalysisContext,

@@ -76,10 +76,14 @@ class Section:
 
 @dataclass
 class AnalysisContext:
+    """What analyses may read besides the table: settings, the data card, probe artifacts."""
+
     classes: list[str]
     config: AnalysisConfig
     seed: int
     data_summary: dict
+    artifacts: dict = field(default_factory=dict)
+    robustness: dict = field(default_factory=dict)
 
 
 Analysis = Callable[[pd.DataFrame, AnalysisContext], Section]

@@ -1,6 +1,7 @@
 """Probes: the only code that runs the model during an audit."""
 
-from auditclf.probes import clean  # noqa: F401  (registers the probe)
+from auditclf.probes import clean  # noqa: F401, I001  (registers first: clean predictions)
+from auditclf.probes import attacks  # noqa: F401  (registers the attack probe)
 from auditclf.probes.base import PROBES, ProbeContext
 
 __all__ = ["PROBES", "ProbeContext"]

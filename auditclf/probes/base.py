@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
+from auditclf.config import RobustnessConfig
 from auditclf.data import SplitView
 from auditclf.models.adapter import ModelAdapter
 from auditclf.registry import Registry
@@ -23,6 +24,7 @@ class ProbeContext:
     device: torch.device
     seed: int
     batch_size: int
+    robustness: RobustnessConfig | None = None
     artifacts: dict = field(default_factory=dict)
 
 

@@ -172,16 +172,48 @@ def training_curves(data: dict) -> str:
     return _to_data_uri(fig)
 
 
+def robustness_curves(data: dict) -> str:
+    norms = sorted(set(data["norms"].values()), key=["linf", "l2"].index)
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.8 * len(norms), 3.8), squeeze=False)
+    for ax, norm in zip(axes[0], norms, strict=True):
+        for attack, points in data["curves"].items():
+            if data["norms"][attack] != norm:
+                continue
+            points = np.array(points, dtype=float)
+            worst = attack.startswith("worst")
+            ax.plot(
+                points[:, 0],
+                points[:, 1],
+                marker="o",
+                lw=2.4 if worst else 1.4,
+                color=INK if worst else None,
+                ls="--" if worst else "-",
+                label=attack,
+            )
+            ax.fill_between(
+                points[:, 0], points[:, 2], points[:, 3], alpha=0.12, color=INK if worst else None
+            )
+        ax.axhline(data["clean"], color=OK, lw=1, ls=":", label="clean")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else 'L2'}, [0, 1] pixel units)")
+        ax.set_ylabel("robust accuracy")
+        ax.set_title(f"{'L∞' if norm == 'linf' else 'L2'} attacks (bands: 95% CI)")
+        ax.legend(frameon=False, fontsize=7.5)
+    return _to_data_uri(fig)
+
+
 FIGURES: dict[str, Callable[[dict], str]] = {
     "confusion": confusion,
     "reliability": reliability,
     "confidence_histogram": confidence_histogram,
     "class_distribution": class_distribution,
     "training_curves": training_curves,
+    "robustness_curves": robustness_curves,
 }
 
 
 FIGURE_TITLES = {
+    "robustness_curves": "Robust accuracy against eps for every attack",
     "confusion": "Confusion matrix: true class by row, predicted class by column",
     "reliability": "Reliability diagram: accuracy against confidence per bin",
     "confidence_histogram": "Confidence histogram of correct and wrong predictions",

@@ -1,0 +1,491 @@
+"""Robustness: robust accuracy per attack × eps, worst case, per class, per group, and
+a verdict on whether these numbers can be trusted.
+
+Robust accuracy is the share of attacked test images still classified
+correctly under the attack (a proportion: exact Clopper–Pearson intervals);
+attack success rate is the share of the correctly classified ones that the
+attack flips. The worst case at an eps takes, per image, the worst result
+over every L∞ attack run at that eps, as AutoAttack reports it (Croce & Hein
+2020).
+
+The sanity checks follow Carlini et al., "On Evaluating Adversarial
+Robustness" (2019) and Athalye et al., "Obfuscated Gradients Give a False
+Sense of Security" (2018): an evaluation that fails one of them may be
+reporting robustness that is not there (gradient masking, a randomised model,
+a broken attack), so ``robustness.reliable`` becomes 0 and gates that read a
+robustness number make the run exit 5.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
+from auditclf.analyses.bootstrap import clopper_pearson
+from auditclf.config import ATTACK_NORMS, parse_eps
+from auditclf.evidence import ATTR_PREFIX
+
+_COLUMN = re.compile(r"^adv\.(?P<attack>[a-z0-9_]+)@(?P<eps>[^.]+(?:\.[0-9]+)?)\.pred$")
+DLR_SLACK = 0.02  # a margin loss may find a little more than CE; more means CE is masked
+CHANCE_SLACK = 0.02
+BLACK_BOX_SLACK = 0.005
+REPEAT_ATOL = 1e-4
+LOSS_SLACK = 0.01
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool | None  # None: not applicable in this run
+    measured: str
+    meaning: str
+
+
+def attack_columns(table: pd.DataFrame) -> dict[str, list[str]]:
+    """{attack: [eps labels in increasing order]} found in the sample table."""
+    found: dict[str, list[str]] = defaultdict(list)
+    for name in table.columns:
+        match = _COLUMN.match(name)
+        if match:
+            found[match["attack"]].append(match["eps"])
+    return {a: sorted(e, key=parse_eps) for a, e in found.items()}
+
+
+def _rows(table: pd.DataFrame, attack: str, eps: str) -> pd.Series:
+    return table[f"adv.{attack}@{eps}.pred"].notna()
+
+
+def _accuracy(
+    table: pd.DataFrame, attack: str, eps: str, rows: pd.Series | None = None
+) -> tuple[float, int, int]:
+    """(robust accuracy, hits, n) on the rows the attack ran on (∩ ``rows``)."""
+    mask = _rows(table, attack, eps) if rows is None else rows & _rows(table, attack, eps)
+    hits = int((table.loc[mask, f"adv.{attack}@{eps}.pred"] == table.loc[mask, "label"]).sum())
+    n = int(mask.sum())
+    return (hits / n if n else float("nan")), hits, n
+
+
+def worst_case(table: pd.DataFrame, grid: dict[str, list[str]], eps: str) -> pd.Series:
+    """Per image: 1 if every L∞ attack run at ``eps`` left it correct, else 0 (NaN: none ran)."""
+    results = [
+        (table[f"adv.{a}@{eps}.pred"] == table["label"]).where(_rows(table, a, eps))
+        for a, radii in grid.items()
+        if ATTACK_NORMS.get(a) == "linf" and eps in radii
+    ]
+    if not results:
+        return pd.Series(np.nan, index=table.index)
+    return pd.concat(results, axis=1).min(axis=1, skipna=True)
+
+
+def _put_proportion(section: Section, key: str, hits: int, n: int, level: float) -> tuple:
+    if n == 0:
+        section.put(key, None, reason="no image was attacked")
+        return None
+    section.put(key, hits / n)
+    ci = clopper_pearson(hits, n, level)
+    section.put(f"{key}.ci_low", ci[0])
+    section.put(f"{key}.ci_high", ci[1])
+    return ci
+
+
+def sanity_checks(
+    table: pd.DataFrame, grid: dict[str, list[str]], num_classes: int, artifacts: dict
+) -> list[Check]:
+    """The trustworthiness checks; tolerances are about one image unless stated."""
+    attacked = table["attacked"] == 1
+    n = int(attacked.sum())
+    tol = 1.0 / max(n, 1)
+    checks = []
+
+    valid_columns = [c for c in table.columns if c.startswith("adv.") and c.endswith(".valid")]
+    invalid = int(sum((table[c] == 0).sum() for c in valid_columns))
+    checks.append(
+        Check(
+            "adversarial_valid",
+            invalid == 0,
+            f"{invalid} invalid adversarial image(s)",
+            "every adversarial image is finite, in [0, 1] and within eps; it was "
+            "re-evaluated by a plain eval-mode forward pass",
+        )
+    )
+
+    worst_gap, where = -1.0, ""
+    for attack, radii in grid.items():
+        for eps in radii:
+            acc, _, _ = _accuracy(table, attack, eps)
+            clean_here = float(
+                (
+                    table.loc[_rows(table, attack, eps), "pred"]
+                    == table.loc[_rows(table, attack, eps), "label"]
+                ).mean()
+            )
+            if acc - clean_here > worst_gap:
+                worst_gap, where = acc - clean_here, f"{attack}@{eps}"
+    checks.append(
+        Check(
+            "below_clean",
+            worst_gap <= tol,
+            f"largest excess over clean accuracy {worst_gap:+.3f} ({where})",
+            "no attack leaves more images correct than no attack at all",
+        )
+    )
+
+    if "fgsm" in grid and "pgd_linf" in grid:
+        shared = [e for e in grid["fgsm"] if e in grid["pgd_linf"]]
+        gaps = {
+            e: _accuracy(table, "pgd_linf", e)[0] - _accuracy(table, "fgsm", e)[0] for e in shared
+        }
+        worst = max(gaps, key=gaps.get)
+        checks.append(
+            Check(
+                "pgd_beats_fgsm",
+                gaps[worst] <= tol,
+                f"largest PGD − FGSM accuracy {gaps[worst]:+.3f} at eps {worst}",
+                "many PGD steps are at least as strong as one FGSM step",
+            )
+        )
+
+    rises = []
+    for attack, radii in grid.items():
+        accs = [_accuracy(table, attack, e)[0] for e in radii]
+        rises += [
+            (accs[i + 1] - accs[i], f"{attack} {radii[i]}→{radii[i + 1]}")
+            for i in range(len(accs) - 1)
+        ]
+    rise, where = max(rises) if rises else (0.0, "")
+    checks.append(
+        Check(
+            "falls_with_eps",
+            rise <= tol,
+            f"largest accuracy rise with eps {rise:+.3f} {where}".strip(),
+            "a larger perturbation budget never makes the model more accurate",
+        )
+    )
+
+    if "apgd_dlr" in grid and ("pgd_linf" in grid or "apgd_ce" in grid):
+        gaps = []
+        for eps in grid["apgd_dlr"]:
+            ce = [
+                _accuracy(table, a, eps)[0]
+                for a in ("pgd_linf", "apgd_ce")
+                if eps in grid.get(a, [])
+            ]
+            if ce:
+                gaps.append((min(ce) - _accuracy(table, "apgd_dlr", eps)[0], eps))
+        gap, eps = max(gaps)
+        checks.append(
+            Check(
+                "dlr_agrees_with_ce",
+                gap <= DLR_SLACK + tol,
+                f"APGD-DLR finds {gap:+.3f} lower accuracy than CE attacks at eps {eps}",
+                "a margin loss does not find far more adversarial "
+                "examples than cross-entropy (else the CE gradient is masked, e.g. "
+                "by a saturated softmax)",
+            )
+        )
+
+    large = artifacts.get("large_eps")
+    if large and large in grid.get("pgd_linf", []):
+        acc = _accuracy(table, "pgd_linf", large)[0]
+        checks.append(
+            Check(
+                "large_eps_reaches_chance",
+                acc <= 1 / num_classes + CHANCE_SLACK,
+                f"PGD-L∞ accuracy {acc:.3f} at eps {large} (chance {1 / num_classes:.3f})",
+                "at a huge budget any image can be "
+                "changed into another class; if accuracy stays high the attack is "
+                "not reaching the model",
+            )
+        )
+
+    if "square" in grid:
+        gaps = []
+        for eps in grid["square"]:
+            rows = _rows(table, "square", eps)
+            white = [
+                _accuracy(table, a, eps, rows)[0]
+                for a, r in grid.items()
+                if a != "square" and ATTACK_NORMS.get(a) == "linf" and eps in r
+            ]
+            if white:
+                square, _, n_sq = _accuracy(table, "square", eps)
+                gaps.append((min(white) - square, eps, n_sq))
+        if gaps:
+            gap, eps, n_sq = max(gaps)
+            checks.append(
+                Check(
+                    "black_box_not_stronger",
+                    gap <= max(BLACK_BOX_SLACK, 1 / max(n_sq, 1)),
+                    f"Square beats the white-box attacks by {gap:+.3f} at eps {eps} "
+                    f"on {n_sq} images",
+                    "a black-box attack that needs no gradient must not beat gradient attacks",
+                )
+            )
+
+    if "sanity.grad_zero" in table:
+        zero = table.loc[attacked, "sanity.grad_zero"].mean()
+        checks.append(
+            Check(
+                "gradients_nonzero",
+                zero <= tol,
+                f"{zero:.1%} of images have a zero or non-finite input gradient",
+                "attacks follow the gradient; where it vanishes they are blind",
+            )
+        )
+    if "sanity.repeat_diff" in table:
+        diff = float(table.loc[attacked, "sanity.repeat_diff"].max())
+        checks.append(
+            Check(
+                "deterministic_forward",
+                diff <= REPEAT_ATOL,
+                f"largest logit change between two identical passes {diff:.2g}",
+                "a randomised model (dropout or BatchNorm left in training mode, "
+                "random transforms) needs expectation over transformation",
+            )
+        )
+    if "sanity.loss_full_steps" in table:
+        losses = [
+            table.loc[attacked, f"sanity.{k}"].mean()
+            for k in ("loss_clean", "loss_half_steps", "loss_full_steps")
+        ]
+        rising = losses[1] >= losses[0] and losses[2] >= losses[1] * (1 - LOSS_SLACK)
+        checks.append(
+            Check(
+                "loss_rises",
+                rising,
+                f"mean loss clean {losses[0]:.3f} → half the steps {losses[1]:.3f}"
+                f" → all steps {losses[2]:.3f} (PGD-L∞ at eps "
+                f"{artifacts.get('reference_eps')})",
+                "more PGD steps raise the loss: the attack is optimising",
+            )
+        )
+    return checks
+
+
+@ANALYSES.register("robustness", summary="robust accuracy per attack and eps, sanity verdict")
+def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
+    section = Section("robustness", "Robustness")
+    grid = attack_columns(table)
+    if not grid or "attacked" not in table:
+        section.headline = "No attack ran (robustness.enabled is false)."
+        return section
+    artifacts = ctx.artifacts.get("robustness", {})
+    level = ctx.config.confidence_level
+    attacked = table["attacked"] == 1
+    n = int(attacked.sum())
+    clean_hits = int((table.loc[attacked, "pred"] == table.loc[attacked, "label"]).sum())
+    _put_proportion(section, "robustness.clean_accuracy", clean_hits, n, level)
+    section.put("robustness.samples", n)
+
+    rows, curves = [], defaultdict(list)
+    for attack, radii in grid.items():
+        for eps in radii:
+            key = f"robustness.{attack}@{eps}"
+            acc, hits, n_attack = _accuracy(table, attack, eps)
+            ci = _put_proportion(section, f"{key}.accuracy", hits, n_attack, level)
+            mask = _rows(table, attack, eps) & (table["pred"] == table["label"])
+            flipped = int(
+                (table.loc[mask, f"adv.{attack}@{eps}.pred"] != table.loc[mask, "label"]).sum()
+            )
+            section.put(
+                f"{key}.success_rate",
+                flipped / mask.sum() if mask.sum() else None,
+                reason="no correctly classified image was attacked",
+            )
+            rows.append(
+                [
+                    attack,
+                    ATTACK_NORMS.get(attack, "?"),
+                    eps,
+                    acc,
+                    ci,
+                    section.metrics[f"{key}.success_rate"],
+                    n_attack,
+                ]
+            )
+            curves[attack].append([parse_eps(eps), acc, *(ci or (acc, acc))])
+    linf_eps = sorted(
+        {e for a, r in grid.items() if ATTACK_NORMS.get(a) == "linf" for e in r}, key=parse_eps
+    )
+    worst_rows = []
+    for eps in linf_eps:
+        worst = worst_case(table, grid, eps)
+        valid = worst.notna()
+        hits, n_worst = int(worst[valid].sum()), int(valid.sum())
+        ci = _put_proportion(section, f"robustness.worst@{eps}.accuracy", hits, n_worst, level)
+        worst_rows.append([eps, hits / n_worst if n_worst else None, ci, n_worst])
+        curves["worst case (L∞)"].append([parse_eps(eps), hits / max(n_worst, 1), *(ci or (0, 0))])
+    section.tables["attacks"] = Table(
+        ["attack", "norm", "eps", "robust accuracy", f"{level:.0%} CI", "success rate", "images"],
+        rows,
+        caption="Robust accuracy = correct under attack / attacked; success "
+        "rate = flipped / correct before the attack. eps in [0, 1] pixel units.",
+    )
+    section.tables["worst"] = Table(
+        ["eps (L∞)", "worst-case accuracy", f"{level:.0%} CI", "images"],
+        worst_rows,
+        caption="Per image, the worst result over every L∞ attack at that eps.",
+    )
+    section.figures["curves"] = {
+        "kind": "robustness_curves",
+        "clean": clean_hits / max(n, 1),
+        "curves": dict(curves),
+        "norms": {a: ATTACK_NORMS.get(a, "linf") for a in curves},
+    }
+
+    _per_class(section, table, grid, ctx)
+    _per_group(section, table, grid, level)
+    _min_eps(section, table, ctx, artifacts)
+
+    checks = sanity_checks(table, grid, len(ctx.classes), artifacts)
+    failed = [c for c in checks if c.passed is False]
+    section.put("robustness.reliable", 0.0 if failed else 1.0)
+    for check in checks:
+        if check.passed is not None:
+            section.put(f"robustness.check.{check.name}", 1.0 if check.passed else 0.0)
+    section.tables["checks"] = Table(
+        ["check", "result", "measured", "why it matters"],
+        [[c.name, "pass" if c.passed else "FAIL", c.measured, c.meaning] for c in checks],
+        caption="Tolerance about one image unless stated; see How this was computed.",
+    )
+    if failed:
+        section.find(
+            "error",
+            "robustness numbers are UNRELIABLE: "
+            + "; ".join(f"{c.name} ({c.measured})" for c in failed)
+            + ". A gate on a robustness metric makes the run exit 5.",
+            metric="robustness.reliable",
+        )
+    if (
+        "sanity.softmax_output" in table
+        and table.loc[attacked, "sanity.softmax_output"].mean() > 0.99
+    ):
+        section.find(
+            "warning",
+            "the model's outputs are probabilities (they sum to one), not "
+            "logits: cross-entropy on them has weak, saturating gradients, so attacks "
+            "and attributions under-perform; remove the final softmax",
+        )
+    for note in artifacts.get("skipped", []):
+        section.find("info", f"not run: {note}")
+
+    reference = artifacts.get("reference_eps")
+    parts = [
+        f"{len(checks) - len(failed)} of {len(checks)} sanity checks passed, so these "
+        f"numbers are {'NOT ' if failed else ''}trustworthy."
+    ]
+    if reference in linf_eps:
+        worst_acc = section.metrics.get(f"robustness.worst@{reference}.accuracy")
+        parts.insert(
+            0,
+            f"Under attack at L∞ eps {reference}, accuracy falls from "
+            f"{clean_hits / max(n, 1):.1%} to {worst_acc:.1%} (worst case over "
+            f"{sum(1 for a in grid if ATTACK_NORMS.get(a) == 'linf')} attacks on "
+            f"{n} test images);",
+        )
+    section.headline = " ".join(parts)
+    cfg = ctx.robustness
+    step = cfg["step_size"] or 2.5 / cfg["steps"]
+    start = "random start" if cfg["random_start"] else "no random start"
+    section.method = (
+        f"torchattacks on {n} test images (stratified subset; seed {ctx.seed}): FGSM; PGD-L∞ "
+        f"and PGD-L2 with {cfg['steps']} steps of {step:.3g}·eps, {start}, {cfg['restarts']} "
+        f"restart(s); APGD-CE and APGD-DLR ({cfg['steps']} steps); Square "
+        f"({cfg['square_queries']} queries on {artifacts.get('square_samples')} images). "
+        "Every adversarial image was checked (finite, in [0, 1], within eps) and re-evaluated "
+        f"in eval mode. Intervals: exact {level:.0%} Clopper–Pearson. Minimal perturbation: "
+        f"bisection with PGD-L∞ to ±{artifacts.get('min_eps_tolerance', 0):.2g}."
+    )
+    return section
+
+
+def _per_class(section: Section, table: pd.DataFrame, grid: dict, ctx: AnalysisContext) -> None:
+    attack = "pgd_linf" if "pgd_linf" in grid else next(iter(grid))
+    rows = []
+    for c, name in enumerate(ctx.classes):
+        in_class = table["label"] == c
+        row = [name]
+        for eps in grid[attack]:
+            acc, hits, n = _accuracy(table, attack, eps, in_class)
+            section.put(
+                f"robustness.{attack}@{eps}.class.{key_part(name)}.accuracy",
+                acc if n else None,
+                reason=f"no attacked image of class {name!r}",
+            )
+            row.append(acc if n else None)
+        rows.append(row)
+    section.tables["per_class"] = Table(
+        ["class", *[f"{attack} @ {eps}" for eps in grid[attack]]],
+        rows,
+        caption=f"Robust accuracy per true class under {attack}.",
+    )
+
+
+def _per_group(section: Section, table: pd.DataFrame, grid: dict, level: float) -> None:
+    attack = "pgd_linf" if "pgd_linf" in grid else next(iter(grid))
+    attributes = [c for c in table.columns if c.startswith(ATTR_PREFIX)]
+    rows = []
+    for column in attributes:
+        attribute = column[len(ATTR_PREFIX) :]
+        for value, members in table.groupby(column, sort=True):
+            in_group = table.index.isin(members.index)
+            for eps in grid[attack]:
+                acc, hits, n = _accuracy(table, attack, eps, pd.Series(in_group, index=table.index))
+                key = (
+                    f"robustness.{attack}@{eps}.group.{key_part(attribute)}."
+                    f"{key_part(value)}.accuracy"
+                )
+                section.put(key, acc if n else None, reason="no attacked image in the group")
+                rows.append(
+                    [
+                        attribute,
+                        value,
+                        eps,
+                        acc if n else None,
+                        clopper_pearson(hits, n, level) if n else None,
+                        n,
+                    ]
+                )
+    if rows:
+        section.tables["per_group"] = Table(
+            ["attribute", "group", f"{attack} eps", "robust accuracy", f"{level:.0%} CI", "images"],
+            rows,
+            caption="Robust accuracy per group of each attribute.",
+        )
+
+
+def _min_eps(section: Section, table: pd.DataFrame, ctx: AnalysisContext, artifacts: dict) -> None:
+    if "min_eps" not in table:
+        return
+    measured = table["min_eps"].notna()
+    values = table.loc[measured, "min_eps"].to_numpy()
+    large = artifacts.get("large_eps", "?")
+    median = float(np.median(values)) if len(values) else float("nan")
+    section.put(
+        "robustness.min_eps.median",
+        median if np.isfinite(median) else None,
+        reason=f"most images were not flipped even at eps {large}",
+    )
+    rows = []
+    for c, name in enumerate(ctx.classes):
+        mine = table.loc[measured & (table["label"] == c), "min_eps"].to_numpy()
+        med = float(np.median(mine)) if len(mine) else float("nan")
+        section.put(
+            f"robustness.class.{key_part(name)}.min_eps.median",
+            med if np.isfinite(med) else None,
+            reason=f"no measured image of class {name!r}"
+            if not len(mine)
+            else f"most images of class {name!r} were not flipped at eps {large}",
+        )
+        rows.append([name, med if np.isfinite(med) else None, len(mine)])
+    section.tables["min_eps"] = Table(
+        ["class", "median minimal L∞ eps", "images"],
+        rows,
+        caption="Smallest L∞ eps at which PGD flips the image (0 if already wrong), median "
+        "per class; larger is more robust.",
+    )
