@@ -188,7 +188,7 @@ class RobustnessConfig(_Strict):
     restarts: int = Field(1, ge=1, description="random restarts of PGD and APGD")
     random_start: bool = True
     samples: int | None = Field(
-        500, ge=1, description="test images attacked (stratified subset); null = all"
+        300, ge=1, description="test images attacked (stratified subset); null = all"
     )
     square_samples: int = Field(100, ge=1, description="images for the black-box Square check")
     square_queries: int = Field(300, ge=1, description="queries per image for Square")
@@ -228,7 +228,7 @@ class HardenConfig(_Strict):
     step_size: float | None = Field(
         None, gt=0, description="as a multiple of eps; default 2.5/steps (pgd), 1.25 (fgsm-rs)"
     )
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(3, ge=1)
     lr: float = Field(5e-4, gt=0, description="Adam learning rate")
     from_scratch: bool = Field(False, description="train from random init, not the baseline")
 

@@ -5,6 +5,7 @@ Nothing else lives here: each step is a call into its package.
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import time
@@ -20,16 +21,17 @@ import torch
 
 from auditclf import __version__
 from auditclf.analyses import AnalysisContext, run_analyses
-from auditclf.config import AuditConfig
+from auditclf.config import AuditConfig, eps_label, parse_eps
 from auditclf.data import PreparedData, prepare_data
 from auditclf.errors import UsageError
 from auditclf.evidence import PROBA_PREFIX, new_table
 from auditclf.gates import check_gate_keys, evaluate_gates, parse_gate
-from auditclf.models import PreparedModel, prepare_model
+from auditclf.models import ModelAdapter, PreparedModel, prepare_model
+from auditclf.models.loading import build_architecture
 from auditclf.probes import PROBES, ProbeContext
-from auditclf.probes.attacks import stand_in_columns
+from auditclf.probes.attacks import REFERENCE_EPS, stand_in_columns, training_attack
 from auditclf.results import AuditResult, ModelResult
-from auditclf.seeding import seed_everything
+from auditclf.seeding import derive_seed, seed_everything
 from auditclf.train import TrainHistory, train_classifier
 
 ENGINES = (
@@ -109,6 +111,10 @@ def _device_info(device: torch.device) -> dict:
     return info
 
 
+def hflip_allowed(config: AuditConfig, data: PreparedData) -> bool:
+    return data.imageset.hflip_ok if config.train.hflip is None else config.train.hflip
+
+
 def build_model(
     config: AuditConfig,
     data: PreparedData,
@@ -139,9 +145,7 @@ def build_model(
                 num_classes=len(data.classes),
                 seed=config.seed,
                 device=device,
-                hflip_ok=data.imageset.hflip_ok
-                if config.train.hflip is None
-                else config.train.hflip,
+                hflip_ok=hflip_allowed(config, data),
                 progress=progress,
             )
         prepared.spec["training"] = {
@@ -256,12 +260,22 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
         }
     )
     _, metrics, _, _ = analyse(stand_in, dry, data_summary, artifacts)
-    return set(metrics)
+    keys = set(metrics)
+    if config.harden.method != "none":
+        keys |= {f"hardened.{key}" for key in metrics}
+    return keys
 
 
 def decide_verdict(models: dict[str, ModelResult], gates: list[dict]) -> str:
     if any(section.get("error") for m in models.values() for section in m.sections):
         return "error"
+    unreliable = {
+        f"{'' if n == 'baseline' else n + '.'}robustness."
+        for n, m in models.items()
+        if m.metrics.get("robustness.reliable") == 0
+    }
+    if any(gate["metric"].startswith(prefix) for gate in gates for prefix in unreliable):
+        return "unreliable"
     if any(not gate["passed"] for gate in gates):
         return "fail"
     return "pass"
@@ -311,6 +325,111 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
     return items
 
 
+def harden(
+    config: AuditConfig,
+    data: PreparedData,
+    baseline: PreparedModel,
+    device: torch.device,
+    *,
+    progress: bool,
+) -> tuple[PreparedModel, TrainHistory]:
+    """Adversarially retrain a copy of the baseline (or a fresh model) per ``config.harden``."""
+    cfg = config.harden
+    channels = data.input_shape[0]
+    eps_text = (
+        eps_label(cfg.eps) if cfg.eps is not None else REFERENCE_EPS[1 if channels == 1 else 3]
+    )
+    if cfg.from_scratch:
+        if baseline.adapter.net.__class__.__name__ == baseline.spec["architecture"]:
+            raise UsageError(
+                "harden.from_scratch needs a rebuildable architecture; a whole "
+                "pickled model can only be fine-tuned"
+            )
+        net = build_architecture(baseline.spec["architecture"], baseline.spec["arguments"])
+        adapter = ModelAdapter(
+            net, **baseline.spec["normalization"], target_layer=config.model.target_layer
+        )
+    else:
+        adapter = copy.deepcopy(baseline.adapter)
+    start = "random initialisation" if cfg.from_scratch else "the baseline's weights"
+    spec = {
+        **baseline.spec,
+        "source": f"adversarially retrained ({cfg.method}, L∞ eps "
+        f"{eps_text}, {cfg.epochs} epochs) from {start}",
+        "hardening": {**cfg.model_dump(mode="json"), "eps": eps_text},
+    }
+    hardened = PreparedModel(adapter, spec, needs_training=True)
+    adapter.to(device)
+    perturb = training_attack(
+        cfg.method,
+        adapter,
+        parse_eps(eps_text),
+        steps=cfg.steps,
+        step_size=cfg.step_size,
+        seed=config.seed,
+        device=device,
+    )
+    train_cfg = config.train.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr})
+    history = train_classifier(
+        adapter,
+        data.view("train"),
+        data.view("val"),
+        train_cfg,
+        num_classes=len(data.classes),
+        seed=derive_seed(config.seed, "harden"),
+        device=device,
+        hflip_ok=hflip_allowed(config, data),
+        progress=progress,
+        perturb=perturb,
+        keep_last=True,
+    )
+    adapter.to(device).eval()
+    return hardened, history
+
+
+def audit_model(
+    name: str,
+    prepared: PreparedModel,
+    history: TrainHistory | None,
+    data: PreparedData,
+    config: AuditConfig,
+    device: torch.device,
+    timer: PhaseTimer,
+    *,
+    debug: bool,
+) -> tuple[ModelResult, pd.DataFrame]:
+    """Probes then analyses for one model → its result and its rows of the sample table."""
+    with timer.phase("probes"):
+        table, artifacts = probe(prepared, data, config, device, name)
+    with timer.phase("analyses"):
+        sections, metrics, notes, findings = analyse(
+            table, config, data.summary, artifacts, debug=debug
+        )
+    findings = prepared.findings + findings
+    if history is not None and name == "baseline":
+        findings.extend(training_findings(history, config.train.epochs))
+    result = ModelResult(
+        card=prepared.card(),
+        metrics=metrics,
+        notes=notes,
+        findings=findings,
+        sections=sections,
+        artifacts=artifacts,
+        training=history.to_dict() if history else None,
+    )
+    return result, table
+
+
+def gate_metrics(models: dict[str, ModelResult]) -> tuple[dict, dict]:
+    """Every gateable metric: the baseline's keys as they are, the others' with a prefix."""
+    metrics, notes = {}, {}
+    for name, model in models.items():
+        prefix = "" if name == "baseline" else f"{name}."
+        metrics.update({prefix + k: v for k, v in model.metrics.items()})
+        notes.update({prefix + k: v for k, v in model.notes.items()})
+    return metrics, notes
+
+
 def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False) -> AuditOutcome:
     """Run the whole audit described by ``config``; nothing is written here."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -323,25 +442,19 @@ def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False
     if gates:  # before training, so a typo costs seconds, not a training run
         check_gate_keys(gates, expected_metric_keys(config, data.summary))
     prepared, history = build_model(config, data, device, progress=progress, timer=timer)
-    with timer.phase("probes"):
-        table, artifacts = probe(prepared, data, config, device, "baseline")
-    with timer.phase("analyses"):
-        sections, metrics, notes, findings = analyse(
-            table, config, data.summary, artifacts, debug=debug
-        )
-    findings = prepared.findings + findings
-    if history is not None:
-        findings.extend(training_findings(history, config.train.epochs))
-    baseline = ModelResult(
-        card=prepared.card(),
-        metrics=metrics,
-        notes=notes,
-        findings=findings,
-        sections=sections,
-        artifacts=artifacts,
-        training=history.to_dict() if history else None,
+    baseline, table = audit_model(
+        "baseline", prepared, history, data, config, device, timer, debug=debug
     )
-    models = {"baseline": baseline}
+    models, tables, prepared_models = {"baseline": baseline}, [table], {"baseline": prepared}
+    if config.harden.method != "none":
+        with timer.phase("harden"):
+            hardened, harden_history = harden(config, data, prepared, device, progress=progress)
+        models["hardened"], table = audit_model(
+            "hardened", hardened, harden_history, data, config, device, timer, debug=debug
+        )
+        tables.append(table)
+        prepared_models["hardened"] = hardened
+    metrics, notes = gate_metrics(models)
     gate_outcomes = evaluate_gates(gates, metrics, notes)
     run = {
         "started_at": started_at,
@@ -359,6 +472,7 @@ def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False
         data=data.summary,
         models=models,
         gates=gate_outcomes,
-        limitations=limitations(data.summary, config, artifacts),
+        limitations=limitations(data.summary, config, baseline.artifacts),
     )
-    return AuditOutcome(result, table, {"baseline": prepared})
+    samples = pd.concat(tables, ignore_index=True)
+    return AuditOutcome(result, samples, prepared_models)

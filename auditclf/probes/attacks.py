@@ -281,6 +281,41 @@ class AttackRunner:
         return torch.cat(flipped).numpy()
 
 
+def training_attack(
+    method: str,
+    model: torch.nn.Module,
+    eps: float,
+    *,
+    steps: int,
+    step_size: float | None,
+    seed: int,
+    device: torch.device,
+):
+    """A ``perturb(x, y)`` for adversarial training, each call seeded from (seed, call index).
+
+    ``pgd``: PGD-L∞ with random start (Madry et al. 2018), step 2.5·eps/steps by
+    default. ``fgsm-rs``: FGSM from a uniform random start with step 1.25·eps
+    (Wong, Rice & Kolter, "Fast is better than free", 2020), torchattacks' FFGSM.
+    """
+    if method == "pgd":
+        attack = torchattacks.PGD(
+            model, eps=eps, alpha=(step_size or 2.5 / steps) * eps, steps=steps, random_start=True
+        )
+    elif method == "fgsm-rs":
+        attack = torchattacks.FFGSM(model, eps=eps, alpha=(step_size or 1.25) * eps)
+    else:
+        raise ValueError(f"unknown hardening method {method!r}")
+    calls = iter(range(2**62))
+    devices = [device] if device.type == "cuda" else []
+
+    def perturb(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(seed, "harden", next(calls)))
+            return attack(x, y)
+
+    return perturb
+
+
 def _png(image: np.ndarray) -> str:
     """(C, H, W) floats in [0, 1] → a PNG data URI (upscaled for small images)."""
     array = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -91,8 +92,17 @@ def train_classifier(
     device: torch.device,
     hflip_ok: bool,
     progress: bool = True,
+    perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    keep_last: bool = False,
 ) -> TrainHistory:
-    """Train ``adapter`` in place; return its history. Images are uint8 (N, C, H, W)."""
+    """Train ``adapter`` in place; return its history. Images are uint8 (N, C, H, W).
+
+    ``perturb(x, y)`` replaces each (augmented) batch by adversarial images
+    before the step (adversarial training); ``keep_last`` keeps the final
+    weights instead of the epoch with the lowest validation loss, as
+    adversarial training does (its clean validation loss rises while
+    robustness grows).
+    """
     cuda = device.type == "cuda"
     adapter.to(device)
     if cuda:
@@ -125,6 +135,8 @@ def train_classifier(
             y = labels[idx].to(device, non_blocking=True)
             if cfg.augment:
                 x = random_affine(x, generator, hflip=hflip_ok)
+            if perturb is not None:
+                x = perturb(x, y)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
@@ -157,7 +169,7 @@ def train_classifier(
                 f"epoch {epoch}/{cfg.epochs}: loss {loss_sum / seen:.4f} "
                 f"acc {hits / seen:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f}"
             )
-        if not len(val_labels):
+        if keep_last or not len(val_labels):
             continue
         if val_loss < best_loss:
             best_loss, best_state, waited = val_loss, copy.deepcopy(adapter.state_dict()), 0
