@@ -28,6 +28,7 @@ from auditclf.errors import DataError
 PROBA_PREFIX = "proba."
 ATTR_PREFIX = "attr."
 REQUIRED_COLUMNS = ("model", "sample_id", "label", "pred", "confidence")
+TEXT_COLUMNS = ("model", "sample_id", "label_name", "pred_name")
 
 
 def new_table(
@@ -66,20 +67,21 @@ def load_samples(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: no such file (the sample table written by `auditclf run`)")
     try:
+        header = pd.read_csv(path, nrows=0).columns
+        text = [c for c in header if c in TEXT_COLUMNS or c.startswith(ATTR_PREFIX)]
+        # Text columns keep every value as written ("NA" can be a group name); in numeric
+        # columns an empty cell is a sample the probe did not cover.
         table = pd.read_csv(
             path,
-            dtype={"sample_id": str, "model": str, "label_name": str, "pred_name": str},
+            dtype=dict.fromkeys(text, str),
             keep_default_na=False,
-            na_values={c: [""] for c in ("confidence", "margin")},
+            na_values={c: [""] for c in header if c not in text},
         )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
-    for column in table.columns:
-        if column.startswith(ATTR_PREFIX):
-            table[column] = table[column].astype(str)
     return table
 
 

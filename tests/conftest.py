@@ -19,6 +19,16 @@ train:
   epochs: 2
 analyses:
   bootstrap: 200
+robustness:
+  samples: 60
+  square_samples: 30
+  square_queries: 50
+  min_eps_samples: 20
+  min_eps_iterations: 6
+  gallery_per_class: 1
+harden:
+  epochs: 1
+  steps: 3
 """
 
 

@@ -23,8 +23,9 @@ from auditclf.analyses.calibration import (
 )
 from auditclf.analyses.imbalance import imbalance
 from auditclf.analyses.performance import performance
-from auditclf.config import AnalysisConfig
+from auditclf.config import AnalysisConfig, RobustnessConfig, parse_eps
 from auditclf.data.splits import SPLITS
+from auditclf.probes.attacks import stand_in_columns
 from auditclf.registry import Entry
 
 METRIC_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_@/\-]+)+$")
@@ -407,9 +408,20 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
         across={"train-test": 1},
         label_conflicts=1,
     )
+    # Attack columns shaped as the attack probe writes them, with predictions that get
+    # worse with eps, so the robustness analysis has something to summarise.
+    columns, artifacts = stand_in_columns(RobustnessConfig(), 1, len(classes), labels)
+    for name in [c for c in columns if c.endswith(".pred")]:
+        eps = parse_eps(name.split("@")[1].rsplit(".", 1)[0])
+        fooled = rng.random(n) < min(1.0, 2 * eps)
+        columns[name] = np.where(fooled, (labels + 1) % 3, labels).astype(float)
+    table = sample_table(labels, proba, classes).assign(**columns)
+    table["attr.site"] = np.where(np.arange(n) % 2, "north", "<south>")
     # bootstrap=0: resamples are drawn over row positions, so shuffled rows give other
     # (equally valid) intervals; the point estimates must not move.
-    return sample_table(labels, proba, classes), context(classes, summary=summary, bootstrap=0)
+    ctx = context(classes, summary=summary, bootstrap=0)
+    ctx.artifacts = {"robustness": artifacts}
+    return table, ctx
 
 
 @pytest.mark.parametrize("entry", list(ANALYSES), ids=lambda entry: entry.name)
@@ -451,7 +463,7 @@ def test_a_failing_analysis_becomes_an_error_section(monkeypatch: pytest.MonkeyP
     # First in line, so the analyses after it must still run.
     failing = Entry("broken", broken, "always fails")
     monkeypatch.setattr(ANALYSES, "_entries", {"broken": failing, **ANALYSES._entries})
-    table, ctx = sample_table(HAND_LABELS, HAND_PROBA), context(bootstrap=0)
+    table, ctx = _invariance_case()
     sections = run_analyses(table, ctx)
 
     assert [s.name for s in sections] == ["broken", *registered]

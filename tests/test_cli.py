@@ -351,7 +351,10 @@ def test_every_key_the_dry_run_promises_is_produced(digits_run):
 
     report = _strict_json(digits_run / "report.json")
     config = config_from_dict(report["run"]["config"])
-    assert expected_metric_keys(config, report["data"]) == set(_metrics(digits_run))
+    produced = set(_metrics(digits_run)) | {
+        f"hardened.{key}" for key in report["models"]["hardened"]["metrics"]
+    }
+    assert expected_metric_keys(config, report["data"]) == produced
 
 
 def test_misspelt_config_key_gets_a_suggestion(tmp_path):
@@ -391,3 +394,50 @@ def test_checkpoint_from_another_split_is_flagged(digits_run, fast_config, tmp_p
 def test_outputs_have_ordinary_permissions(digits_run):
     for name in ("model.safetensors", "model.json", "report.json"):
         assert (digits_run / name).stat().st_mode & 0o044 == 0o044, name
+
+
+def test_hardened_model_is_audited_beside_the_baseline(digits_run):
+    import pandas as pd
+
+    report = _strict_json(digits_run / "report.json")
+    assert set(report["models"]) == {"baseline", "hardened"}
+    hardened = report["models"]["hardened"]
+    assert "adversarially retrained (pgd" in hardened["card"]["source"]
+    assert "robustness.reliable" in hardened["metrics"]
+    samples = pd.read_csv(digits_run / "samples.csv")
+    assert set(samples["model"]) == {"baseline", "hardened"}
+    html = (digits_run / "report.html").read_text()
+    assert "Baseline vs hardened" in html and "What it bought" in html
+    assert "Gallery" in html
+
+
+def test_junit_has_a_case_per_gate_analysis_and_sanity_check(digits_run, fast_config, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    out = tmp_path / "gated"
+    result = cli(
+        "run",
+        "--config",
+        fast_config,
+        "--checkpoint",
+        digits_run / "model.safetensors",
+        "--harden",
+        "none",
+        "--gate",
+        "performance.accuracy>=0.1",
+        "--gate",
+        "performance.accuracy>1",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.status == 1, result
+    suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    by_class = {}
+    for case in cases:
+        by_class.setdefault(case.get("classname"), []).append(case)
+    assert len(by_class["auditclf.gates"]) == 2
+    assert len(by_class["auditclf.sanity.baseline"]) == 10
+    assert int(suite.get("tests")) == len(cases)
+    assert int(suite.get("failures")) == sum(c.find("failure") is not None for c in cases) >= 1

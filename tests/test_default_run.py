@@ -1,4 +1,5 @@
-"""The README's default audit: basic-cnn trained on the bundled MNIST-5k digits."""
+"""The README's default audit: basic-cnn trained on the bundled MNIST-5k digits, attacked,
+hardened with PGD adversarial training, and attacked again."""
 
 from __future__ import annotations
 
@@ -28,4 +29,14 @@ def test_default_run_reaches_97_percent_and_shows_every_section(tmp_path):
         "Images per class and split",
         "test images also in train (leakage)",
     ):
+        assert text in html, text
+    hardened = report["models"]["hardened"]["metrics"]
+    # PGD-AT at eps 0.1 buys robustness at little clean cost, and both evaluations are sound.
+    assert hardened["robustness.pgd_linf@0.1.accuracy"] > 0.80
+    assert hardened["performance.accuracy"] > 0.95
+    assert metrics["robustness.reliable"] == 1.0 and hardened["robustness.reliable"] == 1.0
+    assert (
+        metrics["robustness.pgd_linf@0.1.accuracy"] < hardened["robustness.pgd_linf@0.1.accuracy"]
+    )
+    for text in ("Baseline vs hardened", "Gallery", "Reliable."):
         assert text in html, text

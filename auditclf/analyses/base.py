@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditclf.config import AnalysisConfig
+from auditclf.config import AnalysisConfig, RobustnessConfig
 from auditclf.registry import Registry
 
 SEVERITIES = ("info", "warning", "error")
@@ -83,7 +83,7 @@ class AnalysisContext:
     seed: int
     data_summary: dict
     artifacts: dict = field(default_factory=dict)
-    robustness: dict = field(default_factory=dict)
+    robustness: dict = field(default_factory=lambda: RobustnessConfig().model_dump(mode="json"))
 
 
 Analysis = Callable[[pd.DataFrame, AnalysisContext], Section]

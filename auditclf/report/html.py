@@ -16,6 +16,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined,
 
 from auditclf.errors import UsageError
 from auditclf.report.figures import FIGURE_TITLES, render_figure, training_curves
+from auditclf.report.ledger import ledger
 from auditclf.results import AuditResult
 
 TEMPLATE = "report.html.j2"
@@ -100,10 +101,17 @@ def fmt_cell(value: Any) -> str:
     return str(value)
 
 
-def key_numbers(metrics: dict, level: float) -> list[dict]:
-    """The tiles of the verdict banner: value, interval and key of each headline metric."""
+def key_numbers(metrics: dict, level: float, reference_eps: str | None = None) -> list[dict]:
+    """The five tiles of the verdict banner: value, interval and key of each headline metric.
+
+    With a robustness evaluation, worst-case robust accuracy replaces the imbalance ratio.
+    """
+    chosen = list(KEY_NUMBERS)
+    robust = f"robustness.worst@{reference_eps}.accuracy"
+    if robust in metrics:
+        chosen[-1] = (robust, f"Worst-case robust accuracy, L∞ eps {reference_eps}", "pct")
     tiles = []
-    for key, label, style in KEY_NUMBERS:
+    for key, label, style in chosen:
         if key in metrics:
             low, high = metrics.get(f"{key}.ci_low"), metrics.get(f"{key}.ci_high")
             tiles.append(
@@ -117,6 +125,10 @@ def key_numbers(metrics: dict, level: float) -> list[dict]:
                 }
             )
     return tiles
+
+
+def _reference_eps(model) -> str | None:
+    return model.artifacts.get("robustness", {}).get("reference_eps")
 
 
 def _with_figures(sections: list[dict]) -> dict[str, dict]:
@@ -143,21 +155,27 @@ def render_html(
             "model": model,
             "sections": sections,
             "training_curves": curves,
-            "key_numbers": key_numbers(model.metrics, level),
+            "key_numbers": key_numbers(model.metrics, level, _reference_eps(model)),
         }
     page_title = (
         title
         or f"auditclf report: {result.models['baseline'].card['architecture']} "
         f"on {result.data['dataset']}"
     )
-    return (
-        environment(templates)
-        .get_template(TEMPLATE)
-        .render(
-            result=result,
-            models=models,
-            baseline=models["baseline"],
-            title=page_title,
-            groups=SECTION_GROUPS,
+    hardened_ledger = None
+    if "hardened" in result.models:
+        robustness = result.models["baseline"].artifacts.get("robustness", {})
+        hardened_ledger = ledger(
+            result.models["baseline"].metrics,
+            result.models["hardened"].metrics,
+            robustness.get("reference_eps"),
         )
+    template = environment(templates).get_template(TEMPLATE)
+    return template.render(
+        result=result,
+        models=models,
+        baseline=models["baseline"],
+        title=page_title,
+        groups=SECTION_GROUPS,
+        ledger=hardened_ledger,
     )

@@ -20,6 +20,17 @@ def render_junit(result: AuditResult) -> str:
         cases.append(case)
     for model_name, model in result.models.items():
         for section in model.sections:
+            checks = (
+                section.get("tables", {}).get("checks") if section["name"] == "robustness" else None
+            )
+            for name, outcome, measured, meaning in (checks or {}).get("rows", []):
+                case = ET.Element("testcase", classname=f"auditclf.sanity.{model_name}", name=name)
+                if outcome != "pass":
+                    failure = ET.SubElement(
+                        case, "failure", message=measured, type="SanityCheckFailed"
+                    )
+                    failure.text = f"{measured}: {meaning}"
+                cases.append(case)
             case = ET.Element(
                 "testcase", classname=f"auditclf.analyses.{model_name}", name=section["name"]
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from auditclf.report.html import fmt_cell, key_numbers
+from auditclf.report.ledger import ledger
 from auditclf.results import AuditResult
 
 ICONS = {"pass": "✅", "fail": "❌", "unreliable": "⚠️", "error": "💥"}
@@ -34,11 +35,25 @@ def render_markdown(result: AuditResult) -> str:
     else:
         lines.append("No gates were set; nothing was held to a threshold.")
     lines += ["", "| metric | value | interval |", "|---|---:|---|"]
-    for tile in key_numbers(baseline.metrics, level):
+    reference = baseline.artifacts.get("robustness", {}).get("reference_eps")
+    for tile in key_numbers(baseline.metrics, level, reference):
         interval = f"[{fmt_cell(tile['ci'][0])}, {fmt_cell(tile['ci'][1])}]" if tile["ci"] else ""
         lines.append(
             f"| {tile['label']} (`{tile['key']}`) | {fmt_cell(tile['value'])} | {interval} |"
         )
+    if "robustness.reliable" in baseline.metrics:
+        reliable = "reliable" if baseline.metrics["robustness.reliable"] == 1 else "UNRELIABLE"
+        worst = baseline.metrics.get(f"robustness.worst@{reference}.accuracy")
+        lines += [
+            "",
+            f"Robustness ({reliable}): worst-case accuracy at L∞ eps {reference} "
+            f"{fmt_cell(worst)} (`robustness.worst@{reference}.accuracy`).",
+        ]
+    if "hardened" in result.models:
+        lines += [
+            "",
+            ledger(baseline.metrics, result.models["hardened"].metrics, reference)["headline"],
+        ]
     warnings = [f for f in baseline.findings if f["severity"] != "info"]
     if warnings:
         lines += ["", "**Findings**", ""]

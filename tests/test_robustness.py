@@ -1,0 +1,286 @@
+"""Robustness: agreement with torchattacks, a known answer, and masking caught as unreliable."""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+import torchattacks
+
+from auditclf.config import load_config
+from auditclf.data import SplitView, prepare_data
+from auditclf.models import ModelAdapter, PreparedModel
+from auditclf.pipeline import PhaseTimer, audit_model, build_model
+from auditclf.probes.attacks import AttackRunner
+from auditclf.probes.base import ProbeContext
+from tests.conftest import cli
+
+SMALL = {
+    "data": {"dataset": "digits"},
+    "train": {"epochs": 8},
+    "analyses": {"bootstrap": 0},
+    "robustness": {
+        "samples": 120,
+        "square_samples": 60,
+        "square_queries": 100,
+        "min_eps_samples": 0,
+        "gallery_per_class": 0,
+    },
+    "harden": {"method": "none"},
+}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A basic CNN trained on digits, with its data and config (seed 0)."""
+    config = load_config(None, SMALL)
+    data = prepare_data(config.data, seed=0)
+    prepared, _ = build_model(config, data, torch.device("cpu"), progress=False, timer=PhaseTimer())
+    return config, data, prepared
+
+
+def _audit(config, data, net: nn.Module, normalization: dict) -> dict:
+    adapter = ModelAdapter(net, **normalization)
+    prepared = PreparedModel(
+        adapter,
+        {"architecture": "test", "arguments": {}, "normalization": normalization},
+        needs_training=False,
+    )
+    result, table = audit_model(
+        "baseline", prepared, None, data, config, torch.device("cpu"), PhaseTimer(), debug=True
+    )
+    return {"metrics": result.metrics, "findings": result.findings, "table": table}
+
+
+@pytest.fixture(scope="module")
+def normal(trained):
+    config, data, prepared = trained
+    return _audit(config, data, prepared.adapter.net, prepared.spec["normalization"])
+
+
+def test_a_normal_model_is_reliable(normal):
+    metrics = normal["metrics"]
+    assert metrics["robustness.reliable"] == 1.0
+    assert all(v == 1.0 for k, v in metrics.items() if k.startswith("robustness.check."))
+    assert metrics["robustness.pgd_linf@0.1.accuracy"] < metrics["robustness.clean_accuracy"]
+
+
+def test_our_numbers_agree_with_torchattacks_called_directly(trained, normal):
+    config, data, prepared = trained
+    table = normal["table"]
+    attacked = table["attacked"].to_numpy() == 1
+    test = data.view("test")
+    x = torch.from_numpy(test.images[attacked]).float() / 255
+    y = torch.from_numpy(test.labels[attacked])
+    model = prepared.adapter.eval()
+    for name, attack in (
+        ("fgsm", torchattacks.FGSM(model, eps=0.1)),
+        ("pgd_linf", torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=True)),
+    ):
+        torch.manual_seed(123)  # a different random start than ours
+        adversarial = attack(x, y)
+        with torch.no_grad():
+            direct = (model(adversarial).argmax(1) == y).float().mean().item()
+        ours = normal["metrics"][f"robustness.{name}@0.1.accuracy"]
+        assert abs(ours - direct) <= 0.01, name
+
+
+def _linear_context(
+    weights: torch.Tensor, bias: torch.Tensor, images: np.ndarray, labels: np.ndarray, config
+) -> ProbeContext:
+    net = nn.Sequential(nn.Flatten(), nn.Linear(weights.shape[1], 2))
+    with torch.no_grad():
+        net[1].weight.copy_(weights)
+        net[1].bias.copy_(bias)
+    adapter = ModelAdapter(net, [0.0], [1.0])
+    n = len(labels)
+    test = SplitView(
+        images, labels, np.array([f"x{i}" for i in range(n)]), pd.DataFrame(index=range(n)), None
+    )
+    return ProbeContext(
+        model=adapter,
+        test=test,
+        classes=["a", "b"],
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=64,
+        robustness=config.robustness,
+    )
+
+
+def test_minimal_perturbation_of_a_linear_model_matches_the_exact_answer():
+    # For logits W x + b with two classes, the smallest L∞ change that flips x is
+    # |d(x)| / ||w_1 - w_0||_1 with d(x) = (w_1 - w_0)·x + (b_1 - b_0) (box constraints
+    # permitting: pixels stay near 0.5 here, far from 0 and 1).
+    config = load_config(None, {"robustness": {"min_eps_iterations": 12}})
+    rng = np.random.default_rng(0)
+    d = 16
+    weights = torch.tensor(rng.normal(size=(2, d)), dtype=torch.float32)
+    bias = torch.tensor([0.0, 0.0])
+    pixels = rng.integers(110, 146, size=(40, 1, 4, 4)).astype(np.uint8)
+    x = torch.from_numpy(pixels).float().flatten(1) / 255
+    w_diff = weights[1] - weights[0]
+    decision = x @ w_diff
+    labels = (decision > 0).long().numpy()
+    exact = (decision.abs() / w_diff.abs().sum()).numpy()
+    ctx = _linear_context(weights, bias, pixels, labels, config)
+    runner = AttackRunner(ctx, np.arange(len(labels)))
+    estimate, upper = runner.minimal_eps(np.arange(len(labels)), 0.5)
+    tolerance = 0.5 / 2**12
+    flippable = exact < 0.15  # clipping to [0, 1] cannot bind below 110/255 - 0.15
+    assert flippable.sum() >= 20
+    assert np.all(np.abs(estimate[flippable] - exact[flippable]) <= tolerance + 1e-5)
+    assert np.all(upper[flippable] >= exact[flippable] - 1e-5)
+
+
+class Rounding(nn.Module):
+    """Quantises the input: its gradient is zero almost everywhere (shattered gradients)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)
+
+
+class Saturated(nn.Module):
+    """Logits scaled ×1000: cross-entropy saturates, its gradient underflows to zero."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) * 1000.0
+
+
+class AlwaysDropout(nn.Module):
+    """Dropout forced on in eval mode: a randomised model."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(nn.functional.dropout(x, p=0.3, training=True))
+
+
+def _failed(result: dict) -> set[str]:
+    return {
+        k.split(".")[-1]
+        for k, v in result["metrics"].items()
+        if k.startswith("robustness.check.") and v == 0.0
+    }
+
+
+def test_rounding_input_is_never_reported_as_reliably_robust(trained, normal):
+    config, data, prepared = trained
+    masked = _audit(config, data, Rounding(prepared.adapter.net), prepared.spec["normalization"])
+    reliable = masked["metrics"]["robustness.reliable"] == 1.0
+    worst = masked["metrics"]["robustness.worst@0.1.accuracy"]
+    assert not reliable or abs(worst - normal["metrics"]["robustness.worst@0.1.accuracy"]) < 0.1
+    assert not reliable, "gradient masking by rounding went unnoticed"
+    assert "gradients_nonzero" in _failed(masked)
+    assert any(
+        f["severity"] == "error" and "UNRELIABLE" in f["message"] for f in masked["findings"]
+    )
+
+
+def test_saturated_softmax_is_caught_or_measured_correctly(trained, normal):
+    config, data, prepared = trained
+    masked = _audit(config, data, Saturated(prepared.adapter.net), prepared.spec["normalization"])
+    reliable = masked["metrics"]["robustness.reliable"] == 1.0
+    worst = masked["metrics"]["robustness.worst@0.1.accuracy"]
+    unmasked = normal["metrics"]["robustness.worst@0.1.accuracy"]
+    # Either the verdict says unreliable, or the worst case over the attacks (APGD-DLR and
+    # Square are scale-invariant) still measures the true robust accuracy.
+    assert not reliable or abs(worst - unmasked) <= 0.05
+    if not reliable:
+        assert _failed(masked) & {
+            "gradients_nonzero",
+            "dlr_agrees_with_ce",
+            "pgd_beats_fgsm",
+            "black_box_not_stronger",
+        }
+
+
+def test_a_randomised_model_is_caught_by_the_repeated_forward_check(trained):
+    config, data, prepared = trained
+    random = _audit(
+        config, data, AlwaysDropout(prepared.adapter.net), prepared.spec["normalization"]
+    )
+    assert random["metrics"]["robustness.reliable"] == 0.0
+    assert "deterministic_forward" in _failed(random)
+
+
+def test_a_softmax_output_gets_a_finding(trained):
+    config, data, prepared = trained
+    net = nn.Sequential(prepared.adapter.net, nn.Softmax(dim=1))
+    result = _audit(config, data, net, prepared.spec["normalization"])
+    assert any("outputs are probabilities" in f["message"] for f in result["findings"])
+
+
+ROUNDING_FACTORY = textwrap.dedent("""
+    import torch
+    import torch.nn as nn
+    from auditclf.models.zoo import BasicCNN
+
+    class Rounded(nn.Module):
+        def __init__(self, in_channels, num_classes, input_size):
+            super().__init__()
+            self.net = BasicCNN(in_channels, num_classes, tuple(input_size))
+
+        def forward(self, x):
+            return self.net(torch.round(x * 4) / 4)
+
+    def rounded(in_channels, num_classes, input_size):
+        return Rounded(in_channels, num_classes, input_size)
+""")
+
+
+def test_gate_on_an_unreliable_robustness_number_exits_5(trained, tmp_path, fast_config):
+    _, _, prepared = trained
+    factory = tmp_path / "masked.py"
+    factory.write_text(ROUNDING_FACTORY)
+    weights = tmp_path / "masked.pt"
+    torch.save({f"net.{k}": v for k, v in prepared.adapter.net.state_dict().items()}, weights)
+    result = cli(
+        "run",
+        "--config",
+        fast_config,
+        "--model",
+        f"{factory}:rounded",
+        "--checkpoint",
+        weights,
+        "--harden",
+        "none",
+        "--gate",
+        "robustness.pgd_linf@0.1.accuracy>=0.0",
+        "--out",
+        tmp_path / "out",
+        "--quiet",
+    )
+    assert result.status == 5, result
+    assert "unreliable" in result.out
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("robustness:\n  eps_linf: [-0.1]\n", "robustness.eps_linf"),
+        ("robustness:\n  steps: 0\n", "robustness.steps"),
+        ("robustness:\n  step_size: fast\n", "robustness.step_size"),
+        ("harden:\n  eps: 8/0\n", "harden.eps"),
+    ],
+)
+def test_bad_attack_settings_are_usage_errors_naming_the_key(tmp_path, override, key):
+    config = tmp_path / "audit.yaml"
+    config.write_text(override)
+    result = cli("run", "--config", config, "--out", tmp_path / "o")
+    assert result.status == 2, result
+    assert key in result.err
