@@ -80,8 +80,13 @@ def _headline(base: dict, hard: dict, eps: str | None) -> str:
     if None in (base.get(key), hard.get(key), base.get(clean), hard.get(clean)):
         return "Hardening changed the metrics below."
     change = 100 * (hard[clean] - base[clean])
+    moved = "raised" if hard[key] >= base[key] else "lowered"
+    effect = (
+        f"cost {-change:.1f} points of clean accuracy"
+        if change < 0
+        else f"changed clean accuracy by {change:+.1f} points"
+    )
     return (
-        f"Hardening raised worst-case accuracy at L∞ eps {eps} from {base[key]:.1%} to "
-        f"{hard[key]:.1%}, and {'cost' if change < 0 else 'changed'} clean accuracy by "
-        f"{change:+.1f} points ({base[clean]:.1%} → {hard[clean]:.1%})."
+        f"Hardening {moved} worst-case accuracy at L∞ eps {eps} from {base[key]:.1%} to "
+        f"{hard[key]:.1%} and {effect} ({base[clean]:.1%} → {hard[clean]:.1%})."
     )
