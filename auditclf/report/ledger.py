@@ -28,7 +28,7 @@ def _row(key: str, label: str, base: dict, hard: dict) -> dict | None:
     delta = None if before is None or after is None else after - before
     better = (
         None
-        if delta is None or abs(delta) < 1e-12
+        if delta is None or abs(delta) < 5e-4  # below what the report displays
         else ((delta < 0) if key in LOWER_IS_BETTER else (delta > 0))
     )
     return {
