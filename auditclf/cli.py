@@ -44,6 +44,16 @@ def _add_data_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _add_checkpoint_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--checkpoint", type=Path, help=what)
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        default=None,
+        help="allow pickled models/TorchScript (they run code when loaded)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="auditclf", description="Audit an image classifier before it ships.")
     parser.add_argument("--version", action="version", version=f"auditclf {__version__}")
@@ -56,13 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "report.html, report.json, samples.csv, junit.xml, summary.md.",
     )
     _add_data_model_flags(run)
-    run.add_argument("--checkpoint", type=Path, help=".safetensors or .pt/.pth state dict")
-    run.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        default=None,
-        help="allow pickled models/TorchScript (they run code when loaded)",
-    )
+    _add_checkpoint_flags(run, ".safetensors or .pt/.pth state dict")
     run.add_argument("--out", type=Path, help="output folder (default ./audit-report)")
     run.add_argument(
         "--gate",
@@ -85,13 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(harden.method, default PGD-AT) and save the result; no audit.",
     )
     _add_data_model_flags(harden)
-    harden.add_argument("--checkpoint", type=Path, help="the model to harden (default: train one)")
-    harden.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        default=None,
-        help="allow pickled models/TorchScript (they run code when loaded)",
-    )
+    _add_checkpoint_flags(harden, "the model to harden (default: train one)")
     harden.add_argument("--method", choices=["pgd", "fgsm-rs"], help="default pgd")
     harden.add_argument("--out", type=Path, help="output folder (default ./audit-model)")
 

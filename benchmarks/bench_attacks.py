@@ -56,13 +56,22 @@ def main() -> None:
     n = min(args.images, len(test.labels))
     images, labels = test.images[:n], test.labels[:n]
     torch.manual_seed(0)
-    net = build_architecture("basic-cnn", {"in_channels": 1, "num_classes": 10,
-                                           "input_size": [28, 28]})
+    net = build_architecture(
+        "basic-cnn", {"in_channels": 1, "num_classes": 10, "input_size": [28, 28]}
+    )
     model = ModelAdapter(net, [0.13], [0.31]).to(device).eval()
-    view = SplitView(images, labels, np.array([str(i) for i in range(n)]),
-                     pd.DataFrame(index=range(n)), None)
-    ctx = ProbeContext(model=model, test=view, classes=[str(i) for i in range(10)],
-                       device=device, seed=0, batch_size=256, robustness=config.robustness)
+    view = SplitView(
+        images, labels, np.array([str(i) for i in range(n)]), pd.DataFrame(index=range(n)), None
+    )
+    ctx = ProbeContext(
+        model=model,
+        test=view,
+        classes=[str(i) for i in range(10)],
+        device=device,
+        seed=0,
+        batch_size=256,
+        robustness=config.robustness,
+    )
     runner = AttackRunner(ctx, np.arange(n))
     blocks = [(x, y) for _, x, y in runner.blocks()]
 
@@ -75,18 +84,23 @@ def main() -> None:
 
     def direct() -> None:
         for x, y in blocks:
-            torchattacks.PGD(model, eps=EPS, alpha=2.5 * EPS / STEPS, steps=STEPS,
-                             random_start=True)(x, y)
+            torchattacks.PGD(
+                model, eps=EPS, alpha=2.5 * EPS / STEPS, steps=STEPS, random_start=True
+            )(x, y)
 
     def ours() -> None:
         runner.run("pgd_linf", "0.1")
 
     ours()  # warm-up (allocator, kernels)
-    timings = {name: median_seconds(work, args.repeats)
-               for name, work in (("floor", floor), ("torchattacks", direct), ("auditclf", ours))}
-    print(f"PGD-10, L∞ eps {EPS}, {n} MNIST-sized images in blocks of "
-          f"{config.robustness.batch_size}, basic-cnn, {device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; median of {args.repeats}")
+    timings = {
+        name: median_seconds(work, args.repeats)
+        for name, work in (("floor", floor), ("torchattacks", direct), ("auditclf", ours))
+    }
+    print(
+        f"PGD-10, L∞ eps {EPS}, {n} MNIST-sized images in blocks of "
+        f"{config.robustness.batch_size}, basic-cnn, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; median of {args.repeats}"
+    )
     for name, seconds in timings.items():
         print(f"{name:<14}{seconds:8.3f} s   {seconds / timings['floor']:5.2f}× floor")
     print(f"auditclf / torchattacks: {timings['auditclf'] / timings['torchattacks']:.2f}×")

@@ -22,6 +22,11 @@ OUTPUTS = (
 )
 
 
+def _rerun(digits_run, fast_config) -> tuple:
+    """The argv that audits the digits run's trained model again (no training)."""
+    return ("run", "--config", fast_config, "--checkpoint", digits_run / "model.safetensors")
+
+
 def _metrics(folder):
     return json.loads((folder / "report.json").read_text())["models"]["baseline"]["metrics"]
 
@@ -146,11 +151,7 @@ def test_checkpoint_written_by_run_reloads_with_identical_metrics(
 ):
     out = tmp_path / "reloaded"
     result = cli(
-        "run",
-        "--config",
-        fast_config,
-        "--checkpoint",
-        digits_run / "model.safetensors",
+        *_rerun(digits_run, fast_config),
         "--out",
         out,
         "--quiet",
@@ -194,11 +195,7 @@ def test_train_command_then_checkpoint_gives_the_same_test_metrics(
 def test_gates_decide_the_exit_code(digits_run, fast_config, tmp_path, gate, status):
     out = tmp_path / "gated"
     result = cli(
-        "run",
-        "--config",
-        fast_config,
-        "--checkpoint",
-        digits_run / "model.safetensors",
+        *_rerun(digits_run, fast_config),
         "--gate",
         gate,
         "--out",
@@ -217,11 +214,7 @@ def test_gates_decide_the_exit_code(digits_run, fast_config, tmp_path, gate, sta
 
 def test_unknown_gate_key_suggests_the_closest(digits_run, fast_config, tmp_path):
     result = cli(
-        "run",
-        "--config",
-        fast_config,
-        "--checkpoint",
-        digits_run / "model.safetensors",
+        *_rerun(digits_run, fast_config),
         "--gate",
         "performance.acuracy>=0.5",
         "--out",
@@ -285,11 +278,7 @@ def test_internal_error_is_one_line_unless_debug(monkeypatch, tmp_path, digits_r
     out.mkdir()
     (out / "report.json").write_text("previous")
     argv = [
-        "run",
-        "--config",
-        fast_config,
-        "--checkpoint",
-        digits_run / "model.safetensors",
+        *_rerun(digits_run, fast_config),
         "--out",
         out,
         "--quiet",
@@ -416,11 +405,7 @@ def test_junit_has_a_case_per_gate_analysis_and_sanity_check(digits_run, fast_co
 
     out = tmp_path / "gated"
     result = cli(
-        "run",
-        "--config",
-        fast_config,
-        "--checkpoint",
-        digits_run / "model.safetensors",
+        *_rerun(digits_run, fast_config),
         "--harden",
         "none",
         "--gate",
