@@ -1,6 +1,6 @@
 """Time the default audit by phase, and training against its floor.
 
-    python benchmarks/bench_phases.py [--dataset mnist5k] [--repeats 1]
+    python benchmarks/bench_phases.py [--dataset mnist5k] [--repeats 3] [--clean-only]
 
 Prints one table: import, data, model, train, probes, analyses, report, and
 the end-to-end wall clock of ``auditclf run`` in a fresh process. It also
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 IMPORT = "import auditclf.cli, auditclf.pipeline, auditclf.report"
 
@@ -35,23 +36,25 @@ def time_import(repeats: int) -> float:
     return statistics.median(samples)
 
 
-def time_cli(dataset: str, out: Path) -> float:
+def time_cli(config: Path, out: Path) -> float:
     started = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
             "auditclf",
             "run",
-            "--dataset",
-            dataset,
+            "--config",
+            str(config),
             "--out",
             str(out),
             "--quiet",
         ],
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"auditclf run failed ({done.returncode}): {done.stderr.strip()}")
     return time.perf_counter() - started
 
 
@@ -88,6 +91,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist5k")
     parser.add_argument("--repeats", type=int, default=3, help="import timing repeats")
+    parser.add_argument(
+        "--clean-only",
+        action="store_true",
+        help="no attacks and no hardening (the performance audit alone)",
+    )
     args = parser.parse_args()
 
     from auditclf.config import load_config
@@ -95,12 +103,17 @@ def main() -> None:
     from auditclf.pipeline import run_audit
     from auditclf.report import write_outputs
 
-    config = load_config(None, {"data": {"dataset": args.dataset}})
+    overrides = {"data": {"dataset": args.dataset}}
+    if args.clean_only:
+        overrides |= {"robustness": {"enabled": False}, "harden": {"method": "none"}}
+    config = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         outcome = run_audit(config, progress=False)
         write_outputs(outcome.result, outcome.samples, outcome.models, Path(tmp) / "inproc")
         durations = dict(outcome.result.run["durations"])
-        end_to_end = time_cli(args.dataset, Path(tmp) / "cli")
+        config_file = Path(tmp) / "audit.yaml"
+        config_file.write_text(yaml.safe_dump(overrides))
+        end_to_end = time_cli(config_file, Path(tmp) / "cli")
     durations = {"import": time_import(args.repeats), **durations}
     epochs_run = outcome.result.models["baseline"].training["epochs"]
     floor = training_floor(config, prepare_data(config.data, seed=config.seed), len(epochs_run))

@@ -66,10 +66,18 @@ def ledger(base: dict, hard: dict, reference_eps: str | None) -> dict:
             )
             if clean:
                 per_class.append({"class": match["c"], "clean": clean, "robust": robust})
+    prefix = f"robustness.pgd_linf@{reference_eps}.group."
+    per_group = []
+    for key in base:
+        if key.startswith(prefix) and key.endswith(".accuracy"):
+            label = key[len(prefix) : -len(".accuracy")].replace(".", " = ", 1)
+            if row := _row(key, label, base, hard):
+                per_group.append(row)
     return {
         "cost": cost,
         "gain": gain,
         "per_class": per_class,
+        "per_group": per_group,
         "headline": _headline(base, hard, reference_eps),
     }
 
