@@ -284,3 +284,30 @@ def test_bad_attack_settings_are_usage_errors_naming_the_key(tmp_path, override,
     result = cli("run", "--config", config, "--out", tmp_path / "o")
     assert result.status == 2, result
     assert key in result.err
+
+
+def test_square_and_bisection_subsets_cover_every_class_of_sorted_data():
+    config = load_config(None, {})
+    labels = np.repeat(np.arange(10), 30)  # stored sorted by class, as mnist5k is
+    images = np.zeros((len(labels), 1, 4, 4), dtype=np.uint8)
+    test = SplitView(
+        images,
+        labels,
+        np.array([f"x{i}" for i in range(len(labels))]),
+        pd.DataFrame(index=range(len(labels))),
+        None,
+    )
+    ctx = ProbeContext(
+        model=ModelAdapter(nn.Sequential(nn.Flatten(), nn.Linear(16, 10)), [0.0], [1.0]),
+        test=test,
+        classes=[str(c) for c in range(10)],
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=64,
+        robustness=config.robustness,
+    )
+    runner = AttackRunner(ctx, np.arange(len(labels)))
+    rows = runner.stratified_rows(100)
+    assert len(rows) == 100 and np.all(np.diff(rows) > 0)
+    assert np.bincount(labels[rows], minlength=10).tolist() == [10] * 10
+    assert len(runner.stratified_rows(5)) == 5  # fewer rows than classes still works

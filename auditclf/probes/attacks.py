@@ -37,8 +37,9 @@ from PIL import Image
 
 from auditclf.config import ATTACK_NORMS, RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
+from auditclf.errors import DataError
 from auditclf.probes.base import PROBES, ProbeContext
-from auditclf.seeding import derive_seed
+from auditclf.seeding import derive_seed, numpy_rng
 from auditclf.train.standard import to_unit_float
 
 DEFAULT_RADII = {
@@ -146,6 +147,21 @@ class AttackRunner:
         self.images = torch.from_numpy(ctx.test.images[subset])
         self.labels = torch.from_numpy(ctx.test.labels[subset])
         self.ids = ctx.test.ids[subset]
+
+    def stratified_rows(self, count: int) -> np.ndarray:
+        """Positions of a class-stratified subset of the attacked images (seeded, sorted).
+
+        Data sets are often stored sorted by class: taking the first ``count``
+        images would cover a few classes only.
+        """
+        labels = self.labels.numpy()
+        if count >= len(labels):
+            return np.arange(len(labels))
+        seed = derive_seed(self.ctx.seed, "rows", count)
+        try:
+            return stratified_subsample(labels, count, seed=seed, classes=self.ctx.classes)
+        except DataError:  # fewer rows than classes, or classes too rare to stratify
+            return np.sort(numpy_rng(seed).permutation(len(labels))[:count])
 
     def blocks(self, rows: np.ndarray | None = None):
         rows = np.arange(len(self.subset)) if rows is None else rows
@@ -450,7 +466,7 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         target[subset if rows is None else subset[rows]] = values
 
     for name, grid in planned_grid(cfg, channels, len(ctx.classes)).items():
-        rows = None if name != "square" else np.arange(len(subset))[: cfg.square_samples]
+        rows = None if name != "square" else runner.stratified_rows(cfg.square_samples)
         for eps_text in grid:
             out = runner.run(name, eps_text, rows=rows)
             for what in ("pred", "margin", "valid"):
@@ -463,7 +479,7 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     put("sanity.loss_half_steps", half["loss"].astype(np.float64))
     put("sanity.loss_full_steps", full["loss"].astype(np.float64))
     if cfg.min_eps_samples:
-        rows = np.arange(len(subset))[: cfg.min_eps_samples]
+        rows = runner.stratified_rows(cfg.min_eps_samples)
         estimate, upper = runner.minimal_eps(rows, parse_eps(cfg.large_eps))
         put("min_eps", estimate, rows)
         put("min_eps.upper", upper, rows)
