@@ -27,7 +27,6 @@ KEY_NUMBERS = (
     ("performance.ece", "Calibration error (ECE)", "num"),
     ("data.imbalance_ratio", "Class imbalance ratio", "ratio"),
 )
-SECTION_GROUPS = {"performance": ("performance", "imbalance", "calibration")}
 
 
 def default_templates_dir() -> Path:
@@ -176,6 +175,5 @@ def render_html(
         models=models,
         baseline=models["baseline"],
         title=page_title,
-        groups=SECTION_GROUPS,
         ledger=hardened_ledger,
     )
