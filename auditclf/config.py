@@ -240,6 +240,23 @@ class HardenConfig(_Strict):
         return value
 
 
+class ExplainConfig(_Strict):
+    """Attributions (captum) and their quality scores. Off by default until LIME, stability,
+    localisation and shortcut detection join Grad-CAM and Integrated Gradients."""
+
+    enabled: bool = False
+    methods: list[Literal["gradcam", "integrated_gradients"]] = Field(
+        default_factory=lambda: ["gradcam", "integrated_gradients"]
+    )
+    correct_per_class: int = Field(2, ge=0, description="most confident correct predictions")
+    errors_per_class: int = Field(1, ge=0, description="most confident errors")
+    ig_steps: int = Field(32, ge=2, description="Integrated Gradients path steps")
+    curve_steps: int = Field(20, ge=2, description="points of the deletion/insertion curves")
+    randomized_layers: int = Field(
+        2, ge=1, description="top parametrised layers re-initialised for the sanity check"
+    )
+
+
 class ReportConfig(_Strict):
     templates: Path | None = Field(None, description="a folder of jinja2 templates to use instead")
     title: str | None = None
@@ -255,6 +272,7 @@ class AuditConfig(_Strict):
     analyses: AnalysisConfig = AnalysisConfig()
     robustness: RobustnessConfig = RobustnessConfig()
     harden: HardenConfig = HardenConfig()
+    explain: ExplainConfig = ExplainConfig()
     report: ReportConfig = ReportConfig()
     gates: list[str] = Field(default_factory=list, description="e.g. performance.accuracy>=0.95")
 

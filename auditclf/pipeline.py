@@ -30,6 +30,7 @@ from auditclf.models import ModelAdapter, PreparedModel, prepare_model
 from auditclf.models.loading import build_architecture
 from auditclf.probes import PROBES, ProbeContext
 from auditclf.probes.attacks import REFERENCE_EPS, stand_in_columns, training_attack
+from auditclf.probes.attributions import stand_in_artifacts as explain_stand_in
 from auditclf.results import AuditResult, ModelResult
 from auditclf.seeding import derive_seed, seed_everything
 from auditclf.train import TrainHistory, train_classifier
@@ -48,11 +49,6 @@ ENGINES = (
     "pillow",
 )
 NOT_YET_CHECKED = [
-    {
-        "section": "Explanations",
-        "reason": "attribution methods (Grad-CAM, LIME, IG) are not "
-        "part of this version of auditclf",
-    },
     {"section": "Fairness", "reason": "subgroup metrics are not part of this version of auditclf"},
 ]
 
@@ -175,6 +171,7 @@ def probe(
         seed=config.seed,
         batch_size=config.analyses.batch_size,
         robustness=config.robustness,
+        explain=config.explain,
     )
     for entry in PROBES:
         table = entry.obj(ctx, table)
@@ -252,6 +249,8 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
             config.robustness, data_summary["input_shape"][0], len(classes), labels
         )
         stand_in = stand_in.assign(**columns)
+    if config.explain.enabled:
+        artifacts["explanations"] = explain_stand_in(config.explain)
     dry = config.model_copy(
         update={
             "analyses": config.analyses.model_copy(
@@ -284,6 +283,27 @@ def decide_verdict(models: dict[str, ModelResult], gates: list[dict]) -> str:
 def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
     """What this run did not check, and why; sample-size caveats."""
     items = list(NOT_YET_CHECKED)
+    if not config.explain.enabled:
+        items.insert(
+            0,
+            {
+                "section": "Explanations",
+                "reason": "explain.enabled is false: "
+                "attribution maps (Grad-CAM, Integrated Gradients) were not computed; "
+                "LIME, stability, localisation and shortcut checks are not part of this "
+                "version",
+            },
+        )
+    else:
+        items.append(
+            {
+                "section": "Explanations",
+                "reason": "LIME, stability under noise and "
+                "attack, localisation against object masks and shortcut detection are "
+                "not part of this version; the maps shown carry faithfulness and "
+                "randomisation scores only",
+            }
+        )
     if not config.robustness.enabled:
         items.insert(
             0,

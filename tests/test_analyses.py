@@ -23,9 +23,10 @@ from auditclf.analyses.calibration import (
 )
 from auditclf.analyses.imbalance import imbalance
 from auditclf.analyses.performance import performance
-from auditclf.config import AnalysisConfig, RobustnessConfig, parse_eps
+from auditclf.config import AnalysisConfig, ExplainConfig, RobustnessConfig, parse_eps
 from auditclf.data.splits import SPLITS
 from auditclf.probes.attacks import stand_in_columns
+from auditclf.probes.attributions import stand_in_artifacts
 from auditclf.registry import Entry
 
 METRIC_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_@/\-]+)+$")
@@ -420,7 +421,7 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
     # bootstrap=0: resamples are drawn over row positions, so shuffled rows give other
     # (equally valid) intervals; the point estimates must not move.
     ctx = context(classes, summary=summary, bootstrap=0)
-    ctx.artifacts = {"robustness": artifacts}
+    ctx.artifacts = {"robustness": artifacts, "explanations": stand_in_artifacts(ExplainConfig())}
     return table, ctx
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from auditclf.config import RobustnessConfig
+from auditclf.config import ExplainConfig, RobustnessConfig
 from auditclf.data import SplitView
 from auditclf.models.adapter import ModelAdapter
 from auditclf.registry import Registry
@@ -25,6 +25,7 @@ class ProbeContext:
     seed: int
     batch_size: int
     robustness: RobustnessConfig | None = None
+    explain: ExplainConfig | None = None
     artifacts: dict = field(default_factory=dict)
 
 

@@ -202,6 +202,55 @@ def robustness_curves(data: dict) -> str:
     return _to_data_uri(fig)
 
 
+MAX_GALLERY_ROWS = 12
+
+
+def attribution_gallery(data: dict) -> str:
+    """Rows of images; per method, the map over the image with its scores."""
+    methods = data["methods"]
+    by_image: dict[str, dict] = {}
+    for entry in data["maps"]:
+        by_image.setdefault(entry["sample_id"], {})[entry["method"]] = entry
+    images = list(by_image.items())[:MAX_GALLERY_ROWS]
+    cols = 1 + len(methods)
+    fig, axes = plt.subplots(
+        len(images), cols, figsize=(1.9 * cols + 0.6, 2.3 * len(images)), squeeze=False
+    )
+    shown = None
+    for row, (sample_id, entries) in enumerate(images):
+        first = next(iter(entries.values()))
+        picture = np.array(first["image"]).transpose(1, 2, 0)
+        gray = picture.shape[2] == 1
+        label, pred = data["classes"][first["label"]], data["classes"][first["pred"]]
+        axes[row, 0].imshow(
+            picture[..., 0] if gray else picture, cmap="gray" if gray else None, vmin=0, vmax=1
+        )
+        axes[row, 0].set_title(f"{sample_id}\ntrue {label}, pred {pred}", fontsize=7)
+        for col, method in enumerate(methods, start=1):
+            ax = axes[row, col]
+            entry = entries.get(method)
+            if entry is None:
+                ax.axis("off")
+                continue
+            heat = np.array(entry["map"])
+            scale = np.abs(heat).max() or 1.0
+            ax.imshow(picture.mean(2), cmap="gray", vmin=0, vmax=1)
+            shown = ax.imshow(heat / scale, cmap="RdBu_r", vmin=-1, vmax=1, alpha=0.6)
+            ax.set_title(
+                f"{method.replace('_', ' ')}\ndel {entry['deletion_auc']:.2f} · ins "
+                f"{entry['insertion_auc']:.2f}",
+                fontsize=7,
+            )
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if shown is not None:
+        fig.colorbar(
+            shown, ax=axes, fraction=0.02, pad=0.01, label="attribution (÷ max |value| of the map)"
+        )
+    return _to_data_uri(fig)
+
+
 FIGURES: dict[str, Callable[[dict], str]] = {
     "confusion": confusion,
     "reliability": reliability,
@@ -209,10 +258,12 @@ FIGURES: dict[str, Callable[[dict], str]] = {
     "class_distribution": class_distribution,
     "training_curves": training_curves,
     "robustness_curves": robustness_curves,
+    "attribution_gallery": attribution_gallery,
 }
 
 
 FIGURE_TITLES = {
+    "attribution_gallery": "Attribution maps per method over each explained image",
     "robustness_curves": "Robust accuracy against eps for every attack",
     "confusion": "Confusion matrix: true class by row, predicted class by column",
     "reliability": "Reliability diagram: accuracy against confidence per bin",

@@ -58,10 +58,12 @@ def render_markdown(result: AuditResult) -> str:
     if warnings:
         lines += ["", "**Findings**", ""]
         lines += [f"- {f['severity']}: {_escape(f['message'])}" for f in warnings]
+    ran = {section["name"] for section in baseline.sections if section.get("tables")}
     not_checked = [
         item["section"]
         for item in result.limitations
         if item["section"] in ("Robustness", "Explanations", "Fairness")
+        and item["section"].lower() not in ran
     ]
     if not_checked:
         lines += [
