@@ -241,13 +241,14 @@ class HardenConfig(_Strict):
 
 
 class ExplainConfig(_Strict):
-    """Attributions (captum) and their quality scores. Off by default until LIME, stability,
-    localisation and shortcut detection join Grad-CAM and Integrated Gradients."""
+    """Attributions (captum) and their quality scores. Off by default until stability,
+    localisation and shortcut detection join Grad-CAM, Integrated Gradients and LIME."""
 
     enabled: bool = False
-    methods: list[Literal["gradcam", "integrated_gradients"]] = Field(
-        default_factory=lambda: ["gradcam", "integrated_gradients"]
+    methods: list[Literal["gradcam", "integrated_gradients", "lime"]] = Field(
+        default_factory=lambda: ["gradcam", "integrated_gradients", "lime"]
     )
+    lime_samples: int = Field(500, ge=10, description="perturbed images per LIME explanation")
     correct_per_class: int = Field(2, ge=0, description="most confident correct predictions")
     errors_per_class: int = Field(1, ge=0, description="most confident errors")
     ig_steps: int = Field(32, ge=2, description="Integrated Gradients path steps")

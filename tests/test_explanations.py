@@ -10,7 +10,14 @@ import torch.nn as nn
 from auditclf.analyses import AnalysisContext
 from auditclf.analyses.explanations import explanations
 from auditclf.config import AnalysisConfig, ExplainConfig
-from auditclf.probes.attributions import curve_areas, gradcam_maps, ig_maps, stand_in_artifacts
+from auditclf.probes.attributions import (
+    curve_areas,
+    gradcam_maps,
+    ig_maps,
+    lime_maps,
+    stand_in_artifacts,
+    superpixels,
+)
 from tests.conftest import cli
 
 
@@ -123,3 +130,28 @@ def test_explanations_in_a_real_run(tmp_path):
     assert result.status == 0, result
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Attribution maps per method" in html and "How this was computed" in html
+
+
+def test_superpixels_are_a_grid_for_tiny_images_and_slic_for_larger_ones():
+    tiny = superpixels(np.zeros((1, 8, 8)))
+    assert tiny.shape == (8, 8) and len(np.unique(tiny)) == 64  # 8 // 7 = 1-pixel cells
+    mnist = superpixels(np.zeros((1, 28, 28)))
+    assert len(np.unique(mnist)) == 49  # 4×4-pixel cells, 7 per side
+    rng = np.random.default_rng(0)
+    picture = np.zeros((3, 32, 32))
+    picture[:, 8:24, 8:24] = 1.0
+    picture += rng.normal(0, 0.02, picture.shape)
+    segments = superpixels(np.clip(picture, 0, 1))
+    assert segments.shape == (32, 32) and 4 <= len(np.unique(segments)) <= 80
+
+
+def test_lime_is_seeded_per_image():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3)).eval()
+    x = torch.rand(2, 1, 8, 8)
+    target = torch.tensor([0, 1])
+    first = lime_maps(model, x, target, 60, ["a", "b"], seed=0)
+    again = lime_maps(model, x[[1, 0]], target[[1, 0]], 60, ["b", "a"], seed=0)
+    other = lime_maps(model, x, target, 60, ["a", "b"], seed=1)
+    assert torch.equal(first, again[[1, 0]])  # independent of batch order
+    assert not torch.equal(first, other)

@@ -20,7 +20,7 @@ import pandas as pd
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table
 
 INSENSITIVE_CORRELATION = 0.5
-TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients"}
+TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "lime": "LIME"}
 
 
 def _mean(values: list) -> float:

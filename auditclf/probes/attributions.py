@@ -1,5 +1,5 @@
-"""The attribution probe: Grad-CAM and Integrated Gradients through captum (the only module
-importing it), with the model passes their quality scores need.
+"""The attribution probe: Grad-CAM, Integrated Gradients and LIME through captum (the only
+module importing it), with the model passes their quality scores need.
 
 Which images: per class, the most confident correct predictions and the most
 confident errors (``explain.correct_per_class`` / ``errors_per_class``); each
@@ -29,11 +29,11 @@ import copy
 import numpy as np
 import pandas as pd
 import torch
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Lime
 from scipy.stats import spearmanr
 
 from auditclf.probes.base import PROBES, ProbeContext
-from auditclf.seeding import torch_generator
+from auditclf.seeding import derive_seed, torch_generator
 from auditclf.train.standard import to_unit_float
 
 
@@ -115,9 +115,56 @@ def randomized_copy(model, layers: int, seed: int):
     return clone.eval()
 
 
-def _maps(method: str, model, x, target, cfg) -> tuple[torch.Tensor, np.ndarray | None]:
+def superpixels(image: np.ndarray) -> np.ndarray:
+    """(H, W) integer segments of one (C, H, W) image in [0, 1]: SLIC (scikit-image) from
+    32 px up, else a grid of about 7 × 7 cells (SLIC has too little to work with below)."""
+    _, h, w = image.shape
+    if min(h, w) >= 32:
+        from skimage.segmentation import slic
+
+        channels = image.transpose(1, 2, 0)
+        return slic(
+            channels if channels.shape[2] == 3 else channels[..., 0],
+            n_segments=50,
+            compactness=10,
+            start_label=0,
+            channel_axis=-1 if channels.shape[2] == 3 else None,
+        )
+    cell = max(1, min(h, w) // 7)
+    rows, cols = np.arange(h) // cell, np.arange(w) // cell
+    return rows[:, None] * (cols.max() + 1) + cols[None, :]
+
+
+def lime_maps(
+    model, x: torch.Tensor, target: torch.Tensor, samples: int, ids, seed: int
+) -> torch.Tensor:
+    """(N, H, W) LIME weights of each superpixel (Ribeiro et al. 2016), captum's ``Lime``
+    with its default Lasso surrogate; the ``samples`` perturbed images of one explanation
+    are evaluated in one batch, and sampling is seeded from (seed, image id)."""
+    lime = Lime(model)
+    maps = []
+    devices = [x.device] if x.device.type == "cuda" else []
+    for i in range(len(x)):
+        mask = torch.as_tensor(superpixels(x[i].cpu().numpy()), device=x.device)
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(derive_seed(seed, "lime", ids[i]))
+            weights = lime.attribute(
+                x[i : i + 1],
+                baselines=0.0,
+                target=target[i : i + 1],
+                feature_mask=mask.expand_as(x[i : i + 1]),
+                n_samples=samples,
+                perturbations_per_eval=samples,
+            )
+        maps.append(weights[0].sum(0).detach())
+    return torch.stack(maps)
+
+
+def _maps(method: str, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, np.ndarray | None]:
     if method == "gradcam":
         return gradcam_maps(model, model.target_layer, x, target), None
+    if method == "lime":
+        return lime_maps(model, x, target, cfg.lime_samples, ids, seed), None
     maps, delta = ig_maps(model, x, target, cfg.ig_steps)
     return maps, delta.cpu().numpy()
 
@@ -179,10 +226,11 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     random_del, random_ins = curve_areas(model, x, target, random_order, cfg.curve_steps)
     results = []
     for method in methods:
-        maps, delta = _maps(method, model, x, target, cfg)
+        ids = [ctx.test.ids[r] for r in rows]
+        maps, delta = _maps(method, model, x, target, cfg, ids, ctx.seed)
         order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
         deletion, insertion = curve_areas(model, x, target, order, cfg.curve_steps)
-        noise_maps, _ = _maps(method, random_model, x, target, cfg)
+        noise_maps, _ = _maps(method, random_model, x, target, cfg, ids, ctx.seed)
         for i, row in enumerate(rows):
             original = maps[i].flatten().cpu().numpy()
             randomized = noise_maps[i].flatten().cpu().numpy()
