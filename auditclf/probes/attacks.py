@@ -465,17 +465,20 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         target = columns.setdefault(name, np.full(n, np.nan))
         target[subset if rows is None else subset[rows]] = values
 
+    reference = reference_eps(cfg, channels)
+    full = None  # PGD-L∞ at the reference eps with all steps: the grid usually has it
     for name, grid in planned_grid(cfg, channels, len(ctx.classes)).items():
         rows = None if name != "square" else runner.stratified_rows(cfg.square_samples)
         for eps_text in grid:
             out = runner.run(name, eps_text, rows=rows)
             for what in ("pred", "margin", "valid"):
                 put(column(name, eps_text, what), out[what].astype(np.float64), rows)
+            if name == "pgd_linf" and eps_text == reference:
+                full = out
     for key, values in runner.clean_loss_and_gradients().items():
         put(f"sanity.{key}", values.astype(np.float64))
-    reference = reference_eps(cfg, channels)
     half = runner.run("pgd_linf", reference, steps=max(1, cfg.steps // 2))
-    full = runner.run("pgd_linf", reference)
+    full = full or runner.run("pgd_linf", reference)
     put("sanity.loss_half_steps", half["loss"].astype(np.float64))
     put("sanity.loss_full_steps", full["loss"].astype(np.float64))
     if cfg.min_eps_samples:
