@@ -232,6 +232,11 @@ def test_unknown_gate_key_suggests_the_closest(digits_run, fast_config, tmp_path
         ("seed: -1\n", "seed"),
         ("data: [unclosed\n", "not valid YAML"),
         ("- just\n- a list\n", "must be a mapping"),
+        # Attack and hardening settings: negative, zero, not a number, a zero denominator.
+        ("robustness:\n  eps_linf: [-0.1]\n", "robustness.eps_linf"),
+        ("robustness:\n  steps: 0\n", "robustness.steps"),
+        ("robustness:\n  step_size: fast\n", "robustness.step_size"),
+        ("harden:\n  eps: 8/0\n", "harden.eps"),
     ],
 )
 def test_bad_config_is_a_usage_error_naming_the_key(tmp_path, yaml_text, fragment):

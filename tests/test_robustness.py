@@ -286,23 +286,6 @@ def test_gate_on_an_unreliable_robustness_number_exits_5(trained, tmp_path, fast
     assert "unreliable" in result.out
 
 
-@pytest.mark.parametrize(
-    ("override", "key"),
-    [
-        ("robustness:\n  eps_linf: [-0.1]\n", "robustness.eps_linf"),
-        ("robustness:\n  steps: 0\n", "robustness.steps"),
-        ("robustness:\n  step_size: fast\n", "robustness.step_size"),
-        ("harden:\n  eps: 8/0\n", "harden.eps"),
-    ],
-)
-def test_bad_attack_settings_are_usage_errors_naming_the_key(tmp_path, override, key):
-    config = tmp_path / "audit.yaml"
-    config.write_text(override)
-    result = cli("run", "--config", config, "--out", tmp_path / "o")
-    assert result.status == 2, result
-    assert key in result.err
-
-
 def test_square_and_bisection_subsets_cover_every_class_of_sorted_data():
     config = load_config(None, {})
     labels = np.repeat(np.arange(10), 30)  # stored sorted by class, as mnist5k is
