@@ -421,7 +421,8 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
     # bootstrap=0: resamples are drawn over row positions, so shuffled rows give other
     # (equally valid) intervals; the point estimates must not move.
     ctx = context(classes, summary=summary, bootstrap=0)
-    ctx.artifacts = {"robustness": artifacts, "explanations": stand_in_artifacts(ExplainConfig())}
+    explain = stand_in_artifacts(ExplainConfig(), len(classes), has_masks=True, adversarial=True)
+    ctx.artifacts = {"robustness": artifacts, "explanations": explain}
     return table, ctx
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -10,12 +11,19 @@ import torch.nn as nn
 from auditclf.analyses import AnalysisContext
 from auditclf.analyses.explanations import explanations
 from auditclf.config import AnalysisConfig, ExplainConfig
+from auditclf.data import SplitView
+from auditclf.evidence import new_table
+from auditclf.models.adapter import ModelAdapter
+from auditclf.probes import PROBES, ProbeContext, attributions
 from auditclf.probes.attributions import (
     curve_areas,
     gradcam_maps,
     ig_maps,
     lime_maps,
-    stand_in_artifacts,
+    localisation,
+    rank_agreement,
+    region_swap_flips,
+    shortcut_region,
     superpixels,
 )
 from tests.conftest import cli
@@ -74,40 +82,133 @@ def test_deletion_in_the_true_order_beats_a_random_order():
     assert good_del[0] < bad_del[0] and good_ins[0] > bad_ins[0]
 
 
-def _context(maps: list[dict]) -> AnalysisContext:
-    artifacts = stand_in_artifacts(ExplainConfig(methods=["gradcam"]))
-    artifacts["maps"] = maps
-    return AnalysisContext(
-        ["a", "b"], AnalysisConfig(), 0, {}, artifacts={"explanations": artifacts}
+def _probe_context(model: nn.Module, n: int = 12, classes: int = 2, **explain) -> ProbeContext:
+    """A ProbeContext over ``n`` random 8×8 gray images with alternating labels."""
+    rng = np.random.default_rng(0)
+    images = (rng.random((n, 1, 8, 8)) * 255).astype(np.uint8)
+    labels = np.arange(n) % classes
+    test = SplitView(images, labels, np.array([f"img{i}" for i in range(n)]), pd.DataFrame(), None)
+    return ProbeContext(
+        model=ModelAdapter(model, [0.0], [1.0]).eval(),
+        test=test,
+        classes=[str(c) for c in range(classes)],
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=64,
+        explain=ExplainConfig(enabled=True, **explain),
     )
 
 
-def test_a_method_that_returns_the_input_is_flagged_as_insensitive():
-    rng = np.random.default_rng(0)
-    maps = []
-    for i in range(4):
-        image = rng.random((1, 6, 6))
-        # An edge-detector-like "explanation": the map is the image itself, so re-initialising
-        # the model leaves it unchanged: rank correlation 1.
-        maps.append(
-            {
-                "sample_id": f"x{i}",
-                "method": "gradcam",
-                "label": 0,
-                "pred": 0,
-                "deletion_auc": 0.4,
-                "insertion_auc": 0.5,
-                "random_deletion_auc": 0.45,
-                "random_insertion_auc": 0.45,
-                "randomization_correlation": 1.0,
-                "convergence_delta": None,
-                "map": image[0].tolist(),
-                "image": image.tolist(),
-            }
-        )
-    section = explanations(None, _context(maps))
+def _probe_table(ctx: ProbeContext) -> pd.DataFrame:
+    table = new_table("baseline", ctx.test.ids, ctx.test.labels, ctx.classes, ctx.test.attributes)
+    return PROBES.get("clean")(ctx, table)
+
+
+def _analyse(ctx: ProbeContext, table: pd.DataFrame):
+    analysis = AnalysisContext(ctx.classes, AnalysisConfig(), 0, {}, artifacts=ctx.artifacts)
+    return explanations(table, analysis)
+
+
+def _small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 8),
+        nn.ReLU(),
+        nn.Linear(8, 2),
+    )
+
+
+def test_a_method_that_returns_the_input_is_flagged_as_insensitive(monkeypatch):
+    # An edge-detector-like "explanation": whatever the model, the map is the image itself,
+    # so re-initialising the model's top layers leaves it unchanged.
+    monkeypatch.setattr(
+        attributions, "_maps", lambda method, model, x, *rest: (x.sum(1).detach(), None)
+    )
+    ctx = _probe_context(_small_cnn(), methods=["gradcam"])
+    table = _probe_table(ctx)
+    attributions.attribution_probe(ctx, table)
+    section = _analyse(ctx, table)
     assert section.metrics["explain.gradcam.randomization_correlation"] == pytest.approx(1.0)
     assert any("barely change" in f.message for f in section.findings)
+
+
+def test_real_maps_of_a_trained_method_are_not_flagged_insensitive():
+    ctx = _probe_context(_small_cnn(), methods=["integrated_gradients"])
+    table = _probe_table(ctx)
+    attributions.attribution_probe(ctx, table)
+    section = _analyse(ctx, table)
+    assert section.metrics["explain.integrated_gradients.randomization_correlation"] < 0.5
+    assert not any("barely change" in f.message for f in section.findings)
+
+
+def test_a_model_without_conv_layers_skips_gradcam_with_the_reason_and_runs_the_rest():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 2))
+    ctx = _probe_context(mlp, methods=["gradcam", "integrated_gradients"])
+    table = _probe_table(ctx)
+    attributions.attribution_probe(ctx, table)
+    run = ctx.artifacts["explanations"]
+    assert run["methods"] == ["integrated_gradients"]
+    section = _analyse(ctx, table)
+    assert "explain.integrated_gradients.deletion_auc" in section.metrics
+    assert not any(k.startswith("explain.gradcam") for k in section.metrics)
+    assert any("Grad-CAM" in f.message and "no convolutional layer" in f.message
+               for f in section.findings)
+
+
+def test_rank_agreement_of_equal_reversed_and_flat_maps():
+    a = np.arange(100, dtype=float)
+    assert rank_agreement(a, a, 0.1) == (pytest.approx(1.0), 1.0)
+    correlation, overlap = rank_agreement(a, -a, 0.1)
+    assert correlation == pytest.approx(-1.0) and overlap == 0.0
+    correlation, _ = rank_agreement(a, np.zeros(100), 0.1)
+    assert np.isnan(correlation)
+
+
+def test_localisation_mass_and_pointing_game_against_a_mask():
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[8:16, 8:16] = True
+    heat = np.zeros((32, 32))
+    heat[8:16, 8:16] = 3.0  # three quarters of |attribution| on the object
+    heat[20:28, 20:28] = -1.0
+    inside, hit = localisation(heat, mask)
+    assert inside == pytest.approx(0.75) and hit
+    off = np.zeros((32, 32))
+    off[30, 30] = 1.0  # the maximum 14 px from the object: beyond the 2-px tolerance at 32 px
+    assert localisation(off, mask) == (0.0, False)
+    near = np.zeros((32, 32))
+    near[17, 12] = 1.0  # 2 px below the object: within the tolerance
+    assert localisation(near, mask)[1]
+
+
+class _MeanOf(nn.Module):
+    """Class 1 when the mean of the selected pixels is bright, else class 0."""
+
+    def __init__(self, region: torch.Tensor) -> None:
+        super().__init__()
+        self.region = region
+
+    def forward(self, x):
+        brightness = (x[:, 0] * self.region).sum((1, 2)) / self.region.sum()
+        return torch.stack([0.5 - brightness, brightness - 0.5], 1) * 10
+
+
+def test_region_swap_flips_a_model_that_reads_the_border_and_not_one_that_reads_the_centre():
+    region, text = shortcut_region(None, 8, 8, 1)
+    assert text == "on the outer 1-pixel border" and region[0].sum() == 28
+    border = torch.as_tensor(region[0], dtype=torch.float32)
+    x = torch.zeros(1, 1, 8, 8)  # dark border and centre: class 0 for both models
+    donors = torch.ones(1, 3, 1, 8, 8)  # bright donors
+    donor_regions = np.broadcast_to(region[0], (1, 3, 8, 8))
+    pred = torch.tensor([0])
+    reads_border = region_swap_flips(_MeanOf(border), x, pred, region, donors, donor_regions)
+    reads_centre = region_swap_flips(_MeanOf(1 - border), x, pred, region, donors, donor_regions)
+    assert reads_border[0] == 1.0 and reads_centre[0] == 0.0
 
 
 def test_explanations_in_a_real_run(tmp_path):

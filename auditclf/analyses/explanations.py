@@ -1,14 +1,23 @@
-"""Explanation quality: faithfulness and sanity of each attribution method, per map and
-averaged, from the attribution probe's artifacts.
+"""Explanation quality from the attribution probe's artifacts: per method, per map and
+averaged, plus a per-class shortcut check.
 
-- deletion AUC (lower is better) and insertion AUC (higher is better) of the
-  predicted class's probability, against the same curves for a random pixel
-  order; the gains are random − deletion and insertion − random (Petsiuk et
-  al., "RISE", 2018);
-- randomisation correlation: Spearman correlation between a map and the map
-  of the same image after re-initialising the model's top layers; near 1
-  means the method does not depend on what the model learned (Adebayo et al.,
-  "Sanity Checks for Saliency Maps", 2018);
+- Faithfulness: deletion AUC (lower is better) and insertion AUC (higher is
+  better) of the predicted class's probability, against the same curves for a
+  random pixel order; the gains are random − deletion and insertion − random
+  (Petsiuk et al., "RISE", 2018).
+- Sanity: Spearman correlation between a map and the map of the same image
+  after re-initialising the model's top layers; near 1 means the method does
+  not depend on what the model learned (Adebayo et al., "Sanity Checks for
+  Saliency Maps", 2018).
+- Stability: Spearman correlation and top-k overlap between the map of an
+  image and of the same image with slight Gaussian noise, and of its PGD
+  adversarial version (same explained class) when attacks ran.
+- Localisation (images with object masks): share of |attribution| on the
+  object, and the pointing game (is the map's maximum on the object).
+- Shortcut: per class, the share of |attribution| in a region the class
+  should not depend on (outside the object, or the image border), relative to
+  the region's area, and how often pasting that region from other test images
+  changes the prediction.
 - Integrated Gradients' convergence delta |Σ attributions − (f(x) − f(0))|.
 """
 
@@ -17,118 +26,264 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table
+from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
 
 INSENSITIVE_CORRELATION = 0.5
+UNSTABLE_CORRELATION = 0.5
+SHORTCUT_FLIP_RATE = 0.5  # pasting the region from other images changes ≥ half the predictions
+SHORTCUT_ENRICHMENT = 0.75  # ... and the maps give the region ≥ 3/4 of its area's share
+FINE_METHODS = ("integrated_gradients", "lime")  # pixel/superpixel maps, for the region share
 TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "lime": "LIME"}
+PER_MAP = (
+    "deletion_auc",
+    "insertion_auc",
+    "random_deletion_auc",
+    "random_insertion_auc",
+    "randomization_correlation",
+    "noise_rank_correlation",
+    "noise_topk_overlap",
+    "adversarial_rank_correlation",
+    "adversarial_topk_overlap",
+    "region_share",
+    "mask_mass",
+    "pointing_hit",
+)
 
 
 def _mean(values: list) -> float:
-    finite = [v for v in values if v is not None and np.isfinite(v)]
+    finite = [float(v) for v in values if v is not None and np.isfinite(float(v))]
     return float(np.mean(finite)) if finite else float("nan")
 
 
-@ANALYSES.register("explanations", summary="faithfulness and sanity of attribution maps")
+def title(method: str) -> str:
+    return TITLES.get(method, method)
+
+
+def _method_scores(section: Section, run: dict, method: str) -> dict[str, float]:
+    maps = [m for m in run["maps"] if m["method"] == method]
+    key = f"explain.{method}"
+    present = [name for name in PER_MAP if any(name in m for m in maps)]
+    stats = {name: _mean([m.get(name) for m in maps]) for name in present}
+    stats["deletion_gain"] = stats["random_deletion_auc"] - stats["deletion_auc"]
+    stats["insertion_gain"] = stats["insertion_auc"] - stats["random_insertion_auc"]
+    if method == "integrated_gradients":
+        stats["convergence_delta"] = _mean([m["convergence_delta"] for m in maps])
+    for name, value in stats.items():
+        metric = "pointing_accuracy" if name == "pointing_hit" else name
+        section.put(f"{key}.{metric}", value, reason="undefined for every map (flat maps)")
+    section.put(f"{key}.maps", len(maps))
+    return stats
+
+
+def _method_findings(section: Section, method: str, stats: dict, run: dict) -> None:
+    name, key = title(method), f"explain.{method}"
+    if stats["deletion_gain"] <= 0 and stats["insertion_gain"] <= 0:
+        section.find(
+            "warning",
+            f"{name} is not faithful here: hiding or revealing its most attributed pixels "
+            "changes the prediction no more than a random order does",
+            metric=f"{key}.deletion_gain",
+        )
+    if stats["randomization_correlation"] > INSENSITIVE_CORRELATION:
+        section.find(
+            "warning",
+            f"{name} maps barely change when the model's top layers are re-initialised "
+            f"(rank correlation {stats['randomization_correlation']:.2f}): the method shows "
+            "the image more than what this model learned; do not read its maps as explanations",
+            metric=f"{key}.randomization_correlation",
+        )
+    if stats.get("noise_rank_correlation", 1.0) < UNSTABLE_CORRELATION:
+        section.find(
+            "warning",
+            f"{name} maps are unstable: noise of std {run['noise_std']} (invisible to a "
+            f"reader) changes their pixel ranking (rank correlation "
+            f"{stats['noise_rank_correlation']:.2f}, top-{run['top_fraction']:.0%} overlap "
+            f"{stats['noise_topk_overlap']:.2f}); a single map says little",
+            metric=f"{key}.noise_rank_correlation",
+        )
+
+
+def _shortcuts(section: Section, run: dict, classes: list[str]) -> list[list]:
+    """Per class: swap flip rate, region share of the finer maps, and the verdict."""
+    images = pd.DataFrame(run["images"])
+    fine = [m for m in run["methods"] if m in FINE_METHODS] or list(run["methods"])
+    maps = pd.DataFrame([m for m in run["maps"] if m["method"] in fine])
+    rows, flagged = [], []
+    for label, members in images.groupby("label", sort=True):
+        name = classes[int(label)]
+        key = f"explain.shortcut.class.{key_part(name)}"
+        flip = float(members["swap_flip_rate"].mean())
+        area = float(members["region_area"].mean())
+        share = _mean(list(maps.loc[maps["label"] == label, "region_share"])) if len(maps) else 0
+        enrichment = share / area if area > 0 else float("nan")
+        section.put(f"{key}.swap_flip_rate", flip)
+        section.put(f"{key}.region_share", share, reason="flat maps")
+        section.put(f"{key}.region_enrichment", enrichment, reason="flat maps or empty region")
+        likely = bool(flip >= SHORTCUT_FLIP_RATE and enrichment >= SHORTCUT_ENRICHMENT)
+        verdict = "likely" if likely else "—"
+        rows.append([name, len(members), area, share, enrichment, flip, verdict])
+        if likely:
+            flagged.append(name)
+            section.find(
+                "warning",
+                f"Likely shortcut for class '{name}': the maps ({', '.join(map(title, fine))}) "
+                f"put {share:.0%} of their attribution {run['region']}, which is {area:.0%} of "
+                f"the image, and pasting that region from other test images changes "
+                f"{flip:.0%} of these predictions. The model seems to decide '{name}' from "
+                f"what lies {run['region']}, not from the object itself",
+                metric=f"{key}.swap_flip_rate",
+            )
+    section.put("explain.shortcut.flagged_classes", len(flagged))
+    section.put("explain.shortcut.swap_flip_rate", float(images["swap_flip_rate"].mean()))
+    return rows
+
+
+def _localisation(section: Section, run: dict, per_method: dict[str, dict]) -> None:
+    mask_area = _mean([i.get("mask_area") for i in run["images"]])
+    section.put("explain.mask_area", mask_area)
+    parts = [
+        f"{title(m)} {s['mask_mass']:.0%} (pointing game {s['pointing_hit']:.0%})"
+        for m, s in per_method.items()
+        if np.isfinite(s.get("mask_mass", float("nan")))
+    ]
+    if parts:
+        section.find(
+            "info",
+            f"Localisation: the objects cover {mask_area:.0%} of the explained images; share "
+            f"of attribution on the object: {'; '.join(parts)}",
+        )
+
+
+@ANALYSES.register(
+    "explanations",
+    summary="faithfulness, sanity, stability, localisation and shortcuts of attribution maps",
+)
 def explanations(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section = Section("explanations", "Explanations")
     run = ctx.artifacts.get("explanations")
     if not run or not run["maps"]:
         section.headline = "No attribution method ran (explain.enabled is false)."
         return section
-    rows = []
-    for method in run["methods"]:
-        maps = [m for m in run["maps"] if m["method"] == method]
-        key = f"explain.{method}"
-        stats = {
-            name: _mean([m[name] for m in maps])
-            for name in (
-                "deletion_auc",
-                "insertion_auc",
-                "random_deletion_auc",
-                "random_insertion_auc",
-                "randomization_correlation",
-            )
-        }
-        for name, value in stats.items():
-            section.put(f"{key}.{name}", value, reason="undefined for every map (flat maps)")
-        deletion_gain = stats["random_deletion_auc"] - stats["deletion_auc"]
-        insertion_gain = stats["insertion_auc"] - stats["random_insertion_auc"]
-        section.put(f"{key}.deletion_gain", deletion_gain)
-        section.put(f"{key}.insertion_gain", insertion_gain)
-        section.put(f"{key}.maps", len(maps))
-        delta = None
-        if method == "integrated_gradients":
-            delta = _mean([m["convergence_delta"] for m in maps])
-            section.put(f"{key}.convergence_delta", delta)
-        title = TITLES.get(method, method)
-        rows.append(
-            [
-                title,
-                len(maps),
-                stats["deletion_auc"],
-                stats["random_deletion_auc"],
-                stats["insertion_auc"],
-                stats["random_insertion_auc"],
-                stats["randomization_correlation"],
-                delta,
-            ]
-        )
-        if deletion_gain <= 0 and insertion_gain <= 0:
-            section.find(
-                "warning",
-                f"{title} is not faithful here: hiding or revealing its "
-                "most attributed pixels changes the prediction no more than a random "
-                "order does",
-                metric=f"{key}.deletion_gain",
-            )
-        if stats["randomization_correlation"] > INSENSITIVE_CORRELATION:
-            section.find(
-                "warning",
-                f"{title} maps barely change when the model's top layers "
-                f"are re-initialised (rank correlation "
-                f"{stats['randomization_correlation']:.2f}): the method shows the image "
-                "more than what this model learned; do not read its maps as "
-                "explanations",
-                metric=f"{key}.randomization_correlation",
-            )
-    section.tables["summary"] = Table(
-        [
-            "method",
-            "maps",
-            "deletion AUC ↓",
-            "random order",
-            "insertion AUC ↑",
-            "random order",
-            "randomisation correlation ↓",
-            "IG convergence delta",
-        ],
-        rows,
-        caption="Means over the explained images. Deletion/insertion AUC: probability of the "
-        "predicted class as pixels are removed from the image / added to a black image.",
-    )
-    section.figures["gallery"] = {
-        "kind": "attribution_gallery",
-        "classes": ctx.classes,
-        "maps": run["maps"],
-        "methods": run["methods"],
-    }
-    best = min(rows, key=lambda r: r[2]) if rows else None
-    section.headline = (
-        f"{len({m['sample_id'] for m in run['maps']})} images explained with "
-        f"{', '.join(TITLES.get(m, m) for m in run['methods'])}; "
-        + (
-            f"{best[0]} is the most faithful by deletion (AUC {best[2]:.3f} vs {best[3]:.3f} "
-            "for a random order)."
-            if best
-            else ""
-        )
-    )
+    per_method = {m: _method_scores(section, run, m) for m in run["methods"]}
+    for method, stats in per_method.items():
+        _method_findings(section, method, stats, run)
+    if run.get("has_masks"):
+        _localisation(section, run, per_method)
+    shortcut_rows = _shortcuts(section, run, ctx.classes)
+    flagged_classes = {row[0] for row in shortcut_rows if row[-1] == "likely"}
     for note in run.get("skipped", []):
         section.find("info", f"not run: {note}")
+    adversarial = run.get("adversarial_eps") is not None
+
+    columns = [
+        "method",
+        "maps",
+        "deletion AUC ↓",
+        "random order",
+        "insertion AUC ↑",
+        "random order",
+        "randomisation corr. ↓",
+        "noise corr. ↑",
+        f"noise top-{run['top_fraction']:.0%} ↑",
+    ]
+    names = [
+        "deletion_auc",
+        "random_deletion_auc",
+        "insertion_auc",
+        "random_insertion_auc",
+        "randomization_correlation",
+        "noise_rank_correlation",
+        "noise_topk_overlap",
+    ]
+    if adversarial:
+        columns += ["adversarial corr.", f"adversarial top-{run['top_fraction']:.0%}"]
+        names += ["adversarial_rank_correlation", "adversarial_topk_overlap"]
+    if run.get("has_masks"):
+        columns += ["mass on object ↑", "pointing game ↑"]
+        names += ["mask_mass", "pointing_hit"]
+    columns.append("IG convergence delta")
+    rows = [
+        [title(m), len([e for e in run["maps"] if e["method"] == m])]
+        + [stats.get(n) for n in names]
+        + [stats.get("convergence_delta")]
+        for m, stats in per_method.items()
+    ]
+    section.tables["summary"] = Table(
+        columns,
+        rows,
+        caption="Means over the explained images. Deletion/insertion AUC: probability of the "
+        "predicted class as pixels are removed from the image / added to a black image, in "
+        "the map's order and in a random order. Correlations are Spearman rank correlations "
+        "with the map of the same image after re-initialising the model (should be low), "
+        "with slight noise added (should be high)"
+        + (", and of its adversarial version" if adversarial else "")
+        + ".",
+    )
+    section.tables["shortcuts"] = Table(
+        [
+            "class",
+            "images",
+            "region area",
+            "attribution in region",
+            "share ÷ area",
+            "predictions changed by swapping the region",
+            "shortcut",
+        ],
+        shortcut_rows,
+        caption=f"Region: {run['region']}. Shares from "
+        f"{', '.join(title(m) for m in run['methods'] if m in FINE_METHODS) or 'the maps'}. "
+        f"A likely shortcut: swapping changes ≥ {SHORTCUT_FLIP_RATE:.0%} of the predictions and "
+        f"the maps give the region ≥ {SHORTCUT_ENRICHMENT:.0%} of the share its area would.",
+    )
+    by_class: dict[int, list] = {}
+    for image in run["images"]:
+        by_class.setdefault(int(image["label"]), []).append(image["sample_id"])
+    for label in sorted(by_class):
+        section.figures[f"gallery.{key_part(ctx.classes[label])}"] = {
+            "kind": "attribution_gallery",
+            "title": f"Class {ctx.classes[label]}: attribution maps with their scores",
+            "classes": ctx.classes,
+            "methods": run["methods"],
+            "images": [i for i in run["images"] if int(i["label"]) == label],
+            "maps": [m for m in run["maps"] if int(m["label"]) == label],
+            "adversarial_eps": run.get("adversarial_eps"),
+            "flagged": ctx.classes[label] in flagged_classes,
+        }
+    flagged = len(flagged_classes)
+    best = min(rows, key=lambda r: r[2] if r[2] is not None else np.inf)
+    section.headline = (
+        f"{len(run['images'])} images explained with "
+        f"{', '.join(title(m) for m in run['methods'])}; {best[0]} is the most faithful by "
+        f"deletion (AUC {best[2]:.3f} vs {best[3]:.3f} for a random order); "
+        + (
+            f"likely shortcut in {flagged} class(es) — see the findings."
+            if flagged
+            else f"no class relies on what lies {run['region']} (no shortcut found)."
+        )
+    )
     section.method = (
-        f"captum on the predicted class. Curves: {run['curve_steps']} steps, removed pixels set "
-        f"to 0 (black), random orders seeded per image (seed {ctx.seed}). Sanity: the top "
-        f"{run['randomized_layers']} parametrised layers re-initialised, Spearman correlation "
-        f"of the maps. Integrated Gradients: black baseline, {run['ig_steps']} steps."
+        f"captum on the predicted class; per class the most confident correct predictions and "
+        f"errors. Curves: {run['curve_steps']} steps, removed pixels set to 0 (black), random "
+        f"orders seeded per image (seed {ctx.seed}). Sanity: the top "
+        f"{run['randomized_layers']} parametrised layers re-initialised. Stability: Gaussian "
+        f"noise of std {run['noise_std']} (seeded per image)"
+        + (
+            f"; adversarial versions by PGD-L∞ at eps {run['adversarial_eps']} against the true "
+            "label, explained for the same class"
+            if adversarial
+            else ""
+        )
+        + f"; top-k overlap over the top {run['top_fraction']:.0%} pixels. Integrated "
+        f"Gradients: black baseline, {run['ig_steps']} steps. LIME: "
+        f"{run.get('lime_samples', '?')} perturbations, SLIC superpixels from 32 px, a grid "
+        f"below. Shortcut region: {run['region']}; each image receives that region from "
+        f"{run.get('swap_donors', '?')} other test images (seeded), where a donor's own object "
+        "covers it its mean region colour fills in."
+        + (
+            " Localisation against the object masks; pointing game with a tolerance of 15 px "
+            "at 224 px, scaled."
+            if run.get("has_masks")
+            else ""
+        )
     )
     return section

@@ -332,6 +332,25 @@ def training_attack(
     return perturb
 
 
+def adversarial_versions(ctx: ProbeContext, rows: np.ndarray) -> tuple[torch.Tensor, str] | None:
+    """PGD-L∞ adversarial versions of the test images ``rows`` at the reference eps, against
+    their true labels (the attribution probe explains them beside the clean images);
+    ``None`` when the robustness probe is off. Seeded per block like the grid's runs."""
+    cfg = ctx.robustness
+    if cfg is None or not cfg.enabled or len(rows) == 0:
+        return None
+    eps_text = reference_eps(cfg, ctx.test.images.shape[1])
+    runner = AttackRunner(ctx, np.asarray(rows))
+    adversarial = []
+    for block, x, y in runner.blocks():
+        attack = build_attack(
+            "pgd_linf", ctx.model, parse_eps(eps_text), cfg, seed=derive_seed(ctx.seed, "explain")
+        )
+        key = ("explain", eps_text, runner.ids[block[0]])
+        adversarial.append(runner._seeded(attack, x, y, key))
+    return torch.cat(adversarial).detach(), eps_text
+
+
 def _png(image: np.ndarray) -> str:
     """(C, H, W) floats in [0, 1] → a PNG data URI (upscaled for small images)."""
     array = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)

@@ -32,8 +32,9 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Lime
 from scipy.stats import spearmanr
 
+from auditclf.probes.attacks import adversarial_versions
 from auditclf.probes.base import PROBES, ProbeContext
-from auditclf.seeding import derive_seed, torch_generator
+from auditclf.seeding import derive_seed, numpy_rng, torch_generator
 from auditclf.train.standard import to_unit_float
 
 
@@ -169,35 +170,159 @@ def _maps(method: str, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, 
     return maps, delta.cpu().numpy()
 
 
-def stand_in_artifacts(cfg) -> dict:
-    """Artifacts shaped like the probe's (one flat map per method), for dry runs of keys."""
-    entry = {
-        "sample_id": "dry-run",
-        "label": 0,
-        "pred": 0,
-        "deletion_auc": 0.5,
-        "insertion_auc": 0.5,
-        "random_deletion_auc": 0.5,
-        "random_insertion_auc": 0.5,
-        "randomization_correlation": 0.0,
-        "convergence_delta": 0.0,
-        "map": [[0.0]],
-        "image": [[[0.0]]],
-    }
+def rank_agreement(a: np.ndarray, b: np.ndarray, top: float) -> tuple[float, float]:
+    """Spearman correlation of two flat maps, and the share of ``a``'s top ``top`` fraction
+    of pixels that is also in ``b``'s (NaN correlation when a map is flat)."""
+    k = max(1, int(round(top * a.size)))
+    top_a, top_b = np.argsort(-a, kind="stable")[:k], np.argsort(-b, kind="stable")[:k]
+    overlap = len(np.intersect1d(top_a, top_b))
+    if a.std() == 0 or b.std() == 0:
+        return float("nan"), overlap / k
+    return float(spearmanr(a, b).statistic), overlap / k
+
+
+def shortcut_region(masks: np.ndarray | None, h: int, w: int, n: int) -> tuple[np.ndarray, str]:
+    """(n, H, W) bool: the pixels a shortcut would live in — outside the object where masks
+    exist, else the image border (the outer eighth of the side)."""
+    if masks is not None:
+        return ~masks.astype(bool), "outside the object"
+    band = max(1, round(min(h, w) / 8))
+    region = np.ones((h, w), dtype=bool)
+    region[band:-band, band:-band] = False
+    return np.broadcast_to(region, (n, h, w)).copy(), f"on the outer {band}-pixel border"
+
+
+def pointing_tolerance(h: int, w: int) -> int:
+    """The pointing game's tolerance (Zhang et al. 2018: 15 px at 224 px), scaled to the image."""
+    return max(1, round(15 * min(h, w) / 224))
+
+
+def localisation(heat: np.ndarray, mask: np.ndarray) -> tuple[float, bool]:
+    """Share of |attribution| inside the object mask, and whether the map's maximum falls
+    within ``pointing_tolerance`` pixels of the object (the pointing game)."""
+    magnitude = np.abs(heat)
+    total = magnitude.sum()
+    inside = float(magnitude[mask].sum() / total) if total > 0 else float("nan")
+    tol = pointing_tolerance(*mask.shape)
+    r, c = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    window = mask[max(0, r - tol) : r + tol + 1, max(0, c - tol) : c + tol + 1]
+    return inside, bool(window.any())
+
+
+def region_share(heat: np.ndarray, region: np.ndarray) -> float:
+    magnitude = np.abs(heat)
+    total = magnitude.sum()
+    return float(magnitude[region].sum() / total) if total > 0 else float("nan")
+
+
+SWAP_DONORS = 4  # other test images whose region each explained image receives
+
+
+@torch.no_grad()
+def region_swap_flips(
+    model,
+    x: torch.Tensor,
+    pred: torch.Tensor,
+    region: np.ndarray,
+    donors: torch.Tensor,
+    donor_regions: np.ndarray,
+) -> np.ndarray:
+    """Per image, the share of donor images whose region, pasted into the image's region,
+    changes the prediction (a counterfactual occlusion: the object stays, what surrounds it
+    comes from another image). ``donors``: (N, K, C, H, W); where a donor's own object
+    covers the region, the donor's mean region colour fills in."""
+    n, k = donors.shape[:2]
+    inside = torch.as_tensor(np.array(region), device=x.device)[:, None, None]  # (N,1,1,H,W)
+    donor_inside = torch.as_tensor(np.array(donor_regions), device=x.device)[:, :, None]
+    counts = donor_inside.sum((3, 4), keepdim=True).clamp(min=1)
+    donor_mean = (donors * donor_inside).sum((3, 4), keepdim=True) / counts
+    fill = torch.where(donor_inside, donors, donor_mean.expand_as(donors))
+    swapped = torch.where(inside, fill, x[:, None].expand_as(donors))
+    new = model(swapped.flatten(0, 1)).argmax(1).view(n, k)
+    return (new != pred[:, None]).float().mean(1).cpu().numpy()
+
+
+def _donors(ctx: ProbeContext, rows: list[int], region_of) -> tuple[torch.Tensor, np.ndarray]:
+    """SWAP_DONORS other test images per explained image, drawn from (seed, image id)."""
+    total = len(ctx.test.labels)
+    picks = []
+    for row in rows:
+        choices = numpy_rng(derive_seed(ctx.seed, "donors", ctx.test.ids[row])).permutation(total)
+        picks.append([c for c in choices[: SWAP_DONORS + 1] if c != row][:SWAP_DONORS])
+    picks = np.array(picks)
+    images = to_unit_float(torch.from_numpy(ctx.test.images[picks.ravel()]), ctx.device)
+    return images.view(*picks.shape, *images.shape[1:]), region_of(picks)
+
+
+def _noisy(x: torch.Tensor, std: float, seed: int, ids) -> torch.Tensor:
+    noise = torch.stack(
+        [torch.randn(x.shape[1:], generator=torch_generator(seed, "noise", i)) for i in ids]
+    ).to(x.device)
+    return (x + std * noise).clamp(0, 1)
+
+
+def stand_in_artifacts(cfg, num_classes: int, *, has_masks: bool, adversarial: bool) -> dict:
+    """Artifacts shaped like the probe's (one flat map per class and method), for dry runs
+    that list the metric keys a run will produce."""
+    maps, images = [], []
+    for label in range(num_classes):
+        entry = {
+            "sample_id": f"dry-run-{label}",
+            "label": label,
+            "pred": label,
+            "deletion_auc": 0.5,
+            "insertion_auc": 0.5,
+            "random_deletion_auc": 0.5,
+            "random_insertion_auc": 0.5,
+            "randomization_correlation": 0.0,
+            "convergence_delta": 0.0,
+            "noise_rank_correlation": 1.0,
+            "noise_topk_overlap": 1.0,
+            "region_share": 0.0,
+            "map": [[0.0]],
+        }
+        if adversarial:
+            entry |= {"adversarial_rank_correlation": 1.0, "adversarial_topk_overlap": 1.0}
+        if has_masks:
+            entry |= {"mask_mass": 1.0, "pointing_hit": True}
+        maps += [{**entry, "method": m} for m in cfg.methods]
+        image = {
+            "sample_id": f"dry-run-{label}",
+            "label": label,
+            "pred": label,
+            "image": [[[0.0]]],
+            "region_area": 0.5,
+            "swap_flip_rate": 0.0,
+        }
+        if has_masks:
+            image["mask_area"] = 0.5
+        images.append(image)
     return {
-        "maps": [{**entry, "method": m} for m in cfg.methods],
+        "maps": maps,
+        "images": images,
         "skipped": [],
         "methods": list(cfg.methods),
         "curve_steps": cfg.curve_steps,
         "randomized_layers": cfg.randomized_layers,
         "ig_steps": cfg.ig_steps,
+        "lime_samples": cfg.lime_samples,
+        "noise_std": cfg.noise_std,
+        "top_fraction": cfg.top_fraction,
+        "region": "outside the object" if has_masks else "on the image border",
+        "swap_donors": SWAP_DONORS,
+        "has_masks": has_masks,
+        "adversarial_eps": "0.1" if adversarial else None,
     }
+
+
+def _round(array) -> list:
+    return np.round(np.asarray(array, dtype=np.float64), 4).tolist()
 
 
 @PROBES.register(
     "attributions",
-    summary="Grad-CAM and Integrated Gradients (captum) with "
-    "deletion/insertion faithfulness and a randomisation sanity check",
+    summary="Grad-CAM, Integrated Gradients and LIME (captum) with faithfulness, sanity, "
+    "stability, localisation and shortcut scores",
 )
 def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     cfg = ctx.explain
@@ -209,58 +334,108 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     model = ctx.model.eval()
     x = to_unit_float(torch.from_numpy(ctx.test.images[rows]), ctx.device)
     target = torch.tensor(table.loc[rows, "pred"].to_numpy(np.int64), device=ctx.device)
+    ids = [ctx.test.ids[r] for r in rows]
     n, _, h, w = x.shape
     methods, skipped = [], []
     for method in cfg.methods:
         if method == "gradcam" and model.target_layer is None:
-            skipped.append("gradcam: the model has no convolutional layer")
+            skipped.append("Grad-CAM: the model has no convolutional layer to take it from")
         else:
             methods.append(method)
+    masks = None if ctx.test.masks is None else ctx.test.masks[rows].astype(bool)
+    region, region_text = shortcut_region(masks, h, w, n)
+
+    def region_of(picks: np.ndarray) -> np.ndarray:
+        chosen = None if ctx.test.masks is None else ctx.test.masks[picks.ravel()]
+        return shortcut_region(chosen, h, w, picks.size)[0].reshape(*picks.shape, h, w)
+
+    donors, donor_regions = _donors(ctx, rows, region_of)
+    swap_flips = region_swap_flips(model, x, target, region, donors, donor_regions)
+    adversarial = adversarial_versions(ctx, np.asarray(rows))
+    adv_pred = None
+    if adversarial is not None:
+        with torch.no_grad():
+            adv_pred = model(adversarial[0]).argmax(1).cpu().numpy()
     random_model = randomized_copy(model, cfg.randomized_layers, ctx.seed)
     random_order = torch.stack(
-        [
-            torch.randperm(h * w, generator=torch_generator(ctx.seed, "order", ctx.test.ids[r]))
-            for r in rows
-        ]
+        [torch.randperm(h * w, generator=torch_generator(ctx.seed, "order", i)) for i in ids]
     ).to(ctx.device)
     random_del, random_ins = curve_areas(model, x, target, random_order, cfg.curve_steps)
+    noisy = _noisy(x, cfg.noise_std, ctx.seed, ids)
     results = []
     for method in methods:
-        ids = [ctx.test.ids[r] for r in rows]
         maps, delta = _maps(method, model, x, target, cfg, ids, ctx.seed)
         order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
         deletion, insertion = curve_areas(model, x, target, order, cfg.curve_steps)
-        noise_maps, _ = _maps(method, random_model, x, target, cfg, ids, ctx.seed)
+        flat = maps.flatten(1).cpu().numpy()
+        variants = {
+            "randomization": _maps(method, random_model, x, target, cfg, ids, ctx.seed)[0],
+            "noise": _maps(method, model, noisy, target, cfg, ids, ctx.seed)[0],
+        }
+        if adversarial is not None:
+            variants["adversarial"] = _maps(
+                method, model, adversarial[0], target, cfg, ids, ctx.seed
+            )[0]
         for i, row in enumerate(rows):
-            original = maps[i].flatten().cpu().numpy()
-            randomized = noise_maps[i].flatten().cpu().numpy()
-            correlation = (
-                float(spearmanr(original, randomized).statistic)
-                if original.std() > 0 and randomized.std() > 0
-                else float("nan")
-            )
-            results.append(
-                {
-                    "sample_id": str(ctx.test.ids[row]),
-                    "method": method,
-                    "label": int(table.loc[row, "label"]),
-                    "pred": int(target[i]),
-                    "deletion_auc": float(deletion[i]),
-                    "insertion_auc": float(insertion[i]),
-                    "random_deletion_auc": float(random_del[i]),
-                    "random_insertion_auc": float(random_ins[i]),
-                    "randomization_correlation": correlation,
-                    "convergence_delta": None if delta is None else float(delta[i]),
-                    "map": np.round(maps[i].cpu().numpy().astype(np.float64), 5).tolist(),
-                    "image": np.round(x[i].cpu().numpy(), 3).tolist(),
-                }
-            )
+            entry = {
+                "sample_id": str(ids[i]),
+                "method": method,
+                "label": int(table.loc[row, "label"]),
+                "pred": int(target[i]),
+                "deletion_auc": float(deletion[i]),
+                "insertion_auc": float(insertion[i]),
+                "random_deletion_auc": float(random_del[i]),
+                "random_insertion_auc": float(random_ins[i]),
+                "convergence_delta": None if delta is None else float(delta[i]),
+                "region_share": region_share(flat[i].reshape(h, w), region[i]),
+                "map": _round(flat[i].reshape(h, w)),
+            }
+            for name, other in variants.items():
+                correlation, overlap = rank_agreement(
+                    flat[i], other[i].flatten().cpu().numpy(), cfg.top_fraction
+                )
+                if name == "randomization":
+                    entry["randomization_correlation"] = correlation
+                else:
+                    entry[f"{name}_rank_correlation"] = correlation
+                    entry[f"{name}_topk_overlap"] = overlap
+            if adversarial is not None:
+                entry["adversarial_map"] = _round(variants["adversarial"][i].cpu().numpy())
+            if masks is not None:
+                entry["mask_mass"], entry["pointing_hit"] = localisation(
+                    flat[i].reshape(h, w), masks[i]
+                )
+            results.append(entry)
+    images = []
+    for i, row in enumerate(rows):
+        image = {
+            "sample_id": str(ids[i]),
+            "label": int(table.loc[row, "label"]),
+            "pred": int(target[i]),
+            "image": _round(x[i].cpu().numpy()),
+            "region_area": float(region[i].mean()),
+            "swap_flip_rate": float(swap_flips[i]),
+        }
+        if masks is not None:
+            image["mask_area"] = float(masks[i].mean())
+        if adversarial is not None:
+            image["adversarial_pred"] = int(adv_pred[i])
+            image["adversarial_image"] = _round(adversarial[0][i].cpu().numpy())
+        images.append(image)
     ctx.artifacts["explanations"] = {
         "maps": results,
+        "images": images,
         "skipped": skipped,
         "methods": methods,
         "curve_steps": cfg.curve_steps,
         "randomized_layers": cfg.randomized_layers,
         "ig_steps": cfg.ig_steps,
+        "lime_samples": cfg.lime_samples,
+        "noise_std": cfg.noise_std,
+        "top_fraction": cfg.top_fraction,
+        "region": region_text,
+        "swap_donors": SWAP_DONORS,
+        "has_masks": masks is not None,
+        "adversarial_eps": None if adversarial is None else adversarial[1],
     }
     return table

@@ -202,51 +202,104 @@ def robustness_curves(data: dict) -> str:
     return _to_data_uri(fig)
 
 
-MAX_GALLERY_ROWS = 12
+MAX_GALLERY_ROWS = 6
+SHORT_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integr. Gradients", "lime": "LIME"}
+
+
+def _picture(values) -> tuple[np.ndarray, bool]:
+    picture = np.array(values).transpose(1, 2, 0)
+    return (picture[..., 0], True) if picture.shape[2] == 1 else (picture, False)
+
+
+def _overlay(ax, picture: np.ndarray, heat) -> object:
+    heat = np.array(heat)
+    scale = np.abs(heat).max() or 1.0
+    ax.imshow(picture if picture.ndim == 2 else picture.mean(2), cmap="gray", vmin=0, vmax=1)
+    return ax.imshow(heat / scale, cmap="RdBu_r", vmin=-1, vmax=1, alpha=0.65)
+
+
+def _scores(entry: dict) -> str:
+    lines = [
+        f"del {entry['deletion_auc']:.2f} (rand {entry['random_deletion_auc']:.2f})",
+        f"ins {entry['insertion_auc']:.2f} (rand {entry['random_insertion_auc']:.2f})",
+        f"rand-model ρ {_fmt(entry.get('randomization_correlation'))}",
+        f"noise ρ {_fmt(entry.get('noise_rank_correlation'))}",
+    ]
+    if entry.get("mask_mass") is not None:
+        lines.append(f"on object {_fmt(entry['mask_mass'], pct=True)}")
+    return "\n".join(lines)
+
+
+def _fmt(value, pct: bool = False) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.0%}" if pct else f"{value:.2f}"
 
 
 def attribution_gallery(data: dict) -> str:
-    """Rows of images; per method, the map over the image with its scores."""
-    methods = data["methods"]
-    by_image: dict[str, dict] = {}
-    for entry in data["maps"]:
-        by_image.setdefault(entry["sample_id"], {})[entry["method"]] = entry
-    images = list(by_image.items())[:MAX_GALLERY_ROWS]
-    cols = 1 + len(methods)
+    """One class: per explained image, the image and each method's map over it with the
+    map's scores beneath; when attacks ran, the adversarial image and its maps beside."""
+    methods, classes = data["methods"], data["classes"]
+    maps = {(m["sample_id"], m["method"]): m for m in data["maps"]}
+    images = data["images"][:MAX_GALLERY_ROWS]
+    adversarial = data.get("adversarial_eps") is not None
+    per_view = 1 + len(methods)
+    cols = per_view * (2 if adversarial else 1)
     fig, axes = plt.subplots(
-        len(images), cols, figsize=(1.9 * cols + 0.6, 2.3 * len(images)), squeeze=False
+        len(images), cols, figsize=(1.75 * cols + 0.8, 2.75 * len(images) + 0.4), squeeze=False
     )
     shown = None
-    for row, (sample_id, entries) in enumerate(images):
-        first = next(iter(entries.values()))
-        picture = np.array(first["image"]).transpose(1, 2, 0)
-        gray = picture.shape[2] == 1
-        label, pred = data["classes"][first["label"]], data["classes"][first["pred"]]
-        axes[row, 0].imshow(
-            picture[..., 0] if gray else picture, cmap="gray" if gray else None, vmin=0, vmax=1
+    for row, image in enumerate(images):
+        picture, gray = _picture(image["image"])
+        label, pred = classes[image["label"]], classes[image["pred"]]
+        ax = axes[row, 0]
+        ax.imshow(picture, cmap="gray" if gray else None, vmin=0, vmax=1)
+        colour = INK if label == pred else WARN
+        ax.set_title(f"true {label}\npred {pred}", fontsize=7.5, color=colour)
+        ax.set_xlabel(
+            f"{image['sample_id']}\nregion swap changes\n{image['swap_flip_rate']:.0%} of preds",
+            fontsize=6.5,
         )
-        axes[row, 0].set_title(f"{sample_id}\ntrue {label}, pred {pred}", fontsize=7)
-        for col, method in enumerate(methods, start=1):
-            ax = axes[row, col]
-            entry = entries.get(method)
-            if entry is None:
-                ax.axis("off")
-                continue
-            heat = np.array(entry["map"])
-            scale = np.abs(heat).max() or 1.0
-            ax.imshow(picture.mean(2), cmap="gray", vmin=0, vmax=1)
-            shown = ax.imshow(heat / scale, cmap="RdBu_r", vmin=-1, vmax=1, alpha=0.6)
-            ax.set_title(
-                f"{method.replace('_', ' ')}\ndel {entry['deletion_auc']:.2f} · ins "
-                f"{entry['insertion_auc']:.2f}",
-                fontsize=7,
+        views = [("", image["image"], 0)]
+        if adversarial:
+            views.append(("adversarial_", image["adversarial_image"], per_view))
+            adv_ax = axes[row, per_view]
+            adv_picture, _ = _picture(image["adversarial_image"])
+            adv_ax.imshow(adv_picture, cmap="gray" if gray else None, vmin=0, vmax=1)
+            adv_pred = classes[image["adversarial_pred"]]
+            adv_ax.set_title(
+                f"PGD eps {data['adversarial_eps']}\npred {adv_pred}",
+                fontsize=7.5,
+                color=WARN if adv_pred != label else INK,
             )
+        for prefix, view, offset in views:
+            background, _ = _picture(view)
+            for col, method in enumerate(methods, start=1):
+                ax = axes[row, offset + col]
+                entry = maps.get((image["sample_id"], method))
+                if entry is None:
+                    ax.axis("off")
+                    continue
+                shown = _overlay(ax, background, entry["adversarial_map" if prefix else "map"])
+                ax.set_title(SHORT_NAMES.get(method, method), fontsize=7.5)
+                if prefix:
+                    ax.set_xlabel(
+                        f"vs clean map\nρ {_fmt(entry.get('adversarial_rank_correlation'))} · "
+                        f"top-k {_fmt(entry.get('adversarial_topk_overlap'))}",
+                        fontsize=6.5,
+                    )
+                else:
+                    ax.set_xlabel(_scores(entry), fontsize=6.5)
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
     if shown is not None:
         fig.colorbar(
-            shown, ax=axes, fraction=0.02, pad=0.01, label="attribution (÷ max |value| of the map)"
+            shown,
+            ax=axes,
+            fraction=0.015,
+            pad=0.01,
+            label="attribution ÷ max |value| of its map (red: for, blue: against the class)",
         )
     return _to_data_uri(fig)
 
@@ -263,7 +316,7 @@ FIGURES: dict[str, Callable[[dict], str]] = {
 
 
 FIGURE_TITLES = {
-    "attribution_gallery": "Attribution maps per method over each explained image",
+    "attribution_gallery": "Attribution maps per method over each explained image, with scores",
     "robustness_curves": "Robust accuracy against eps for every attack",
     "confusion": "Confusion matrix: true class by row, predicted class by column",
     "reliability": "Reliability diagram: accuracy against confidence per bin",

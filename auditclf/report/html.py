@@ -134,7 +134,11 @@ def _with_figures(sections: list[dict]) -> dict[str, dict]:
     drawn = {}
     for section in sections:
         figures = {
-            name: {"uri": render_figure(data), "alt": FIGURE_TITLES[data["kind"]]}
+            name: {
+                "uri": render_figure(data),
+                "alt": data.get("title") or FIGURE_TITLES[data["kind"]],
+                "flagged": bool(data.get("flagged")),
+            }
             for name, data in section.get("figures", {}).items()
         }
         drawn[section["name"]] = {**section, "images": figures}
