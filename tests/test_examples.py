@@ -1,7 +1,9 @@
-"""Every config in examples/ runs (with training, attacks and hardening shortened)."""
+"""Every example in examples/ runs (with training, attacks and explanations shortened)."""
 
 from __future__ import annotations
 
+import runpy
+import shlex
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,9 @@ import yaml
 
 from tests.conftest import cli
 
-EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
 SHORTEN = {
     "train": {"epochs": 1},
     "robustness": {
@@ -21,6 +25,8 @@ SHORTEN = {
         "gallery_per_class": 1,
     },
     "harden": {"epochs": 1, "steps": 2},
+    "explain": {"lime_samples": 40, "correct_per_class": 1, "errors_per_class": 0},
+    "fairness": {"n_boot": 20},
 }
 
 
@@ -31,10 +37,49 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_config_runs(example, tmp_path):
+def _shortened(example: Path, tmp_path: Path, **extra) -> Path:
     config = tmp_path / example.name
-    config.write_text(yaml.safe_dump(_merge(yaml.safe_load(example.read_text()), SHORTEN)))
-    result = cli("run", "--config", config, "--out", tmp_path / "out", "--quiet")
+    settings = _merge(yaml.safe_load(example.read_text()), SHORTEN)
+    config.write_text(yaml.safe_dump(_merge(settings, extra)))
+    return config
+
+
+def _folder_data(tmp_path: Path) -> dict:
+    """The folder example's data, written where the example's script writes it."""
+    module = runpy.run_path(str(EXAMPLES / "folder_dataset.py"))
+    root = tmp_path / "digits-folder"
+    metadata = module["write_folder"](root)
+    return {"data": {"dataset": str(root)}, "fairness": {"metadata": str(metadata)}}
+
+
+@pytest.mark.parametrize("example", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_example_config_runs(example, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # examples name files relative to the checkout
+    extra = _folder_data(tmp_path) if example.name == "folder-metadata.yaml" else {}
+    config = _shortened(example, tmp_path, **extra)
+    if example.name == "custom-model.yaml":  # the documented flow: train, then audit the file
+        trained = cli("train", "--config", config, "--out", tmp_path / "model", "--quiet")
+        assert trained.status == 0, trained
+        extra_args = ["--checkpoint", tmp_path / "model" / "model.safetensors"]
+    else:
+        extra_args = []
+    result = cli("run", "--config", config, "--out", tmp_path / "out", "--quiet", *extra_args)
     assert result.status in (0, 1), result  # a gate may fail after one epoch; it must run
     assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_the_ci_workflow_runs_its_audit_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    workflow = yaml.safe_load((EXAMPLES / "ci" / "auditclf.yml").read_text())
+    steps = workflow["jobs"]["audit"]["steps"]
+    commands = [s["run"] for s in steps if "auditclf run" in s.get("run", "")]
+    assert len(commands) == 1
+    argv = shlex.split(commands[0])[1:]
+    # The workflow's own arguments, with its config shortened and its output in tmp_path.
+    config_at = argv.index("--config") + 1
+    argv[config_at] = str(_shortened(Path(argv[config_at]), tmp_path))
+    argv[argv.index("--out") + 1] = str(tmp_path / "audit-report")
+    result = cli(*argv, "--quiet")
+    assert result.status in (0, 1), result
+    for published in ("summary.md", "junit.xml"):  # the files the later steps publish
+        assert (tmp_path / "audit-report" / published).is_file()

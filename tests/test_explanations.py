@@ -1,12 +1,15 @@
-"""Attributions: Grad-CAM by hand, IG completeness, the sanity and faithfulness scores."""
+"""Attributions: Grad-CAM by hand, IG completeness, sanity, stability, localisation, shortcuts."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
+from captum.attr import Lime
 
 from auditclf.analyses import AnalysisContext
 from auditclf.analyses.explanations import explanations
@@ -26,6 +29,7 @@ from auditclf.probes.attributions import (
     shortcut_region,
     superpixels,
 )
+from auditclf.seeding import derive_seed
 from tests.conftest import cli
 
 
@@ -157,8 +161,9 @@ def test_a_model_without_conv_layers_skips_gradcam_with_the_reason_and_runs_the_
     section = _analyse(ctx, table)
     assert "explain.integrated_gradients.deletion_auc" in section.metrics
     assert not any(k.startswith("explain.gradcam") for k in section.metrics)
-    assert any("Grad-CAM" in f.message and "no convolutional layer" in f.message
-               for f in section.findings)
+    assert any(
+        "Grad-CAM" in f.message and "no convolutional layer" in f.message for f in section.findings
+    )
 
 
 def test_rank_agreement_of_equal_reversed_and_flat_maps():
@@ -256,3 +261,66 @@ def test_lime_is_seeded_per_image():
     other = lime_maps(model, x, target, 60, ["a", "b"], seed=1)
     assert torch.equal(first, again[[1, 0]])  # independent of batch order
     assert not torch.equal(first, other)
+
+
+SHORTCUT_RUN = (
+    "data: {{dataset: shapes, shapes: {{n_per_class: {n}, size: 16, "
+    "background_correlation: {correlation}, test_background_correlation: 0.0}}}}\n"
+    "train: {{epochs: {epochs}}}\nrobustness: {{enabled: false}}\nharden: {{method: none}}\n"
+    "explain: {{enabled: true, methods: [integrated_gradients, lime], lime_samples: 100, "
+    "correct_per_class: 2, errors_per_class: 1}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("correlation", "n", "epochs", "flagged"),
+    [(1.0, 300, 4, True), (0.0, 400, 10, False)],
+    ids=["background-gives-the-class-away", "background-uncorrelated"],
+)
+def test_shapes_shortcut_is_flagged_only_when_the_background_gives_the_class_away(
+    tmp_path, correlation, n, epochs, flagged
+):
+    config = tmp_path / "audit.yaml"
+    config.write_text(SHORTCUT_RUN.format(n=n, correlation=correlation, epochs=epochs))
+    result = cli("run", "--config", config, "--out", tmp_path / "out", "--quiet")
+    assert result.status == 0, result
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    metrics = report["models"]["baseline"]["metrics"]
+    messages = [f["message"] for f in report["models"]["baseline"]["findings"]]
+    shortcut = [m for m in messages if m.startswith("Likely shortcut")]
+    html = (tmp_path / "out" / "report.html").read_text()
+    if flagged:
+        # Trained where the background named the class, tested where it does not: the model
+        # follows the background, and swapping it changes most predictions.
+        assert metrics["explain.shortcut.flagged_classes"] >= 3
+        assert metrics["explain.shortcut.swap_flip_rate"] >= 0.5
+        assert shortcut and "outside the object" in shortcut[0]
+        assert "Likely shortcut for class" in html
+    else:
+        assert metrics["explain.shortcut.flagged_classes"] == 0
+        assert metrics["explain.shortcut.swap_flip_rate"] < 0.2
+        assert not shortcut and "no shortcut found" in html
+    # Localisation against the shapes' object masks is reported either way.
+    assert 0 <= metrics["explain.integrated_gradients.mask_mass"] <= 1
+
+
+def test_lime_equals_captums_lime_called_directly():
+    torch.manual_seed(0)
+    model = _small_cnn().eval()
+    x = torch.rand(1, 1, 8, 8)
+    target = model(x).argmax(1)
+    ours = lime_maps(model, x, target, 80, ["img"], seed=0)
+    mask = torch.as_tensor(superpixels(x[0].numpy())).long()
+    with torch.random.fork_rng():
+        torch.manual_seed(derive_seed(0, "lime", "img"))
+        direct = Lime(model).attribute(
+            x,
+            baselines=0.0,
+            target=target,
+            feature_mask=mask.expand_as(x),
+            n_samples=80,
+            perturbations_per_eval=80,
+        )
+    assert torch.allclose(ours[0], direct[0].sum(0), atol=1e-5), (
+        (ours[0] - direct[0].sum(0)).abs().max()
+    )
