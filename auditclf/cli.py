@@ -1,4 +1,5 @@
-"""Command line: ``auditclf run | train | report | list | metrics``.
+"""Command line: ``auditclf run | train | harden | report | gate | compare | list | metrics |
+schema | init``.
 
 The only place that maps errors to exit codes (see ``ExitStatus``). Streams
 are injectable so tests drive the CLI in-process.
@@ -54,6 +55,68 @@ def _add_checkpoint_flags(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",")]
+
+
+def _add_fairness_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--groups",
+        type=_comma_list,
+        metavar="A,B",
+        help="group attributes to audit (default: every attribute the data has)",
+    )
+    parser.add_argument(
+        "--intersect",
+        action="store_true",
+        default=None,
+        help="also audit the intersection of the audited attributes",
+    )
+    parser.add_argument(
+        "--metadata",
+        type=Path,
+        metavar="CSV",
+        help="per-image attributes, joined on a path or id column",
+    )
+    parser.add_argument(
+        "--rebalance-groups",
+        metavar="ATTR",
+        help="retrain with group-balanced sampling over ATTR and audit it beside the baseline",
+    )
+    parser.add_argument(
+        "--min-group-size",
+        type=int,
+        metavar="N",
+        help="test images a group needs to be compared (default 30)",
+    )
+
+
+def _add_gate_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gate",
+        action="append",
+        default=None,
+        metavar="'KEY OP VALUE'",
+        help="e.g. 'performance.accuracy>=0.97' (repeatable; replaces the config's gates)",
+    )
+
+
+def _add_baseline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="OLD/report.json",
+        help="fail when a headline metric got worse than in this earlier report",
+    )
+    parser.add_argument(
+        "--max-drop",
+        action="append",
+        default=None,
+        metavar="TOL|KEY=TOL",
+        help="allowed worsening: a default (0.01) or per key/pattern (repeatable)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="auditclf", description="Audit an image classifier before it ships.")
     parser.add_argument("--version", action="version", version=f"auditclf {__version__}")
@@ -68,19 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_model_flags(run)
     _add_checkpoint_flags(run, ".safetensors or .pt/.pth state dict")
     run.add_argument("--out", type=Path, help="output folder (default ./audit-report)")
-    run.add_argument(
-        "--gate",
-        action="append",
-        default=None,
-        metavar="'KEY OP VALUE'",
-        help="e.g. 'performance.accuracy>=0.97' (repeatable)",
-    )
+    _add_gate_flag(run)
     run.add_argument("--templates", type=Path, help="folder of jinja2 templates to use instead")
+    _add_baseline_flags(run)
     run.add_argument(
         "--harden",
         choices=["none", "pgd", "fgsm-rs"],
         help="adversarial retraining to audit beside the baseline (default pgd)",
     )
+    _add_fairness_flags(run)
 
     harden = commands.add_parser(
         "harden",
@@ -120,6 +179,60 @@ def build_parser() -> argparse.ArgumentParser:
     metrics.add_argument("report", type=Path, help="a report.json, or the folder holding it")
     metrics.add_argument("--model", default=None, help="which audited model (default: baseline)")
     metrics.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    gate = commands.add_parser(
+        "gate",
+        help="re-evaluate gates on a finished run's report.json (no model)",
+        description="Evaluate gates (--gate, the gates of --config, else the report's own) "
+        "and --baseline regressions on an existing report.json; exit 0 pass, 1 a gate "
+        "failed, 2 usage error, 5 a gate reads an unreliable robustness number.",
+    )
+    gate.add_argument("report", type=Path, help="a report.json, or the folder holding it")
+    _add_gate_flag(gate)
+    gate.add_argument("--config", type=Path, help="YAML config whose gates/regression to use")
+    _add_baseline_flags(gate)
+    gate.add_argument(
+        "--out", type=Path, help="also write report.json/html, junit.xml, summary.md here"
+    )
+    gate.add_argument("--templates", type=Path, help="folder of jinja2 templates (with --out)")
+    gate.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    compare = commands.add_parser(
+        "compare",
+        help="compare two report.json files; write compare.html and compare.json",
+        description="B against A, metric by metric: writes OUT/compare.html (side by side, "
+        "regressions first) and OUT/compare.json, prints the regressions; exit 1 when a "
+        "headline metric got worse by more than its tolerance.",
+    )
+    compare.add_argument("a", type=Path, help="A (before): a report.json or its folder")
+    compare.add_argument("b", type=Path, help="B (after): a report.json or its folder")
+    compare.add_argument("--out", type=Path, help="output folder (default ./audit-compare)")
+    compare.add_argument(
+        "--max-drop",
+        action="append",
+        default=None,
+        metavar="TOL|KEY=TOL",
+        help="allowed worsening: a default (0.01) or per key/pattern (repeatable)",
+    )
+    compare.add_argument(
+        "--model", default="baseline", help="which audited model of each report (default baseline)"
+    )
+    compare.add_argument("--model-b", help="B's model when it differs (e.g. hardened)")
+    compare.add_argument("--templates", type=Path, help="folder of jinja2 templates")
+    compare.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    schema = commands.add_parser("schema", help="print the JSON schema of report.json")
+    schema.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    init = commands.add_parser(
+        "init",
+        help="write a commented audit.yaml with every option at its default",
+        description="Write a commented config: every section and option with its "
+        "description, units and default.",
+    )
+    init.add_argument("--out", type=Path, default=Path("audit.yaml"), help="default audit.yaml")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -139,7 +252,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("gates",): getattr(args, "gate", None),
         ("report", "templates"): getattr(args, "templates", None),
         ("harden", "method"): getattr(args, "harden", None) or getattr(args, "method", None),
+        ("fairness", "groups"): getattr(args, "groups", None),
+        ("fairness", "intersect"): getattr(args, "intersect", None),
+        ("fairness", "metadata"): getattr(args, "metadata", None),
+        ("fairness", "rebalance"): getattr(args, "rebalance_groups", None),
+        ("fairness", "min_group_size"): getattr(args, "min_group_size", None),
+        ("regression", "baseline"): getattr(args, "baseline", None),
+        **_max_drop_overrides(getattr(args, "max_drop", None)),
     }
+    return _nest(pairs)
+
+
+def _nest(pairs: dict[tuple, Any]) -> dict[str, Any]:
+    """{("train", "epochs"): 3} → {"train": {"epochs": 3}}; None values are left out."""
     overrides: dict[str, Any] = {}
     for path, value in pairs.items():
         if value is None:
@@ -151,31 +276,40 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from auditclf.config import load_config
-    from auditclf.gates import parse_gate
+def _max_drop_overrides(values: list[str] | None) -> dict[tuple, Any]:
+    """``--max-drop 0.01 --max-drop KEY=0.005`` → the regression config keys they set."""
+    from auditclf.compare import parse_max_drop
 
-    config = load_config(args.config, _overrides(args))
-    for text in config.gates:  # syntax errors before the heavy imports
-        parse_gate(text)
-    from auditclf.pipeline import run_audit
-    from auditclf.report import write_outputs
+    pairs: dict[tuple, Any] = {}
+    for text in values or []:
+        key, tolerance = parse_max_drop(text)
+        if key is None:
+            pairs["regression", "max_drop"] = tolerance
+        else:
+            pairs["regression", "tolerances", key] = tolerance
+    return pairs
 
-    outcome = run_audit(config, progress=not args.quiet, debug=args.debug)
-    result = outcome.result
-    write_outputs(
-        result,
-        outcome.samples,
-        outcome.models,
-        config.out,
-        templates=config.report.templates,
-        title=config.report.title,
-    )
-    metrics = result.metrics
+
+def _write_gates(out: TextIO, result: Any) -> None:
     out.write(f"verdict: {result.verdict}\n")
     for gate in result.gates:
-        status = "pass" if gate["passed"] else "FAIL"
-        out.write(f"  gate {gate['expression']}: {status} ({gate['reason']})\n")
+        status = gate.get("status") or ("pass" if gate["passed"] else "fail")
+        shown = "pass" if status == "pass" else status.upper()
+        out.write(f"  gate {gate['expression']}: {shown} ({gate['reason']})\n")
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from auditclf.config import load_config
+    from auditclf.gates import gates_from_config
+
+    config = load_config(args.config, _overrides(args))
+    gates_from_config(config.gates)  # syntax errors before the heavy imports
+    from auditclf.api import run as run_api
+
+    result = run_api(config, progress=not args.quiet, debug=args.debug)
+    result.save(config.out)
+    metrics = result.metrics
+    _write_gates(out, result)
     out.write(
         f"accuracy {metrics.get('performance.accuracy', float('nan')):.4f}, "
         f"balanced accuracy {metrics.get('performance.balanced_accuracy', float('nan')):.4f}"
@@ -324,6 +458,115 @@ def _cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
     return ExitStatus.OK
 
 
+def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
+    from auditclf.compare import load_baseline, report_path
+    from auditclf.config import config_from_dict, load_config
+    from auditclf.gates import decide_verdict, evaluate_gates, gate_metrics, gates_from_config
+    from auditclf.results import AuditResult
+
+    path = report_path(args.report)
+    result = AuditResult.load(path)
+    config = load_config(args.config, _overrides_subset(args))
+    entries = config.gates
+    if args.config is None and args.gate is None:  # the gates the run itself was given
+        entries = config_from_dict(result.run["config"], source=str(path)).gates
+    regression = config.regression
+    check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
+    if not entries and check is None:
+        raise UsageError(
+            f"{path}: no gates to evaluate: give --gate, --config with gates, or --baseline "
+            "(the report's own run had none)"
+        )
+    metrics, notes = gate_metrics(result.models)
+    result.gates = evaluate_gates(gates_from_config(entries), metrics, notes)
+    if check is not None:
+        result.gates += check.evaluate(metrics, notes)
+    result.verdict = decide_verdict(result.models, result.gates)
+    _write_gates(out, result)
+    if args.out is not None:
+        from auditclf.report import save_result
+
+        save_result(result, args.out, templates=args.templates)
+        out.write(f"report: {Path(args.out) / 'report.html'}\n")
+    return VERDICT_STATUS[result.verdict]
+
+
+def _overrides_subset(args: argparse.Namespace) -> dict[str, Any]:
+    """The config keys ``auditclf gate`` takes from flags: gates and the baseline check."""
+    return _nest(
+        {
+            ("gates",): args.gate,
+            ("regression", "baseline"): args.baseline,
+            **_max_drop_overrides(args.max_drop),
+        }
+    )
+
+
+def _cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
+    from auditclf.compare import Tolerances, compare_reports, write_comparison
+    from auditclf.config import RegressionConfig
+
+    default = RegressionConfig().max_drop
+    per_key = {}
+    for (*_, key), tolerance in _max_drop_overrides(args.max_drop).items():
+        if key == "max_drop":
+            default = tolerance
+        else:
+            per_key[key] = tolerance
+    comparison = compare_reports(
+        args.a,
+        args.b,
+        Tolerances(default, per_key),
+        model_a=args.model,
+        model_b=args.model_b or args.model,
+    )
+    target = args.out or Path("audit-compare")
+    write_comparison(comparison, target, templates=args.templates)
+    a, b = comparison["a"], comparison["b"]
+    out.write(f"A: {a['report']} ({a['model']}: {a['architecture']} on {a['dataset']})\n")
+    out.write(f"B: {b['report']} ({b['model']}: {b['architecture']} on {b['dataset']})\n")
+    if not comparison["same_data"]:
+        out.write("note: A and B audited different data or another split\n")
+    regressions, improvements = comparison["regressions"], comparison["improvements"]
+    out.write(f"regressions beyond tolerance ({len(regressions)}):\n")
+    for row in regressions:
+        out.write(f"  {_compare_line(row)}\n")
+    out.write(f"improvements ({len(improvements)}), largest first:\n")
+    for row in improvements[:10]:
+        out.write(f"  {_compare_line(row)}\n")
+    out.write(f"compare: {target / 'compare.html'}\n")
+    return ExitStatus.GATE_FAILED if regressions else ExitStatus.OK
+
+
+def _compare_line(row: dict) -> str:
+    def shown(value: float | None) -> str:
+        return "null" if value is None else f"{value:.4f}"
+
+    delta = "" if row["delta"] is None else f" ({row['delta']:+.4f}, {row['direction']} is better)"
+    return f"{row['key']}: {shown(row['a'])} -> {shown(row['b'])}{delta}"
+
+
+def _cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    from auditclf.schema import schema_text
+
+    out.write(schema_text())
+    return ExitStatus.OK
+
+
+def _cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    from auditclf.io import atomic_write_text
+    from auditclf.starter_config import starter_yaml
+
+    if args.out.exists() and not args.force:
+        raise UsageError(f"{args.out} exists; pass --force to overwrite it")
+    atomic_write_text(args.out, starter_yaml())
+    out.write(
+        f"wrote {args.out}: every option at its default; edit it, then "
+        f"`auditclf run --config {args.out}`\n"
+    )
+    return ExitStatus.OK
+
+
 COMMANDS = {
     "run": _cmd_run,
     "train": _cmd_train,
@@ -331,6 +574,10 @@ COMMANDS = {
     "report": _cmd_report,
     "list": _cmd_list,
     "metrics": _cmd_metrics,
+    "gate": _cmd_gate,
+    "compare": _cmd_compare,
+    "schema": _cmd_schema,
+    "init": _cmd_init,
 }
 
 

@@ -11,10 +11,19 @@ import difflib
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from auditclf.errors import UsageError
 
@@ -26,9 +35,11 @@ class _Strict(BaseModel):
 class SplitConfig(_Strict):
     """Fractions of the data per split (stratified by class); they sum to 1."""
 
-    train: float = Field(0.7, gt=0, lt=1)
-    val: float = Field(0.2, gt=0, lt=1)
-    test: float = Field(0.1, gt=0, lt=1)
+    train: float = Field(0.7, gt=0, lt=1, description="fraction of the images used for training")
+    val: float = Field(
+        0.2, gt=0, lt=1, description="fraction for validation (early stopping, hardening)"
+    )
+    test: float = Field(0.1, gt=0, lt=1, description="fraction audited (never trained on)")
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitConfig:
@@ -53,6 +64,8 @@ class ShapesConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    """What to audit on: a built-in set, an image folder or a CSV manifest, and its split."""
+
     dataset: str = Field(
         "mnist5k",
         description="a built-in name (`auditclf list`), a folder in ImageFolder layout, "
@@ -65,7 +78,11 @@ class DataConfig(_Strict):
         None, description="the class list; a label outside it is a data error"
     )
     split: SplitConfig = SplitConfig()
-    image_size: int | None = Field(None, ge=4, description="resize user images to this side")
+    image_size: int | None = Field(
+        None,
+        ge=4,
+        description="resize user images to this side, in pixels; default: the most common size",
+    )
     channels: Literal[1, 3] | None = Field(None, description="1 or 3; default from the images")
     max_samples: int | None = Field(
         None, ge=10, description="stratified subsample of the whole set before splitting"
@@ -75,6 +92,8 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
+    """The model: a zoo architecture to train, or your own with a checkpoint to load."""
+
     name: str = Field(
         "basic-cnn",
         description="a zoo name (`auditclf list`), or package.module:factory, "
@@ -88,7 +107,9 @@ class ModelConfig(_Strict):
     )
     target_layer: str | None = Field(None, description="conv layer for attributions")
     mean: list[float] | None = Field(None, description="input normalisation, in [0, 1] units")
-    std: list[float] | None = None
+    std: list[float] | None = Field(
+        None, description="input normalisation std per channel, in [0, 1] units (with mean)"
+    )
 
     @field_validator("std")
     @classmethod
@@ -99,10 +120,12 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """Training of the model when no checkpoint is given (Adam, early stopping on val loss)."""
+
     epochs: int = Field(12, ge=1, description="passes over the training split (upper bound)")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="images per training step")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty of Adam (weight_decay)")
     augment: bool = Field(True, description="small rotation, scale, translation (+flip if valid)")
     hflip: bool | None = Field(
         None,
@@ -115,11 +138,15 @@ class TrainConfig(_Strict):
 
 
 class AnalysisConfig(_Strict):
+    """Settings of the analyses over the sample table (intervals, calibration, top-k)."""
+
     ece_bins: int = Field(15, ge=2, description="equal-width confidence bins for ECE and MCE")
     bootstrap: int = Field(
         1000, ge=0, description="draws for the balanced-accuracy, worst-class and ECE intervals"
     )
-    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    confidence_level: float = Field(
+        0.95, gt=0.5, lt=1, description="coverage of every confidence interval (0.95 = 95%)"
+    )
     top_k: list[int] = Field([2, 3], description="k values for top-k accuracy")
     imbalance_threshold: float = Field(
         3.0, ge=1, description="largest/smallest class count ratio that raises a finding"
@@ -169,9 +196,9 @@ ATTACK_NAMES = tuple(ATTACK_NORMS)
 class RobustnessConfig(_Strict):
     """Adversarial attacks (torchattacks). eps is in [0, 1] pixel units: 0.1 or 8/255."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the attacks and their sanity checks")
     attacks: list[Literal[ATTACK_NAMES]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(ATTACK_NAMES)
+        default_factory=lambda: list(ATTACK_NAMES), description="attacks to run (torchattacks)"
     )
     eps_linf: list[EpsValue] | None = Field(
         None,
@@ -186,7 +213,7 @@ class RobustnessConfig(_Strict):
         None, gt=0, description="PGD step as a multiple of eps; default 2.5 / steps (Madry)"
     )
     restarts: int = Field(1, ge=1, description="random restarts of PGD and APGD")
-    random_start: bool = True
+    random_start: bool = Field(True, description="PGD starts at a random point in the eps ball")
     samples: int | None = Field(
         300, ge=1, description="test images attacked (stratified subset); null = all"
     )
@@ -197,7 +224,9 @@ class RobustnessConfig(_Strict):
         100, ge=0, description="images whose minimal L∞ perturbation is bisected; 0 disables"
     )
     min_eps_iterations: int = Field(10, ge=1, description="bisection steps (tolerance halves)")
-    gallery_per_class: int = Field(2, ge=0)
+    gallery_per_class: int = Field(
+        2, ge=0, description="adversarial examples shown per class in the report"
+    )
     batch_size: int = Field(
         100, ge=1, description="images per attack call; random starts are seeded per block"
     )
@@ -222,13 +251,15 @@ class RobustnessConfig(_Strict):
 class HardenConfig(_Strict):
     """Adversarial retraining: PGD-AT (Madry et al. 2018) or FGSM-RS (Wong et al. 2020)."""
 
-    method: Literal["none", "pgd", "fgsm-rs"] = "pgd"
+    method: Literal["none", "pgd", "fgsm-rs"] = Field(
+        "pgd", description="pgd (PGD-AT), fgsm-rs (FGSM with random start), or none"
+    )
     eps: EpsValue | None = Field(None, description="training radius; default 0.1 / 8/255")
     steps: int = Field(7, ge=1, description="PGD steps per training batch (pgd only)")
     step_size: float | None = Field(
         None, gt=0, description="as a multiple of eps; default 2.5/steps (pgd), 1.25 (fgsm-rs)"
     )
-    epochs: int = Field(3, ge=1)
+    epochs: int = Field(3, ge=1, description="passes over the training split while hardening")
     lr: float = Field(5e-4, gt=0, description="Adam learning rate")
     from_scratch: bool = Field(False, description="train from random init, not the baseline")
 
@@ -241,12 +272,13 @@ class HardenConfig(_Strict):
 
 
 class ExplainConfig(_Strict):
-    """Attributions (captum) and their quality scores. Off by default until stability,
-    localisation and shortcut detection join Grad-CAM, Integrated Gradients and LIME."""
+    """Attributions (captum: Grad-CAM, Integrated Gradients, LIME) with faithfulness,
+    sanity, stability, localisation and shortcut scores."""
 
-    enabled: bool = False
+    enabled: bool = Field(True, description="compute attribution maps and their scores")
     methods: list[Literal["gradcam", "integrated_gradients", "lime"]] = Field(
-        default_factory=lambda: ["gradcam", "integrated_gradients", "lime"]
+        default_factory=lambda: ["gradcam", "integrated_gradients", "lime"],
+        description="attribution methods (captum)",
     )
     lime_samples: int = Field(500, ge=10, description="perturbed images per LIME explanation")
     correct_per_class: int = Field(2, ge=0, description="most confident correct predictions")
@@ -256,17 +288,152 @@ class ExplainConfig(_Strict):
     randomized_layers: int = Field(
         2, ge=1, description="top parametrised layers re-initialised for the sanity check"
     )
+    noise_std: float = Field(
+        0.02, gt=0, le=0.5, description="std of the stability check's Gaussian noise, [0,1] units"
+    )
+    top_fraction: float = Field(
+        0.1, gt=0, le=1, description="share of pixels compared by the top-k overlap"
+    )
+    all_models: bool = Field(
+        False, description="explain the hardened/rebalanced models too, not only the baseline"
+    )
+
+
+class FairnessConfig(_Strict):
+    """Subgroup audit over the data's group attributes (fairlearn MetricFrame).
+
+    Attributes come from a CSV manifest's extra columns, a ``metadata`` CSV, or
+    the built-in ones (``stroke`` and ``slant`` for digit sets, ``background``
+    for shapes).
+    """
+
+    enabled: bool = Field(True, description="audit every group of the audited attributes")
+    groups: list[str] | None = Field(
+        None, description="attributes to audit; null = every attribute the data has"
+    )
+    intersect: bool = Field(
+        False, description="also audit the intersection of the audited attributes"
+    )
+    min_group_size: int = Field(
+        30,
+        ge=1,
+        description="test images a group needs; smaller groups are 'insufficient data' "
+        "and left out of min, max, difference and ratio",
+    )
+    n_boot: int = Field(
+        200, ge=0, description="bootstrap draws for the intervals of the group differences"
+    )
+    metadata: Path | None = Field(
+        None,
+        description="CSV of per-image attributes, joined to the images on a `path` "
+        "(relative path) or `id` column",
+    )
+    rebalance: str | None = Field(
+        None,
+        description="retrain with group-balanced sampling over this attribute and audit "
+        "the result beside the baseline",
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _some_groups(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value or any(not name.strip() for name in value):
+                raise ValueError("name at least one attribute, without empty names")
+            if len(set(value)) != len(value):
+                raise ValueError("an attribute is named twice")
+        return value
+
+    @model_validator(mode="after")
+    def _intersect_needs_two(self) -> FairnessConfig:
+        if self.intersect and self.groups is not None and len(self.groups) < 2:
+            raise ValueError("intersect needs at least two attributes in groups")
+        return self
 
 
 class ReportConfig(_Strict):
+    """The report's look: templates and title."""
+
     templates: Path | None = Field(None, description="a folder of jinja2 templates to use instead")
-    title: str | None = None
+    title: str | None = Field(None, description="page title; default: architecture on dataset")
+
+
+class GateSpec(_Strict):
+    """A gate in mapping form: `metric`, then `min` and/or `max` (both: a range), and options."""
+
+    metric: str = Field(description="metric key, e.g. performance.accuracy (README: key table)")
+    min: float | None = Field(None, description="pass when the metric is >= min")
+    max: float | None = Field(None, description="pass when the metric is <= max")
+    severity: Literal["fail", "warn"] = Field(
+        "fail", description="warn: a failure is reported but does not fail the run"
+    )
+    on: Literal["value", "lower_ci", "upper_ci"] = Field(
+        "value", description="compare the point estimate or a bound of its confidence interval"
+    )
+    missing: Literal["fail", "pass"] = Field(
+        "fail", description="what a null (undefined) metric does to the gate"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, raw: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean true.
+        if isinstance(raw, dict) and True in raw:
+            raw = {("on" if key is True else key): value for key, value in raw.items()}
+        return raw
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> GateSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("give min or max (or both)")
+        return self
+
+
+def _gate_form(raw: Any) -> str:
+    return "mapping" if isinstance(raw, (dict, GateSpec)) else "expression"
+
+
+GateEntry = Annotated[
+    Annotated[str, Tag("expression")] | Annotated[GateSpec, Tag("mapping")],
+    Discriminator(_gate_form),
+]
+
+
+class RegressionConfig(_Strict):
+    """Baseline regression: fail when a metric got worse than in an earlier report.json."""
+
+    baseline: Path | None = Field(
+        None, description="an earlier run's report.json to compare with (--baseline)"
+    )
+    max_drop: float = Field(
+        0.01,
+        ge=0,
+        description="largest allowed worsening, in the metric's own units (0.01 = one "
+        "accuracy point), for the headline metrics (README: baseline regression)",
+    )
+    tolerances: dict[str, float] = Field(
+        default_factory=dict,
+        description="per-key (or fnmatch pattern) tolerances, e.g. {performance.accuracy: "
+        "0.005}; a key named here is compared even outside the headline metrics",
+    )
+
+    @field_validator("tolerances")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, tolerance in value.items():
+            if tolerance < 0:
+                raise ValueError(f"tolerance of {key!r} must be >= 0")
+        return value
 
 
 class AuditConfig(_Strict):
+    """One audit run: every section below, with flags overriding the file."""
+
     seed: int = Field(0, ge=0, description="every random choice derives from it")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    out: Path = Path("audit-report")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: cuda when available, else cpu"
+    )
+    out: Path = Field(Path("audit-report"), description="folder the report files are written to")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -274,8 +441,14 @@ class AuditConfig(_Strict):
     robustness: RobustnessConfig = RobustnessConfig()
     harden: HardenConfig = HardenConfig()
     explain: ExplainConfig = ExplainConfig()
+    fairness: FairnessConfig = FairnessConfig()
     report: ReportConfig = ReportConfig()
-    gates: list[str] = Field(default_factory=list, description="e.g. performance.accuracy>=0.95")
+    regression: RegressionConfig = RegressionConfig()
+    gates: list[GateEntry] = Field(
+        default_factory=list,
+        description="thresholds that decide the exit code: strings 'KEY OP VALUE' (OP one of "
+        ">= > <= < ==) or mappings (fields below)",
+    )
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +464,10 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 def _closest_key(loc: tuple) -> str:
     """'; did you mean X?' for a misspelt key, from the fields of the model at ``loc``."""
     model: type[BaseModel] = AuditConfig
-    for part in loc[:-1]:
+    parts = loc[:-1]
+    if parts[:1] == ("gates",):  # gates.N.<field>: a gate in mapping form
+        model, parts = GateSpec, ()
+    for part in parts:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
@@ -303,6 +479,7 @@ def _closest_key(loc: tuple) -> str:
 
 def _describe(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
+    first["loc"] = tuple(p for p in first["loc"] if p not in ("expression", "mapping"))  # tags
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = first["msg"]
     if first["type"] == "extra_forbidden":

@@ -1,9 +1,15 @@
 """Gates: thresholds on metric keys that decide a run's exit code.
 
 A gate is written ``KEY OP VALUE`` with OP one of ``>= > <= < ==``, e.g.
-``performance.accuracy>=0.97``. A gate on a key the run did not produce is a
-usage error (with the closest keys suggested), never a silent pass; a gate on
-a metric that is ``null`` fails with the metric's reason.
+``performance.accuracy>=0.97``, or, in a config's ``gates:`` list, as a
+mapping ``{metric: KEY, min: X | max: X, severity: fail|warn, on:
+value|lower_ci|upper_ci, missing: fail|pass}``. ``on: lower_ci`` compares the
+lower bound of the metric's confidence interval (the sibling key
+``KEY.ci_low``; ``KEY_ci_low`` for a fairness ``difference``) instead of the
+point estimate. A gate on a key the run did not produce is a usage error (with
+the closest keys suggested), never a silent pass; a gate on a metric that is
+``null`` fails with the metric's reason unless it says ``missing: pass``. A
+failing ``warn`` gate is reported but does not change the verdict.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import difflib
 import operator
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from auditclf.errors import UsageError
 
@@ -22,31 +30,87 @@ OPERATORS = {
     "<": operator.lt,
     "==": operator.eq,
 }
+BOUNDS = {"value": None, "lower_ci": "ci_low", "upper_ci": "ci_high"}
+_NUMBER = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
 _GATE = re.compile(
     r"^\s*(?P<key>[A-Za-z0-9_.@/\-]+)\s*(?P<op>>=|<=|==|>|<)\s*"
-    r"(?P<value>[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?)\s*$"
+    rf"(?P<value>{_NUMBER})\s*$"
 )
+_ANY_OPERATOR = re.compile(rf"^\s*[A-Za-z0-9_.@/\-]+\s*(?P<op>[<>=!~]+)\s*{_NUMBER}\s*$")
 
 
 @dataclass(frozen=True)
 class Gate:
+    """One threshold: ``metric OP threshold``, read on the value or a CI bound."""
+
     metric: str
     op: str
     threshold: float
+    severity: str = "fail"
+    on: str = "value"
+    missing: str = "fail"
 
     @property
     def expression(self) -> str:
-        return f"{self.metric} {self.op} {self.threshold:g}"
+        text = f"{self.metric} {self.op} {self.threshold:g}"
+        if self.on != "value":
+            text += f" on {self.on}"
+        if self.missing == "pass":
+            text += " (missing: pass)"
+        if self.severity == "warn":
+            text += " (warn)"
+        return text
 
 
 def parse_gate(text: str) -> Gate:
+    """``KEY OP VALUE`` → a failing-severity gate on the point estimate."""
     match = _GATE.match(text)
-    if not match:
+    if match:
+        return Gate(match["key"], match["op"], float(match["value"]))
+    other = _ANY_OPERATOR.match(text)
+    if other:
         raise UsageError(
-            f"gate {text!r} is not KEY OP VALUE with OP one of "
-            f"{' '.join(OPERATORS)} (e.g. 'performance.accuracy>=0.95')"
+            f"gate {text!r}: unknown operator {other['op']!r}; use one of {' '.join(OPERATORS)}"
         )
-    return Gate(match["key"], match["op"], float(match["value"]))
+    raise UsageError(
+        f"gate {text!r} is not KEY OP VALUE with OP one of "
+        f"{' '.join(OPERATORS)} (e.g. 'performance.accuracy>=0.95')"
+    )
+
+
+def gate_from_mapping(spec: Any) -> list[Gate]:
+    """A config mapping (``auditclf.config.GateSpec``) → one gate per bound it sets."""
+    options = {"severity": spec.severity, "on": spec.on, "missing": spec.missing}
+    return [
+        Gate(spec.metric, op, float(bound), **options)
+        for op, bound in ((">=", spec.min), ("<=", spec.max))
+        if bound is not None
+    ]
+
+
+def gates_from_config(entries: Iterable[Any]) -> list[Gate]:
+    """The config's ``gates:`` list (strings and mappings, in order) → gates."""
+    gates: list[Gate] = []
+    for entry in entries:
+        gates.extend([parse_gate(entry)] if isinstance(entry, str) else gate_from_mapping(entry))
+    return gates
+
+
+def bound_key(gate: Gate, known: set[str] | dict) -> str:
+    """The key a gate reads: the metric, or its CI-bound sibling (usage error if absent)."""
+    suffix = BOUNDS[gate.on]
+    if suffix is None:
+        return gate.metric
+    candidates = [f"{gate.metric}.{suffix}"]
+    if gate.metric.endswith("difference"):  # fairness differences: KEY_ci_low
+        candidates.append(f"{gate.metric}_{suffix}")
+    for key in candidates:
+        if key in known:
+            return key
+    raise UsageError(
+        f"gate {gate.expression!r}: on: {gate.on} reads {candidates[0]!r}, which this run does "
+        f"not have ({gate.metric!r} has no confidence interval); gate on the value instead"
+    )
 
 
 def check_gate_keys(gates: list[Gate], known: set[str] | dict) -> None:
@@ -60,6 +124,55 @@ def check_gate_keys(gates: list[Gate], known: set[str] | dict) -> None:
                 "(the README lists every key family; `auditclf metrics DIR/report.json` "
                 "lists a finished run's keys)"
             )
+        bound_key(gate, known)
+
+
+def blocking(outcome: dict) -> bool:
+    """Whether a gate outcome can fail the run (``warn`` gates never do)."""
+    return outcome.get("severity", "fail") != "warn"
+
+
+def _interval(metrics: dict, key: str) -> list | None:
+    low, high = metrics.get(f"{key}.ci_low"), metrics.get(f"{key}.ci_high")
+    if low is None and key.endswith("difference"):
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    return None if low is None or high is None else [low, high]
+
+
+def _measured(gate: Gate, value: float, estimate: float | None, ci: list | None) -> str:
+    interval = f"CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
+    if gate.on == "value":
+        return f"measured {value:.4g}" + (f" ({interval})" if ci else "")
+    bound = "lower" if gate.on == "lower_ci" else "upper"
+    shown = "null" if estimate is None else f"{estimate:.4g}"
+    return f"{bound} CI bound {value:.4g} (estimate {shown}{', ' + interval if ci else ''})"
+
+
+def evaluate_gate(gate: Gate, metrics: dict[str, float | None], notes: dict[str, str]) -> dict:
+    """One gate's outcome: what was read, whether it passed, and why, in one line."""
+    key = bound_key(gate, metrics)
+    value, ci = metrics[key], _interval(metrics, gate.metric)
+    if value is None:
+        why = notes.get(key) or notes.get(gate.metric) or "undefined"
+        passed = gate.missing == "pass"
+        reason = f"metric is null: {why}" + ("; passes (missing: pass)" if passed else "")
+    else:
+        passed = bool(OPERATORS[gate.op](value, gate.threshold))
+        verdict = "met" if passed else "required"
+        measured = _measured(gate, value, metrics.get(gate.metric), ci)
+        reason = f"{measured}, {verdict} {gate.op} {gate.threshold:g}"
+    status = "pass" if passed else ("warn" if gate.severity == "warn" else "fail")
+    return {
+        **asdict(gate),
+        "kind": "gate",
+        "key": key,
+        "expression": gate.expression,
+        "value": value,
+        "ci": ci,
+        "passed": passed,
+        "status": status,
+        "reason": reason,
+    }
 
 
 def evaluate_gates(
@@ -67,23 +180,36 @@ def evaluate_gates(
 ) -> list[dict]:
     """Check each gate against ``metrics``; unknown keys raise a usage error."""
     check_gate_keys(gates, metrics)
-    outcomes = []
-    for gate in gates:
-        value = metrics[gate.metric]
-        if value is None:
-            passed = False
-            reason = f"metric is null: {notes.get(gate.metric, 'undefined')}"
-        else:
-            passed = bool(OPERATORS[gate.op](value, gate.threshold))
-            verdict = "met" if passed else "required"
-            reason = f"measured {value:.4g}, {verdict} {gate.op} {gate.threshold:g}"
-        outcomes.append(
-            {
-                **asdict(gate),
-                "expression": gate.expression,
-                "value": value,
-                "passed": passed,
-                "reason": reason,
-            }
-        )
-    return outcomes
+    return [evaluate_gate(gate, metrics, notes) for gate in gates]
+
+
+def gate_metrics(models: dict) -> tuple[dict, dict]:
+    """Every gateable metric: the baseline's keys as they are, the others' with a prefix.
+
+    ``models`` maps a name to a ``ModelResult``: ``hardened.performance.accuracy``
+    is the hardened model's accuracy.
+    """
+    metrics, notes = {}, {}
+    for name, model in models.items():
+        prefix = "" if name == "baseline" else f"{name}."
+        metrics.update({prefix + k: v for k, v in model.metrics.items()})
+        notes.update({prefix + k: v for k, v in model.notes.items()})
+    return metrics, notes
+
+
+def decide_verdict(models: dict, gates: list[dict]) -> str:
+    """error (an analysis failed) > unreliable (a blocking gate reads an unreliable
+    robustness number) > fail (a blocking gate failed) > pass."""
+    if any(section.get("error") for m in models.values() for section in m.sections):
+        return "error"
+    unreliable = {
+        f"{'' if n == 'baseline' else n + '.'}robustness."
+        for n, m in models.items()
+        if m.metrics.get("robustness.reliable") == 0
+    }
+    gated = [gate for gate in gates if blocking(gate)]
+    if any(gate["metric"].startswith(prefix) for gate in gated for prefix in unreliable):
+        return "unreliable"
+    if any(not gate["passed"] for gate in gated):
+        return "fail"
+    return "pass"

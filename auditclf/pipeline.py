@@ -21,12 +21,20 @@ import torch
 
 from auditclf import __version__
 from auditclf.analyses import AnalysisContext, run_analyses
+from auditclf.compare import load_baseline
 from auditclf.config import AuditConfig, eps_label, parse_eps
 from auditclf.data import PreparedData, prepare_data
+from auditclf.data.attributes import audited_attributes, check_attributes
 from auditclf.errors import UsageError
-from auditclf.evidence import PROBA_PREFIX, new_table
-from auditclf.gates import check_gate_keys, evaluate_gates, parse_gate
-from auditclf.models import ModelAdapter, PreparedModel, prepare_model
+from auditclf.evidence import ATTR_PREFIX, PROBA_PREFIX, new_table
+from auditclf.gates import (
+    check_gate_keys,
+    decide_verdict,
+    evaluate_gates,
+    gate_metrics,
+    gates_from_config,
+)
+from auditclf.models import ModelAdapter, PreparedModel, prepare_model, wrap_module
 from auditclf.models.loading import build_architecture
 from auditclf.probes import PROBES, ProbeContext
 from auditclf.probes.attacks import REFERENCE_EPS, stand_in_columns, training_attack
@@ -34,6 +42,7 @@ from auditclf.probes.attributions import stand_in_artifacts as explain_stand_in
 from auditclf.results import AuditResult, ModelResult
 from auditclf.seeding import derive_seed, seed_everything
 from auditclf.train import TrainHistory, train_classifier
+from auditclf.train.standard import group_balanced_weights
 
 ENGINES = (
     "torch",
@@ -48,11 +57,6 @@ ENGINES = (
     "matplotlib",
     "pillow",
 )
-NOT_YET_CHECKED = [
-    {"section": "Fairness", "reason": "subgroup metrics are not part of this version of auditclf"},
-]
-
-
 @dataclass
 class PhaseTimer:
     """Wall-clock seconds per named phase of the run."""
@@ -118,18 +122,25 @@ def build_model(
     *,
     progress: bool,
     timer: PhaseTimer,
+    module: torch.nn.Module | None = None,
 ) -> tuple[PreparedModel, TrainHistory | None]:
-    """Load the configured checkpoint, or build and train the configured architecture."""
+    """Load the configured checkpoint, or build and train the configured architecture
+    (or wrap ``module``, a network passed in memory)."""
     with timer.phase("model"):
         train = data.view("train")
-        prepared = prepare_model(
-            config.model,
-            classes=data.classes,
-            input_shape=data.input_shape,
-            train_images=train.images,
-            data_hash=data.summary["hash"],
-            seed=config.seed,
-        )
+        if module is not None:
+            prepared = wrap_module(
+                module, config.model, classes=data.classes, input_shape=data.input_shape
+            )
+        else:
+            prepared = prepare_model(
+                config.model,
+                classes=data.classes,
+                input_shape=data.input_shape,
+                train_images=train.images,
+                data_hash=data.summary["hash"],
+                seed=config.seed,
+            )
     history = None
     if prepared.needs_training:
         with timer.phase("train"):
@@ -171,7 +182,7 @@ def probe(
         seed=config.seed,
         batch_size=config.analyses.batch_size,
         robustness=config.robustness,
-        explain=config.explain,
+        explain=config.explain if name == "baseline" or config.explain.all_models else None,
     )
     for entry in PROBES:
         table = entry.obj(ctx, table)
@@ -194,6 +205,7 @@ def analyse(
         data_summary=data_summary,
         artifacts=artifacts,
         robustness=config.robustness.model_dump(mode="json"),
+        fairness=config.fairness.model_dump(mode="json"),
     )
     sections = run_analyses(table, ctx, debug=debug)
     metrics, notes, findings = {}, {}, []
@@ -227,7 +239,9 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
     same keys without the model; no second list of keys to keep in step.
     """
     classes = data_summary["classes"]
-    labels = np.arange(max(2 * len(classes), 10)) % len(classes)
+    attribute_values = data_summary.get("attribute_counts", {}).get("test", {})
+    rows = max([2 * len(classes), 10, *map(len, attribute_values.values())])
+    labels = np.arange(rows) % len(classes)
     stand_in = pd.DataFrame(
         {
             "model": "dry-run",
@@ -243,6 +257,9 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
     )
     for k in range(len(classes)):
         stand_in[f"{PROBA_PREFIX}{k}"] = 1.0 / len(classes)
+    for name, counts in attribute_values.items():  # every test group, so every group's keys
+        values = list(counts)
+        stand_in[f"{ATTR_PREFIX}{name}"] = [values[i % len(values)] for i in range(rows)]
     artifacts = {}
     if config.robustness.enabled:
         columns, artifacts["robustness"] = stand_in_columns(
@@ -250,60 +267,58 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
         )
         stand_in = stand_in.assign(**columns)
     if config.explain.enabled:
-        artifacts["explanations"] = explain_stand_in(config.explain)
+        artifacts["explanations"] = explain_stand_in(
+            config.explain,
+            len(classes),
+            has_masks=bool(data_summary.get("has_masks")),
+            adversarial=config.robustness.enabled,
+        )
     dry = config.model_copy(
         update={
             "analyses": config.analyses.model_copy(
                 update={"bootstrap": min(config.analyses.bootstrap, 10)}
-            )
+            ),
+            "fairness": config.fairness.model_copy(
+                update={"n_boot": min(config.fairness.n_boot, 10)}
+            ),
         }
     )
     _, metrics, _, _ = analyse(stand_in, dry, data_summary, artifacts)
     keys = set(metrics)
+    # explanations run on the baseline only unless explain.all_models
+    retrained = [k for k in metrics if config.explain.all_models or not k.startswith("explain.")]
     if config.harden.method != "none":
-        keys |= {f"hardened.{key}" for key in metrics}
+        keys |= {f"hardened.{key}" for key in retrained}
+    if config.fairness.rebalance:
+        keys |= {f"rebalanced.{key}" for key in retrained}
     return keys
-
-
-def decide_verdict(models: dict[str, ModelResult], gates: list[dict]) -> str:
-    if any(section.get("error") for m in models.values() for section in m.sections):
-        return "error"
-    unreliable = {
-        f"{'' if n == 'baseline' else n + '.'}robustness."
-        for n, m in models.items()
-        if m.metrics.get("robustness.reliable") == 0
-    }
-    if any(gate["metric"].startswith(prefix) for gate in gates for prefix in unreliable):
-        return "unreliable"
-    if any(not gate["passed"] for gate in gates):
-        return "fail"
-    return "pass"
 
 
 def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
     """What this run did not check, and why; sample-size caveats."""
-    items = list(NOT_YET_CHECKED)
+    items: list[dict] = []
+    explained = artifacts.get("explanations")
     if not config.explain.enabled:
         items.insert(
             0,
             {
                 "section": "Explanations",
-                "reason": "explain.enabled is false: "
-                "attribution maps (Grad-CAM, Integrated Gradients) were not computed; "
-                "LIME, stability, localisation and shortcut checks are not part of this "
-                "version",
+                "reason": "explain.enabled is false in this run's configuration: no "
+                "attribution maps, faithfulness, stability or shortcut checks",
             },
         )
-    else:
-        items.append(
-            {
-                "section": "Explanations",
-                "reason": "LIME, stability under noise and "
-                "attack, localisation against object masks and shortcut detection are "
-                "not part of this version; the maps shown carry faithfulness and "
-                "randomisation scores only",
-            }
+    elif explained:
+        scope = "every model" if config.explain.all_models else "the baseline model only"
+        reason = (
+            f"{len(explained['images'])} test images explained ({scope}): the per-class "
+            "scores and shortcut verdicts rest on a few images per class"
         )
+        if not explained.get("has_masks"):
+            reason += (
+                "; the data has no object masks, so localisation was not measured and the "
+                "shortcut check looks at the image border only"
+            )
+        items.append({"section": "Explanations", "reason": reason})
     if not config.robustness.enabled:
         items.insert(
             0,
@@ -325,6 +340,7 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
                 "tested",
             }
         )
+    items += fairness_limitations(data, config)
     test_count = data["split_counts"]["test"]
     per_class = min(data["class_distribution"]["test"].values())
     items.append(
@@ -343,6 +359,99 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
             }
         )
     return items
+
+
+def fairness_limitations(data: dict, config: AuditConfig) -> list[dict]:
+    """Why fairness was not checked, or which of its groups are too small to judge."""
+    cfg = config.fairness
+    if not cfg.enabled:
+        return [{"section": "Fairness", "reason": "fairness.enabled is false: no subgroup audit"}]
+    if not data.get("attributes"):
+        return [
+            {
+                "section": "Fairness",
+                "reason": "the data carries no group attributes (give a CSV manifest with "
+                "attribute columns, or --metadata CSV for a folder); no subgroup was audited",
+            }
+        ]
+    counts = data["attribute_counts"]["test"]
+    audited = audited_attributes(cfg, data["attributes"])
+    items = [
+        {
+            "section": "Groups audited",
+            "reason": f"only the attributes the data records ({', '.join(audited)}); "
+            "groups it does not record are not checked",
+        }
+    ]
+    small = [
+        f"{name} = {value} ({n})"
+        for name in audited
+        for value, n in counts[name].items()
+        if n < cfg.min_group_size
+    ]
+    if small:
+        items.append(
+            {
+                "section": "Small groups",
+                "reason": f"{', '.join(small)} have fewer than {cfg.min_group_size} test "
+                "images: their metrics are insufficient data, left out of every gap",
+            }
+        )
+    return items
+
+
+def rebalance(
+    config: AuditConfig,
+    data: PreparedData,
+    baseline: PreparedModel,
+    device: torch.device,
+    *,
+    progress: bool,
+) -> tuple[PreparedModel, TrainHistory]:
+    """Retrain the baseline's architecture with group-balanced sampling (``--rebalance-groups``).
+
+    Same architecture, initialisation seed and training settings as the
+    baseline; only the sampling differs: each epoch draws the training images
+    with replacement, each with weight 1 / (images of its group), so every
+    group of ``fairness.rebalance`` is drawn equally often.
+    """
+    attribute = config.fairness.rebalance
+    if baseline.adapter.net.__class__.__name__ == baseline.spec["architecture"]:
+        raise UsageError(
+            "--rebalance-groups retrains from scratch and needs a rebuildable architecture; "
+            "a whole pickled model cannot be rebuilt"
+        )
+    train = data.view("train")
+    groups = train.attributes[attribute].to_numpy(dtype=str)
+    torch.manual_seed(config.seed)  # the baseline's initialisation, when it was trained here
+    net = build_architecture(baseline.spec["architecture"], baseline.spec["arguments"])
+    adapter = ModelAdapter(
+        net, **baseline.spec["normalization"], target_layer=config.model.target_layer
+    )
+    counts = dict(zip(*np.unique(groups, return_counts=True), strict=True))
+    spec = {
+        **baseline.spec,
+        "source": f"retrained from random initialisation with group-balanced sampling over "
+        f"{attribute!r} ({len(counts)} groups, {config.train.epochs} epochs at most)",
+        "rebalance": {
+            "attribute": attribute,
+            "train_counts": {k: int(n) for k, n in counts.items()},
+        },
+    }
+    history = train_classifier(
+        adapter,
+        train,
+        data.view("val"),
+        config.train,
+        num_classes=len(data.classes),
+        seed=config.seed,
+        device=device,
+        hflip_ok=hflip_allowed(config, data),
+        progress=progress,
+        sample_weights=group_balanced_weights(groups),
+    )
+    adapter.to(device).eval()
+    return PreparedModel(adapter, spec, needs_training=True), history
 
 
 def harden(
@@ -440,28 +549,35 @@ def audit_model(
     return result, table
 
 
-def gate_metrics(models: dict[str, ModelResult]) -> tuple[dict, dict]:
-    """Every gateable metric: the baseline's keys as they are, the others' with a prefix."""
-    metrics, notes = {}, {}
-    for name, model in models.items():
-        prefix = "" if name == "baseline" else f"{name}."
-        metrics.update({prefix + k: v for k, v in model.metrics.items()})
-        notes.update({prefix + k: v for k, v in model.notes.items()})
-    return metrics, notes
-
-
-def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False) -> AuditOutcome:
-    """Run the whole audit described by ``config``; nothing is written here."""
+def run_audit(
+    config: AuditConfig,
+    *,
+    progress: bool = True,
+    debug: bool = False,
+    module: torch.nn.Module | None = None,
+) -> AuditOutcome:
+    """Run the whole audit described by ``config`` (of ``module`` when given, a network
+    in memory, instead of the configured model); nothing is written here."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     timer = PhaseTimer()
-    gates = [parse_gate(text) for text in config.gates]
+    gates = gates_from_config(config.gates)
+    regression = config.regression
+    baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     with timer.phase("data"):
-        data = prepare_data(config.data, seed=config.seed)
-    if gates:  # before training, so a typo costs seconds, not a training run
-        check_gate_keys(gates, expected_metric_keys(config, data.summary))
-    prepared, history = build_model(config, data, device, progress=progress, timer=timer)
+        data = prepare_data(config.data, seed=config.seed, metadata=config.fairness.metadata)
+    if config.fairness.enabled or config.fairness.rebalance:
+        check_attributes(config.fairness, data.summary)
+    tolerances = baseline_check.tolerances.per_key if baseline_check else {}
+    if gates or tolerances:  # before training, so a typo costs seconds, not a training run
+        expected = expected_metric_keys(config, data.summary)
+        check_gate_keys(gates, expected)
+        if baseline_check is not None:
+            baseline_check.tolerances.check(set(baseline_check.metrics) & expected)
+    prepared, history = build_model(
+        config, data, device, progress=progress, timer=timer, module=module
+    )
     baseline, table = audit_model(
         "baseline", prepared, history, data, config, device, timer, debug=debug
     )
@@ -474,8 +590,20 @@ def run_audit(config: AuditConfig, *, progress: bool = True, debug: bool = False
         )
         tables.append(table)
         prepared_models["hardened"] = hardened
+    if config.fairness.rebalance:
+        with timer.phase("rebalance"):
+            rebalanced, rebalance_history = rebalance(
+                config, data, prepared, device, progress=progress
+            )
+        models["rebalanced"], table = audit_model(
+            "rebalanced", rebalanced, rebalance_history, data, config, device, timer, debug=debug
+        )
+        tables.append(table)
+        prepared_models["rebalanced"] = rebalanced
     metrics, notes = gate_metrics(models)
     gate_outcomes = evaluate_gates(gates, metrics, notes)
+    if baseline_check is not None:
+        gate_outcomes += baseline_check.evaluate(metrics, notes)
     run = {
         "started_at": started_at,
         "seed": config.seed,

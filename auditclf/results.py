@@ -55,10 +55,43 @@ class AuditResult:
     limitations: list[dict] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
+    # The sample table and trained models of the run that produced this result (set by
+    # auditclf.audit), so that save() writes samples.csv and weights too; not serialised.
+    _run_outputs = None
+
     @property
     def metrics(self) -> dict[str, float | None]:
         """The baseline model's flat metrics."""
         return self.models["baseline"].metrics
+
+    def attach_outputs(self, samples: Any, models: dict) -> None:
+        """Keep the run's sample table and prepared models for :meth:`save`."""
+        self._run_outputs = (samples, models)
+
+    def to_html(self, *, templates: Path | None = None, title: str | None = None) -> str:
+        """The self-contained report page (templates and title default to the run's config)."""
+        from auditclf.report import render_html
+
+        report = self.run.get("config", {}).get("report", {})
+        return render_html(
+            self, templates=templates or report.get("templates"), title=title or report.get("title")
+        )
+
+    def save(self, out_dir: str | Path) -> list[Path]:
+        """Write the report files into ``out_dir`` as ``auditclf run`` does (atomically).
+
+        A result from :func:`auditclf.audit` writes everything, samples.csv and
+        trained weights included; one loaded from report.json writes the reports
+        (report.html, report.json, junit.xml, summary.md).
+        """
+        from auditclf.report import save_result
+
+        return save_result(self, Path(out_dir))
+
+    def _repr_html_(self) -> str:
+        from auditclf.report.notebook import render_summary_html
+
+        return render_summary_html(self)
 
     def to_dict(self) -> dict:
         return _finite(asdict(self))

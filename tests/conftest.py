@@ -29,6 +29,10 @@ robustness:
 harden:
   epochs: 1
   steps: 3
+explain:
+  lime_samples: 50
+  correct_per_class: 1
+  errors_per_class: 0
 """
 
 
@@ -60,4 +64,58 @@ def digits_run(tmp_path_factory, fast_config) -> Path:
     out = tmp_path_factory.mktemp("digits-run")
     result = cli("run", "--config", fast_config, "--out", out, "--quiet")
     assert result.status == 0, result
+    return out
+
+
+# The digits run's model audited again, retrained with a stronger hardening (L∞ eps 0.3, two
+# epochs: costs clean accuracy, buys robust accuracy), with three gates (one passes, one fails,
+# one failing warn gate) and --baseline set to the digits run. Two attacks, no attributions
+# and no subgroups keep it fast.
+GATED_CONFIG = """\
+seed: 0
+data:
+  dataset: digits
+analyses:
+  bootstrap: 50
+robustness:
+  attacks: [fgsm, pgd_linf]
+  eps_linf: [0.1, 0.2]
+  samples: 60
+  min_eps_samples: 0
+  gallery_per_class: 0
+harden:
+  epochs: 2
+  steps: 3
+  eps: 0.3
+fairness:
+  enabled: false
+explain:
+  enabled: false
+gates:
+  - performance.accuracy >= 0.5
+  - performance.accuracy >= 0.99
+  - {metric: performance.accuracy, min: 0.95, on: lower_ci, severity: warn}
+"""
+
+
+@pytest.fixture(scope="session")
+def gated_run(tmp_path_factory, digits_run) -> Path:
+    """A finished, gated `auditclf run` (exit 1: one gate fails); its output folder."""
+    folder = tmp_path_factory.mktemp("gated-run")
+    config = folder / "gated.yaml"
+    config.write_text(GATED_CONFIG)
+    out = folder / "out"
+    result = cli(
+        "run",
+        "--config",
+        config,
+        "--checkpoint",
+        digits_run / "model.safetensors",
+        "--baseline",
+        digits_run / "report.json",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert result.status == 1, result
     return out

@@ -40,3 +40,11 @@ def test_default_run_reaches_97_percent_and_shows_every_section(tmp_path):
     )
     for text in ("Baseline vs hardened", "Gallery", "Reliable."):
         assert text in html, text
+    # Fairness over the built-in digit attributes, with the tertile cut points explained.
+    fairness = next(
+        s for s in report["models"]["baseline"]["sections"] if s["name"] == "fairness"
+    )
+    assert [block["name"] for block in fairness["attributes"]] == ["stroke", "slant"]
+    assert metrics["fairness.stroke.accuracy.difference"] is not None
+    for text in ("Accuracy per group of stroke", "tertiles of the training split", "slant ="):
+        assert text in html, text

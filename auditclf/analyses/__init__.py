@@ -3,6 +3,7 @@
 from auditclf.analyses import (  # noqa: F401  (registers them)
     calibration,
     explanations,
+    fairness,
     imbalance,
     performance,
     robustness,

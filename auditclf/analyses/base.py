@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from auditclf.config import AnalysisConfig, RobustnessConfig
+from auditclf.config import AnalysisConfig, FairnessConfig, RobustnessConfig
 from auditclf.registry import Registry
 
 SEVERITIES = ("info", "warning", "error")
@@ -84,6 +84,7 @@ class AnalysisContext:
     data_summary: dict
     artifacts: dict = field(default_factory=dict)
     robustness: dict = field(default_factory=lambda: RobustnessConfig().model_dump(mode="json"))
+    fairness: dict = field(default_factory=lambda: FairnessConfig().model_dump(mode="json"))
 
 
 Analysis = Callable[[pd.DataFrame, AnalysisContext], Section]

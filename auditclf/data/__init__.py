@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from auditclf.config import DataConfig
+from auditclf.data.attributes import (
+    DIGIT_SETS,
+    clean_values,
+    digit_attributes,
+    read_metadata,
+    value_counts,
+)
 from auditclf.data.datasets import DATASETS, ImageSet, load_imageset
 from auditclf.data.duplicates import scan_duplicates
 from auditclf.data.splits import SPLITS, assign_splits, split_train_val, stratified_subsample
@@ -107,8 +115,37 @@ def class_distribution(labels: np.ndarray, split: np.ndarray, classes: list[str]
     }
 
 
-def prepare_data(cfg: DataConfig, *, seed: int) -> PreparedData:
-    """Load the set named in ``cfg``, subsample, split, scan for duplicates, summarise."""
+def attach_attributes(
+    imageset: ImageSet, split: np.ndarray, metadata: Path | None
+) -> dict[str, str]:
+    """Add the built-in and metadata attributes to ``imageset``; {attribute: definition}."""
+    definitions = {c: "a column of the CSV manifest" for c in imageset.attributes.columns}
+    if imageset.name == "shapes":
+        definitions["background"] = "the generated image's background colour"
+    parts = [imageset.attributes]
+    if imageset.name in DIGIT_SETS and imageset.images.shape[1] == 1:
+        derived, derived_definitions = digit_attributes(imageset.images, split)
+        parts.append(derived)
+        definitions.update(derived_definitions)
+    if metadata is not None:
+        joined, notes = read_metadata(metadata, imageset.ids)
+        parts.append(joined)
+        definitions.update(dict.fromkeys(joined.columns, f"from the metadata file {metadata}"))
+        imageset.notes.extend(notes)
+    names = [c for part in parts for c in part.columns]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise DataError(f"{metadata}: attribute(s) {', '.join(twice)} already come from the data")
+    imageset.attributes = clean_values(pd.concat(parts, axis=1))
+    return definitions
+
+
+def prepare_data(cfg: DataConfig, *, seed: int, metadata: Path | None = None) -> PreparedData:
+    """Load the set named in ``cfg``, subsample, split, add attributes, scan, summarise.
+
+    ``metadata`` is a CSV of per-image group attributes (see
+    :mod:`auditclf.data.attributes`).
+    """
     imageset = load_imageset(cfg, seed)
     if len(imageset.labels) == 0:
         raise DataError(f"{imageset.source}: no images")
@@ -117,6 +154,7 @@ def prepare_data(cfg: DataConfig, *, seed: int) -> PreparedData:
     if cfg.max_samples is not None and cfg.max_samples < len(imageset.labels):
         imageset = _subsample(imageset, cfg.max_samples, seed)
     split = _resolve_split(imageset, cfg, seed)
+    definitions = attach_attributes(imageset, split, metadata)
     duplicates = scan_duplicates(imageset.images, imageset.labels, split, imageset.ids)
     summary = {
         "dataset": imageset.name,
@@ -129,6 +167,10 @@ def prepare_data(cfg: DataConfig, *, seed: int) -> PreparedData:
         "split_counts": {name: int((split == name).sum()) for name in SPLITS},
         "class_distribution": class_distribution(imageset.labels, split, imageset.classes),
         "attributes": list(imageset.attributes.columns),
+        "attribute_definitions": definitions,
+        "attribute_counts": {
+            name: value_counts(imageset.attributes, split == name) for name in SPLITS
+        },
         "has_masks": imageset.masks is not None,
         "duplicates": duplicates,
         "hash": data_hash(imageset, split),

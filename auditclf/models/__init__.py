@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "prepare_model",
     "save_model",
     "weights_sha256",
+    "wrap_module",
 ]
 
 
@@ -191,3 +193,39 @@ def prepare_model(
     adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer)
     _check_outputs(adapter, input_shape, len(classes), str(cfg.checkpoint))
     return PreparedModel(adapter, spec, needs_training=False, notes=notes, findings=findings)
+
+
+def wrap_module(
+    net: torch.nn.Module,
+    cfg: ModelConfig,
+    *,
+    classes: list[str],
+    input_shape: tuple[int, int, int],
+) -> PreparedModel:
+    """An in-memory network (the Python API's ``audit(model=net)``), prepared as a loaded
+    whole-model checkpoint is: a copy (the caller's module is left as it is), normalisation
+    from ``model.mean/std`` or none, and the same output check."""
+    channels, height, width = input_shape
+    notes = ["passed in memory to the Python API (auditclf.audit(model=...))"]
+    normalization = _normalization(cfg, channels, ([0.0] * channels, [1.0] * channels))
+    if cfg.mean is None:
+        notes.append(
+            "no normalisation given (model.mean/std): inputs reach the network as [0, 1] pixels"
+        )
+    net = copy.deepcopy(net)
+    spec = {
+        "format": SIDECAR_FORMAT,
+        "architecture": type(net).__name__,
+        "arguments": {
+            "in_channels": channels,
+            "num_classes": len(classes),
+            "input_size": [height, width],
+        },
+        "classes": classes,
+        "normalization": normalization,
+        "input_shape": list(input_shape),
+        "source": f"in-memory {type(net).__name__} passed to auditclf.audit()",
+    }
+    adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer)
+    _check_outputs(adapter, input_shape, len(classes), "the model passed to audit()")
+    return PreparedModel(adapter, spec, needs_training=False, notes=notes)

@@ -19,7 +19,14 @@ from auditclf.report.junit import render_junit
 from auditclf.report.markdown import render_markdown
 from auditclf.results import AuditResult
 
-__all__ = ["render_html", "render_junit", "render_markdown", "write_outputs", "write_reports"]
+__all__ = [
+    "render_html",
+    "render_junit",
+    "render_markdown",
+    "save_result",
+    "write_outputs",
+    "write_reports",
+]
 
 
 def write_reports(
@@ -51,6 +58,30 @@ def write_outputs(
             if prepared.needs_training:
                 stem = "model" if name == "baseline" else name
                 save_model(prepared.adapter.net, prepared.spec, staged.path(f"{stem}.safetensors"))
+        write_reports(staged, result, templates=templates, title=title)
+    except BaseException:
+        staged.abort()
+        raise
+    return staged.commit()
+
+
+def save_result(
+    result: AuditResult,
+    out_dir: Path,
+    *,
+    templates: Path | None = None,
+    title: str | None = None,
+) -> list[Path]:
+    """``AuditResult.save``: every output when the run's table and models are attached,
+    else the reports alone; templates and title default to the run's config."""
+    report = result.run.get("config", {}).get("report", {})
+    templates = templates or report.get("templates")
+    title = title or report.get("title")
+    if result._run_outputs is not None:
+        samples, models = result._run_outputs
+        return write_outputs(result, samples, models, out_dir, templates=templates, title=title)
+    staged = StagedOutput(out_dir)
+    try:
         write_reports(staged, result, templates=templates, title=title)
     except BaseException:
         staged.abort()

@@ -203,31 +203,36 @@ def robustness_curves(data: dict) -> str:
 
 
 MAX_GALLERY_ROWS = 6
-SHORT_NAMES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integr. Gradients", "lime": "LIME"}
+TILE = 112  # pixels per side of a gallery tile
+METHOD_NAMES = {
+    "gradcam": "Grad-CAM",
+    "integrated_gradients": "Integr. Gradients",
+    "lime": "LIME",
+}
 
 
-def _picture(values) -> tuple[np.ndarray, bool]:
-    picture = np.array(values).transpose(1, 2, 0)
-    return (picture[..., 0], True) if picture.shape[2] == 1 else (picture, False)
+def _png_uri(rgb: np.ndarray) -> str:
+    from PIL import Image
+
+    image = Image.fromarray(np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    image = image.resize((TILE, TILE), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _overlay(ax, picture: np.ndarray, heat) -> object:
-    heat = np.array(heat)
+def _rgb(values) -> np.ndarray:
+    picture = np.array(values, dtype=np.float64).transpose(1, 2, 0)
+    return np.repeat(picture, 3, axis=2) if picture.shape[2] == 1 else picture
+
+
+def _overlay_uri(values, heat) -> str:
+    """The map in the RdBu_r colour map (÷ its max |value|) over the image in gray."""
+    gray = _rgb(values).mean(2, keepdims=True)
+    heat = np.array(heat, dtype=np.float64)
     scale = np.abs(heat).max() or 1.0
-    ax.imshow(picture if picture.ndim == 2 else picture.mean(2), cmap="gray", vmin=0, vmax=1)
-    return ax.imshow(heat / scale, cmap="RdBu_r", vmin=-1, vmax=1, alpha=0.65)
-
-
-def _scores(entry: dict) -> str:
-    lines = [
-        f"del {entry['deletion_auc']:.2f} (rand {entry['random_deletion_auc']:.2f})",
-        f"ins {entry['insertion_auc']:.2f} (rand {entry['random_insertion_auc']:.2f})",
-        f"rand-model ρ {_fmt(entry.get('randomization_correlation'))}",
-        f"noise ρ {_fmt(entry.get('noise_rank_correlation'))}",
-    ]
-    if entry.get("mask_mass") is not None:
-        lines.append(f"on object {_fmt(entry['mask_mass'], pct=True)}")
-    return "\n".join(lines)
+    colours = plt.get_cmap("RdBu_r")((heat / scale + 1) / 2)[..., :3]
+    return _png_uri(0.35 * gray + 0.65 * colours)
 
 
 def _fmt(value, pct: bool = False) -> str:
@@ -236,75 +241,105 @@ def _fmt(value, pct: bool = False) -> str:
     return f"{value:.0%}" if pct else f"{value:.2f}"
 
 
-def attribution_gallery(data: dict) -> str:
-    """One class: per explained image, the image and each method's map over it with the
-    map's scores beneath; when attacks ran, the adversarial image and its maps beside."""
-    methods, classes = data["methods"], data["classes"]
+def _scores(entry: dict) -> list[str]:
+    lines = [
+        f"del {entry['deletion_auc']:.2f} · rand {entry['random_deletion_auc']:.2f}",
+        f"ins {entry['insertion_auc']:.2f} · rand {entry['random_insertion_auc']:.2f}",
+        f"rand-model ρ {_fmt(entry.get('randomization_correlation'))}",
+        f"noise ρ {_fmt(entry.get('noise_rank_correlation'))}",
+    ]
+    if entry.get("mask_mass") is not None:
+        lines.append(f"on object {_fmt(entry['mask_mass'], pct=True)}")
+    return lines
+
+
+def attribution_gallery(data: dict) -> dict:
+    """One class's gallery as HTML-ready rows (not a matplotlib figure: tiles are PNGs
+    drawn with a colour map directly, scores stay text). Per explained image: the image,
+    each method's map over it with its scores, and when attacks ran the adversarial image
+    with its maps and their agreement with the clean ones."""
+    classes = data["classes"]
     maps = {(m["sample_id"], m["method"]): m for m in data["maps"]}
-    images = data["images"][:MAX_GALLERY_ROWS]
-    adversarial = data.get("adversarial_eps") is not None
-    per_view = 1 + len(methods)
-    cols = per_view * (2 if adversarial else 1)
-    fig, axes = plt.subplots(
-        len(images), cols, figsize=(1.75 * cols + 0.8, 2.75 * len(images) + 0.4), squeeze=False
-    )
-    shown = None
-    for row, image in enumerate(images):
-        picture, gray = _picture(image["image"])
+    rows = []
+    for image in data["images"][:MAX_GALLERY_ROWS]:
         label, pred = classes[image["label"]], classes[image["pred"]]
-        ax = axes[row, 0]
-        ax.imshow(picture, cmap="gray" if gray else None, vmin=0, vmax=1)
-        colour = INK if label == pred else WARN
-        ax.set_title(f"true {label}\npred {pred}", fontsize=7.5, color=colour)
-        ax.set_xlabel(
-            f"{image['sample_id']}\nregion swap changes\n{image['swap_flip_rate']:.0%} of preds",
-            fontsize=6.5,
-        )
-        views = [("", image["image"], 0)]
-        if adversarial:
-            views.append(("adversarial_", image["adversarial_image"], per_view))
-            adv_ax = axes[row, per_view]
-            adv_picture, _ = _picture(image["adversarial_image"])
-            adv_ax.imshow(adv_picture, cmap="gray" if gray else None, vmin=0, vmax=1)
-            adv_pred = classes[image["adversarial_pred"]]
-            adv_ax.set_title(
-                f"PGD eps {data['adversarial_eps']}\npred {adv_pred}",
-                fontsize=7.5,
-                color=WARN if adv_pred != label else INK,
-            )
-        for prefix, view, offset in views:
-            background, _ = _picture(view)
-            for col, method in enumerate(methods, start=1):
-                ax = axes[row, offset + col]
+        row = {
+            "id": image["sample_id"],
+            "label": label,
+            "pred": pred,
+            "swap": image["swap_flip_rate"],
+            "image": _png_uri(_rgb(image["image"])),
+            "maps": [],
+            "adversarial": None,
+        }
+        for method in data["methods"]:
+            entry = maps.get((image["sample_id"], method))
+            if entry is not None:
+                row["maps"].append(
+                    {
+                        "method": METHOD_NAMES.get(method, method),
+                        "uri": _overlay_uri(image["image"], entry["map"]),
+                        "scores": _scores(entry),
+                    }
+                )
+        if data.get("adversarial_eps") is not None and "adversarial_image" in image:
+            adversarial_maps = []
+            for method in data["methods"]:
                 entry = maps.get((image["sample_id"], method))
-                if entry is None:
-                    ax.axis("off")
-                    continue
-                shown = _overlay(ax, background, entry["adversarial_map" if prefix else "map"])
-                ax.set_title(SHORT_NAMES.get(method, method), fontsize=7.5)
-                if prefix:
-                    ax.set_xlabel(
-                        f"vs clean map\nρ {_fmt(entry.get('adversarial_rank_correlation'))} · "
-                        f"top-k {_fmt(entry.get('adversarial_topk_overlap'))}",
-                        fontsize=6.5,
+                if entry is not None and "adversarial_map" in entry:
+                    adversarial_maps.append(
+                        {
+                            "method": METHOD_NAMES.get(method, method),
+                            "uri": _overlay_uri(
+                                image["adversarial_image"], entry["adversarial_map"]
+                            ),
+                            "scores": [
+                                f"vs clean ρ {_fmt(entry.get('adversarial_rank_correlation'))}",
+                                f"top-k overlap {_fmt(entry.get('adversarial_topk_overlap'))}",
+                            ],
+                        }
                     )
-                else:
-                    ax.set_xlabel(_scores(entry), fontsize=6.5)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    if shown is not None:
-        fig.colorbar(
-            shown,
-            ax=axes,
-            fraction=0.015,
-            pad=0.01,
-            label="attribution ÷ max |value| of its map (red: for, blue: against the class)",
-        )
+            row["adversarial"] = {
+                "eps": data["adversarial_eps"],
+                "pred": classes[image["adversarial_pred"]],
+                "image": _png_uri(_rgb(image["adversarial_image"])),
+                "maps": adversarial_maps,
+            }
+        rows.append(row)
+    return {"rows": rows, "methods": [METHOD_NAMES.get(m, m) for m in data["methods"]]}
+
+
+def fairness_bars(data: dict) -> str:
+    """Accuracy per group with its interval, the overall accuracy as a line, the worst
+    group in red; groups below the minimum size are drawn empty and labelled."""
+    groups = [str(g) for g in data["groups"]]
+    fig, ax = plt.subplots(figsize=(max(4.2, 0.75 * len(groups) + 1.5), 2.9))
+    worst = data.get("worst")
+    for i, (value, ci, size) in enumerate(
+        zip(data["values"], data["ci"], data["sizes"], strict=True)
+    ):
+        if not isinstance(value, int | float):
+            ax.text(i, 0.02, f"n={size}\ninsufficient\ndata", ha="center", va="bottom", fontsize=7)
+            continue
+        colour = WARN if i == worst else ACCENT
+        ax.bar(i, value, color=colour, alpha=0.85, width=0.65)
+        if ci:
+            ax.errorbar(i, value, yerr=[[value - ci[0]], [ci[1] - value]], color=INK, capsize=3)
+        ax.text(i, 0.02, f"n={size}", ha="center", va="bottom", fontsize=7, color="white")
+    if data.get("overall") is not None:
+        ax.axhline(data["overall"], color=INK, linestyle="--", linewidth=1, label="overall")
+        ax.legend(frameon=False, fontsize=7.5, loc="lower right")
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(
+        groups, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center"
+    )
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{data['attribute']}: accuracy per group ({data['level']:.0%} CI)")
     return _to_data_uri(fig)
 
 
-FIGURES: dict[str, Callable[[dict], str]] = {
+FIGURES: dict[str, Callable[[dict], str | dict]] = {
     "confusion": confusion,
     "reliability": reliability,
     "confidence_histogram": confidence_histogram,
@@ -312,10 +347,12 @@ FIGURES: dict[str, Callable[[dict], str]] = {
     "training_curves": training_curves,
     "robustness_curves": robustness_curves,
     "attribution_gallery": attribution_gallery,
+    "fairness_bars": fairness_bars,
 }
 
 
 FIGURE_TITLES = {
+    "fairness_bars": "Accuracy per group with intervals and the overall accuracy",
     "attribution_gallery": "Attribution maps per method over each explained image, with scores",
     "robustness_curves": "Robust accuracy against eps for every attack",
     "confusion": "Confusion matrix: true class by row, predicted class by column",

@@ -16,7 +16,7 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined,
 
 from auditclf.errors import UsageError
 from auditclf.report.figures import FIGURE_TITLES, render_figure, training_curves
-from auditclf.report.ledger import ledger
+from auditclf.report.ledger import group_ledger, ledger
 from auditclf.results import AuditResult
 
 TEMPLATE = "report.html.j2"
@@ -133,14 +133,15 @@ def _reference_eps(model) -> str | None:
 def _with_figures(sections: list[dict]) -> dict[str, dict]:
     drawn = {}
     for section in sections:
-        figures = {
-            name: {
-                "uri": render_figure(data),
+        figures = {}
+        for name, data in section.get("figures", {}).items():
+            drawing = render_figure(data)
+            figures[name] = {
+                # a PNG data URI, or HTML-ready rows (the attribution galleries)
+                "uri" if isinstance(drawing, str) else "gallery": drawing,
                 "alt": data.get("title") or FIGURE_TITLES[data["kind"]],
                 "flagged": bool(data.get("flagged")),
             }
-            for name, data in section.get("figures", {}).items()
-        }
         drawn[section["name"]] = {**section, "images": figures}
     return drawn
 
@@ -180,4 +181,21 @@ def render_html(
         baseline=models["baseline"],
         title=page_title,
         ledger=hardened_ledger,
+        fairness_ledger=fairness_ledger(result),
+    )
+
+
+def fairness_ledger(result: AuditResult) -> dict | None:
+    """Baseline vs the group-balanced retrained model, per group of the balanced attribute."""
+    attribute = result.run["config"].get("fairness", {}).get("rebalance")
+    if "rebalanced" not in result.models or not attribute:
+        return None
+    section = next(
+        (s for s in result.models["baseline"].sections if s["name"] == "fairness"), {}
+    )
+    block = next((b for b in section.get("attributes", []) if b["name"] == attribute), None)
+    if block is None:
+        return None
+    return group_ledger(
+        result.models["baseline"].metrics, result.models["rebalanced"].metrics, block, attribute
     )

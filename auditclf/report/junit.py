@@ -1,4 +1,12 @@
-"""junit.xml: one test case per gate and per analysis, for CI test-report viewers."""
+"""junit.xml: one test case per gate and per analysis, for CI test-report viewers.
+
+A failed gate is a ``<failure>`` whose message gives the measured value, the
+threshold and the confidence interval; a baseline regression is a failure of
+type ``BaselineRegression``. A failed ``warn`` gate is a ``<skipped>`` case
+whose message starts with ``WARNING:``: Jenkins, GitLab and the GitHub JUnit
+reporters show skipped cases with their message without failing the job, which
+is what a warning gate means.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +15,29 @@ import xml.etree.ElementTree as ET
 from auditclf.results import AuditResult
 
 
+def _gate_detail(gate: dict) -> str:
+    """The failure's text: what was read, its value and interval, and what was required."""
+    ci = gate.get("ci")
+    interval = f"; CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "; no interval"
+    value = "null" if gate["value"] is None else f"{gate['value']:.6g}"
+    if gate.get("kind") == "baseline":
+        return f"{gate['reason']}{interval}"
+    return (
+        f"metric {gate.get('key') or gate['metric']} = {value}{interval}; "
+        f"required {gate['op']} {gate['threshold']:g}"
+    )
+
+
 def render_junit(result: AuditResult) -> str:
     cases: list[ET.Element] = []
     for gate in result.gates:
         case = ET.Element("testcase", classname="auditclf.gates", name=gate["expression"])
-        if not gate["passed"]:
-            failure = ET.SubElement(case, "failure", message=gate["reason"], type="GateFailed")
-            failure.text = (
-                f"metric {gate['metric']} = {gate['value']}; "
-                f"required {gate['op']} {gate['threshold']}"
-            )
+        if not gate["passed"] and gate.get("severity", "fail") == "warn":
+            ET.SubElement(case, "skipped", message=f"WARNING: {gate['reason']}", type="warning")
+        elif not gate["passed"]:
+            kind = "BaselineRegression" if gate.get("kind") == "baseline" else "GateFailed"
+            failure = ET.SubElement(case, "failure", message=gate["reason"], type=kind)
+            failure.text = _gate_detail(gate)
         cases.append(case)
     for model_name, model in result.models.items():
         for section in model.sections:
@@ -39,6 +60,7 @@ def render_junit(result: AuditResult) -> str:
             cases.append(case)
     failures = sum(1 for c in cases if c.find("failure") is not None)
     errors = sum(1 for c in cases if c.find("error") is not None)
+    skipped = sum(1 for c in cases if c.find("skipped") is not None)
     durations = sum(result.run.get("durations", {}).values())
     suite = ET.Element(
         "testsuite",
@@ -46,7 +68,7 @@ def render_junit(result: AuditResult) -> str:
         tests=str(len(cases)),
         failures=str(failures),
         errors=str(errors),
-        skipped="0",
+        skipped=str(skipped),
         time=f"{durations:.3f}",
     )
     suite.extend(cases)
@@ -56,6 +78,7 @@ def render_junit(result: AuditResult) -> str:
         tests=str(len(cases)),
         failures=str(failures),
         errors=str(errors),
+        skipped=str(skipped),
     )
     suites.append(suite)
     ET.indent(suites)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auditclf.report.html import fmt_cell, key_numbers
+from auditclf.report.html import fairness_ledger, fmt_cell, key_numbers
 from auditclf.report.ledger import ledger
 from auditclf.results import AuditResult
 
@@ -12,6 +12,15 @@ ICONS = {"pass": "✅", "fail": "❌", "unreliable": "⚠️", "error": "💥"}
 def _escape(text: str) -> str:
     """Keep table cells intact: pipes and newlines would break a Markdown table."""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _gate_row(gate: dict) -> str:
+    """One gate as a table row: a failed ``warn`` gate reads WARN, never FAIL."""
+    status = gate.get("status") or ("pass" if gate["passed"] else "fail")
+    shown = "pass" if status == "pass" else f"{status.upper()}: {_escape(gate['reason'])}"
+    ci = gate.get("ci")
+    interval = f"[{fmt_cell(ci[0])}, {fmt_cell(ci[1])}]" if ci else ""
+    return f"| `{_escape(gate['expression'])}` | {fmt_cell(gate['value'])} | {interval} | {shown} |"
 
 
 def render_markdown(result: AuditResult) -> str:
@@ -26,12 +35,8 @@ def render_markdown(result: AuditResult) -> str:
         "",
     ]
     if result.gates:
-        lines += ["| gate | measured | result |", "|---|---:|---|"]
-        lines += [
-            f"| `{_escape(g['expression'])}` | {fmt_cell(g['value'])} | "
-            f"{'pass' if g['passed'] else 'FAIL: ' + _escape(g['reason'])} |"
-            for g in result.gates
-        ]
+        lines += ["| gate | measured | interval | result |", "|---|---:|---|---|"]
+        lines += [_gate_row(g) for g in result.gates]
     else:
         lines.append("No gates were set; nothing was held to a threshold.")
     lines += ["", "| metric | value | interval |", "|---|---:|---|"]
@@ -54,6 +59,11 @@ def render_markdown(result: AuditResult) -> str:
             "",
             ledger(baseline.metrics, result.models["hardened"].metrics, reference)["headline"],
         ]
+    fairness = next((s for s in baseline.sections if s["name"] == "fairness"), None)
+    if fairness and fairness.get("attributes"):
+        lines += ["", f"Fairness: {_escape(fairness['headline'])}"]
+    if rebalanced := fairness_ledger(result):
+        lines += ["", _escape(rebalanced["headline"])]
     warnings = [f for f in baseline.findings if f["severity"] != "info"]
     if warnings:
         lines += ["", "**Findings**", ""]

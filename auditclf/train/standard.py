@@ -1,9 +1,10 @@
 """Standard training: Adam and cross-entropy, as in the classic tutorial.
 
-Optional inverse-frequency class weights and class-balanced oversampling for
-imbalanced data; early stopping on the validation loss (the best epoch's
-weights are kept). On CUDA: bf16 autocast, ``channels_last`` and pinned
-host memory; on the CPU, plain float32.
+Optional inverse-frequency class weights, class-balanced oversampling for
+imbalanced data, or per-image sampling weights (group-balanced retraining);
+early stopping on the validation loss (the best epoch's weights are kept). On
+CUDA: bf16 autocast, ``channels_last`` and pinned host memory; on the CPU,
+plain float32.
 """
 
 from __future__ import annotations
@@ -50,9 +51,21 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
+def group_balanced_weights(groups: np.ndarray) -> np.ndarray:
+    """Per-image sampling weight 1 / (images in its group): every group is drawn equally often."""
+    _, index, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return 1.0 / counts[index]
+
+
 def _epoch_order(
-    labels: torch.Tensor, cfg: TrainConfig, generator: torch.Generator, num_classes: int
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    num_classes: int,
+    sample_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    if sample_weights is not None:
+        return torch.multinomial(sample_weights, len(labels), replacement=True, generator=generator)
     if not cfg.oversample:
         return torch.randperm(len(labels), generator=generator)
     counts = torch.bincount(labels, minlength=num_classes).clamp(min=1).double()
@@ -94,6 +107,7 @@ def train_classifier(
     progress: bool = True,
     perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     keep_last: bool = False,
+    sample_weights: np.ndarray | None = None,
 ) -> TrainHistory:
     """Train ``adapter`` in place; return its history. Images are uint8 (N, C, H, W).
 
@@ -101,7 +115,9 @@ def train_classifier(
     before the step (adversarial training); ``keep_last`` keeps the final
     weights instead of the epoch with the lowest validation loss, as
     adversarial training does (its clean validation loss rises while
-    robustness grows).
+    robustness grows). ``sample_weights`` (one per training image) make each
+    epoch draw ``len(train)`` images with replacement in proportion to them,
+    instead of a permutation (and instead of ``cfg.oversample``).
     """
     cuda = device.type == "cuda"
     adapter.to(device)
@@ -114,12 +130,13 @@ def train_classifier(
     if cuda:
         images, val_images = images.pin_memory(), val_images.pin_memory()
     weight = _class_weights(train.labels, num_classes).to(device) if cfg.class_weighted else None
+    draw_weights = None if sample_weights is None else torch.as_tensor(sample_weights).double()
     optimizer = torch.optim.Adam(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_loss, best_state, waited = float("inf"), None, 0
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         generator = torch_generator(seed, "train", epoch)
-        order = _epoch_order(labels, cfg, generator, num_classes)
+        order = _epoch_order(labels, cfg, generator, num_classes, draw_weights)
         adapter.train()
         seen, loss_sum, hits = 0, 0.0, 0
         batches = tqdm(

@@ -1,0 +1,222 @@
+"""`auditclf compare`, `--baseline/--max-drop`, and the one direction table behind both."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from auditclf.compare import (
+    HIGHER,
+    LOWER,
+    NEUTRAL,
+    Tolerances,
+    compare_metrics,
+    direction,
+    is_headline,
+    parse_max_drop,
+)
+from auditclf.errors import UsageError
+from tests.conftest import cli
+
+
+def _report(folder) -> dict:
+    return json.loads((folder / "report.json").read_text())
+
+
+def _derived(digits_run, tmp_path, name, changes, card=None):
+    """The digits run's report.json with some baseline metrics changed (B of a comparison)."""
+    raw = _report(digits_run)
+    model = raw["models"]["baseline"]
+    for key, value in changes.items():
+        model["metrics"][key] = value if value is None else model["metrics"][key] + value
+        if value is None:
+            model["notes"][key] = "undefined in B"
+    model["card"].update(card or {})
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "report.json").write_text(json.dumps(raw))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("key", "way"),
+    [
+        ("performance.accuracy", HIGHER),
+        ("performance.top_k_accuracy@2", HIGHER),
+        ("performance.class.3.recall", HIGHER),
+        ("performance.ece", LOWER),
+        ("performance.nll", LOWER),
+        ("performance.mean_confidence", NEUTRAL),
+        ("performance.class.3.support", NEUTRAL),
+        ("robustness.pgd_linf@8/255.accuracy", HIGHER),
+        ("robustness.fgsm@0.1.success_rate", LOWER),
+        ("robustness.min_eps.median", HIGHER),
+        ("robustness.reliable", HIGHER),
+        ("robustness.check.pgd_beats_fgsm", HIGHER),
+        ("robustness.samples", NEUTRAL),
+        ("fairness.stroke.accuracy.difference", LOWER),
+        ("fairness.stroke.accuracy.difference_ci_high", LOWER),
+        ("fairness.stroke.accuracy.ratio", HIGHER),
+        ("fairness.stroke.accuracy.min", HIGHER),
+        ("fairness.stroke.ece.max", LOWER),
+        ("fairness.stroke.group.thin.class.3.fpr", LOWER),
+        ("fairness.stroke.group.thin.class.3.selection_rate", NEUTRAL),
+        ("fairness.stroke.equalized_odds_difference", LOWER),
+        ("explain.gradcam.deletion_auc", LOWER),
+        ("explain.gradcam.random_deletion_auc", NEUTRAL),
+        ("explain.gradcam.insertion_auc", HIGHER),
+        ("explain.gradcam.randomization_correlation", LOWER),
+        ("explain.integrated_gradients.convergence_delta", LOWER),
+        ("explain.lime.noise_rank_correlation", HIGHER),
+        ("data.imbalance_ratio", NEUTRAL),
+        ("hardened.performance.ece", LOWER),
+        ("rebalanced.robustness.min_eps.median", HIGHER),
+    ],
+)
+def test_direction_of_each_key_family(key, way):
+    assert direction(key) == way
+
+
+def test_headline_rule_over_a_real_report(digits_run):
+    report = _report(digits_run)
+    keys = set(report["models"]["baseline"]["metrics"])
+    keys |= {f"hardened.{k}" for k in report["models"]["hardened"]["metrics"]}
+    headline = {k for k in keys if is_headline(k)}
+    for key in (
+        "performance.accuracy",
+        "performance.ece",
+        "robustness.pgd_linf@0.1.accuracy",
+        "robustness.pgd_l2@0.5.accuracy",
+        "robustness.worst@0.1.accuracy",
+        "robustness.min_eps.median",
+        "robustness.reliable",
+        "fairness.stroke.accuracy.difference",
+        "fairness.slant.equalized_odds_difference",
+        "hardened.performance.accuracy",
+    ):
+        assert key in headline, key
+    for key in headline:
+        assert not key.endswith(("ci_low", "ci_high", ".support", ".size", ".samples")), key
+        assert ".class." not in key and ".group." not in key, key
+        assert not key.startswith("data."), key
+    assert "performance.mean_confidence" not in headline
+    assert "robustness.fgsm@0.1.success_rate" not in headline
+
+
+def test_max_drop_parsing():
+    assert parse_max_drop("0.01") == (None, 0.01)
+    assert parse_max_drop("performance.accuracy=0.005") == ("performance.accuracy", 0.005)
+    assert parse_max_drop("robustness.*=0.1") == ("robustness.*", 0.1)
+    for bad in ("-1", "x", "=0.1", "performance.accuracy=nan"):
+        with pytest.raises(UsageError, match="--max-drop"):
+            parse_max_drop(bad)
+
+
+def test_tolerances_per_key_and_pattern():
+    old = {"performance.accuracy": 0.9, "performance.class.a.recall": 0.9, "robustness.samples": 60}
+    new = {
+        "performance.accuracy": 0.885,
+        "performance.class.a.recall": 0.7,
+        "robustness.samples": 9,
+    }
+    rows = {r["key"]: r for r in compare_metrics(old, new, Tolerances(0.01))}
+    assert rows["performance.accuracy"]["regression"]
+    assert rows["performance.accuracy"]["why"] == "performance.accuracy dropped 0.015 > 0.01"
+    assert rows["performance.class.a.recall"]["tolerance"] is None  # per class: not by default
+    assert rows["robustness.samples"]["change"] is None  # a count has no direction
+    tolerances = Tolerances(0.01, {"performance.accuracy": 0.02, "performance.class.*": 0.1})
+    rows = {r["key"]: r for r in compare_metrics(old, new, tolerances)}
+    assert not rows["performance.accuracy"]["regression"]
+    assert rows["performance.class.a.recall"]["regression"]
+    with pytest.raises(UsageError, match="no better direction"):
+        Tolerances(0.01, {"robustness.samples": 1}).check(set(old))
+    with pytest.raises(UsageError, match="no metric 'performance.acuracy'"):
+        Tolerances(0.01, {"performance.acuracy": 1}).check(set(old))
+
+
+def test_compare_lists_regressions_first_and_escapes(digits_run, tmp_path):
+    changes = {
+        "performance.accuracy": -0.023,  # beyond 0.01: a regression
+        "performance.ece": 0.005,  # worse, within tolerance
+        "robustness.pgd_linf@0.1.accuracy": 0.1,  # better
+        "performance.class.1.recall": -0.2,  # per class: listed, not held to a tolerance
+        "performance.brier": None,  # a number that became null: a regression
+    }
+    evil = {"architecture": "<script>alert(1)</script>", "source": "a & b <i>"}
+    b = _derived(digits_run, tmp_path, "b", changes, evil)
+    out = tmp_path / "cmp"
+    result = cli("compare", digits_run, b / "report.json", "--out", out)
+    assert result.status == 1, result
+    assert "regressions beyond tolerance (2):" in result.out
+    assert "  performance.accuracy: " in result.out and "  performance.brier: " in result.out
+    comparison = json.loads((out / "compare.json").read_text())
+    brier = _report(digits_run)["models"]["baseline"]["metrics"]["performance.brier"]
+    assert {r["key"]: r["why"] for r in comparison["regressions"]} == {
+        "performance.accuracy": "performance.accuracy dropped 0.023 > 0.01",
+        "performance.brier": f"performance.brier became null: undefined in B (was {brier:.4g})",
+    }
+    rows = {r["key"]: r for r in comparison["rows"]}
+    assert (
+        rows["performance.ece"]["change"] == "worse" and not rows["performance.ece"]["regression"]
+    )
+    assert rows["robustness.pgd_linf@0.1.accuracy"]["change"] == "better"
+    assert rows["performance.class.1.recall"]["tolerance"] is None
+    assert "performance.accuracy.ci_low" not in rows  # bounds fold into their metric's row
+    assert rows["performance.accuracy"]["ci_a"] is not None
+    html = (out / "compare.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "a &amp; b &lt;i&gt;" in html
+    assert "http://" not in html and "https://" not in html
+    assert html.index("Regressions beyond tolerance") < html.index("Headline metrics")
+    assert 'class="num delta worse"' in html and 'class="num delta better"' in html
+
+    # A tolerance for the key lifts it; the null stays a regression.
+    result = cli("compare", digits_run, b, "--out", out, "--max-drop", "performance.accuracy=0.05")
+    assert result.status == 1 and "regressions beyond tolerance (1):" in result.out
+    calm = _derived(digits_run, tmp_path, "calm", {"performance.ece": 0.005})
+    assert cli("compare", digits_run, calm, "--out", out).status == 0
+
+
+def test_compare_baseline_against_hardened_lists_gains_and_loss(gated_run, tmp_path):
+    out = tmp_path / "cmp"
+    result = cli("compare", gated_run, gated_run, "--model-b", "hardened", "--out", out)
+    comparison = json.loads((out / "compare.json").read_text())
+    rows = {r["key"]: r for r in comparison["rows"]}
+    clean = rows["performance.accuracy"]
+    assert clean["delta"] < -0.01 and clean["regression"]  # hardening cost clean accuracy
+    gains = [r["key"] for r in comparison["improvements"]]
+    assert "robustness.pgd_linf@0.1.accuracy" in gains and "robustness.worst@0.1.accuracy" in gains
+    assert all(rows[k]["delta"] > 0 for k in gains)
+    assert result.status == 1, result
+    regressions = result.out.split("improvements")[0]
+    assert "  performance.accuracy: " in regressions
+    assert "  robustness.pgd_linf@0.1.accuracy: " in result.out.split("improvements")[1]
+    assert comparison["a"]["model"] == "baseline" and comparison["b"]["model"] == "hardened"
+
+
+def test_run_with_baseline_reports_regressions_as_gates(gated_run, digits_run):
+    report = _report(gated_run)
+    entries = [g for g in report["gates"] if g.get("kind") == "baseline"]
+    assert entries and all(not g["passed"] and g["status"] == "fail" for g in entries)
+    # The same model audited again: only the more strongly hardened model regressed.
+    assert all(g["metric"].startswith("hardened.") for g in entries)
+    accuracy = next(g for g in entries if g["metric"] == "hardened.performance.accuracy")
+    before = _report(digits_run)["models"]["hardened"]["metrics"]["performance.accuracy"]
+    assert accuracy["baseline_value"] == before
+    assert accuracy["expression"] == (
+        f"baseline: hardened.performance.accuracy dropped {before - accuracy['value']:.3g} > 0.01"
+    )
+
+
+def test_gate_with_baseline_and_per_key_tolerance(digits_run, tmp_path):
+    b = _derived(digits_run, tmp_path, "b", {"performance.accuracy": -0.023})
+    args = ("gate", b, "--baseline", digits_run, "--gate", "performance.accuracy>=0")
+    result = cli(*args)
+    assert result.status == 1
+    assert "baseline: performance.accuracy dropped 0.023 > 0.01: FAIL" in result.out
+    result = cli(*args, "--max-drop", "0.001", "--max-drop", "performance.accuracy=0.03")
+    assert result.status == 0, result
+    assert "baseline: no metric got worse than in report.json" in result.out
+    result = cli(*args, "--max-drop", "performance.acuracy=0.03")
+    assert result.status == 2 and "no metric 'performance.acuracy'" in result.err
