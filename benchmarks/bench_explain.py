@@ -7,16 +7,16 @@ Two settings: mnist5k (28×28 gray, grid superpixels) and shapes (64×64 RGB, SL
 superpixels), each with basic-cnn wrapped in the adapter as the pipeline builds
 it, trained for ``--epochs`` bare Adam epochs on 1024 training images so that its
 outputs (and so the surrogate fits) are not a random net's. CPU, 2 threads
-(``--threads``), seed 0. About 3 minutes on 2 idle cores of an AMD EPYC VM.
+(``--threads``), seed 0. About 3 minutes on a 2-core AMD EPYC VM.
 
 LIME, seconds per explained image (its predicted class, ``--samples`` samples):
-- "auditclf": ``lime_maps`` (captum ``Lime``, superpixels computed inside);
+- "auditclf": ``lime_maps`` as attributions.py has it (superpixels computed inside);
 - "lime package": ``lime_image.LimeImageExplainer.explain_instance`` with the
   same superpixels (our ``superpixels`` as its ``segmentation_fn``), hide_color 0
   and one classifier call for all samples;
 - "floor": what any LIME must do: the model on the ``--samples`` perturbed
   images of one explanation, in one forward pass (images built beforehand);
-- "prototype": a candidate rewrite of ``lime_maps``, timed here only (see
+- "prototype": a candidate change to ``lime_maps``, timed here only (see
   ``lime_prototype``); not what auditclf runs. Its maps are checked against ours.
 
 Grad-CAM, seconds per batch of ``--gradcam-batch`` images: ``gradcam_maps``
@@ -148,18 +148,17 @@ def lime_package(model, x: torch.Tensor, target: torch.Tensor, samples: int) -> 
 def lime_prototype(
     model, x: torch.Tensor, target: torch.Tensor, samples: int, ids, seed: int
 ) -> torch.Tensor:
-    """PROTOTYPE, not auditclf: ``lime_maps`` rebuilt on captum's ``LimeBase`` so that
-    captum's per-sample Python loop does almost nothing per sample.
-
-    Same draws (captum's bernoulli(0.5), same seeds), same kernel, same Lasso, so the
-    same maps; three things leave the per-sample loop:
-    - drawing: a generator ``perturb_func`` draws the (S, F) binary vectors at once
-      (one bernoulli call; the same numbers as S calls of captum's one-row draw);
-    - mask expansion: the forward function takes the binary vectors and expands all S
-      at once (``x * z[:, segments]``), instead of ``Lime`` building each image;
-    - the kernel: captum's default is exp(-(1 - cos(x, x_z))² / 2) on the flattened
-      images; with a black baseline cos(x, x_z) = sqrt(z · e / Σe), e the per-superpixel
-      sums of x², so it costs a dot product of F numbers instead of two image-sized passes.
+    """PROTOTYPE, not auditclf: LIME on captum's ``LimeBase`` with nearly nothing left in
+    its per-sample Python loop. Same draws (bernoulli(0.5), same seeds), same kernel, same
+    Lasso as captum's ``Lime``, so the same maps; three things leave that loop:
+    - drawing: a generator ``perturb_func`` draws the (S, F) binary vectors at once (one
+      bernoulli call: the same numbers as S calls of captum's one-row ``default_perturb_func``);
+    - building images: the forward function takes the binary vectors and builds all S
+      images at once (``x * z[:, segments]``), where ``Lime`` gathers one image per sample;
+    - the kernel: captum's exp(-(1 - cos(x, x_z))² / 2) on the flattened images is, with a
+      black baseline, cos(x, x_z) = sqrt(z · e / Σe), e the per-superpixel sums of x²: a
+      dot product of F numbers instead of two image-sized passes.
+    attributions.py (since 4387c43) does the last two; the first is what this adds.
     """
     maps = []
     for i in range(len(x)):
