@@ -176,6 +176,8 @@ def test_compare_lists_regressions_first_and_escapes(digits_run, tmp_path):
     assert result.status == 1 and "regressions beyond tolerance (1):" in result.out
     calm = _derived(digits_run, tmp_path, "calm", {"performance.ece": 0.005})
     assert cli("compare", digits_run, calm, "--out", out).status == 0
+    result = cli("compare", digits_run, calm, "--model-b", "rebalanced", "--out", out)
+    assert result.status == 2 and "no model 'rebalanced'; it has baseline, hardened" in result.err
 
 
 def test_compare_baseline_against_hardened_lists_gains_and_loss(gated_run, tmp_path):

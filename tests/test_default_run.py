@@ -46,5 +46,5 @@ def test_default_run_reaches_97_percent_and_shows_every_section(tmp_path):
     )
     assert [block["name"] for block in fairness["attributes"]] == ["stroke", "slant"]
     assert metrics["fairness.stroke.accuracy.difference"] is not None
-    for text in ("Accuracy per group of stroke", "tertiles of the training split", "slant ="):
+    for text in ("Accuracy per group of stroke", "tertiles on the training split", "slant ="):
         assert text in html, text

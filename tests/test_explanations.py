@@ -235,7 +235,9 @@ def test_explanations_in_a_real_run(tmp_path):
     )
     assert result.status == 0, result
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "Attribution maps per method" in html and "How this was computed" in html
+    assert "Class 0: attribution maps with their scores" in html
+    assert html.count('class="attr-row"') >= 10  # one explained image per class at least
+    assert "no shortcut found" in html and "How this was computed" in html
 
 
 def test_superpixels_are_a_grid_for_tiny_images_and_slic_for_larger_ones():
@@ -324,3 +326,13 @@ def test_lime_equals_captums_lime_called_directly():
     assert torch.allclose(ours[0], direct[0].sum(0), atol=1e-5), (
         (ours[0] - direct[0].sum(0)).abs().max()
     )
+
+
+def test_an_unknown_target_layer_exits_2_listing_the_conv_layers(tmp_path):
+    config = tmp_path / "audit.yaml"
+    config.write_text("data: {dataset: digits}\nmodel: {target_layer: features.99}\n")
+    result = cli("run", "--config", config, "--out", tmp_path / "out", "--quiet")
+    assert result.status == 2, result
+    assert "features.99" in result.err and "conv layers found" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
