@@ -503,13 +503,13 @@ def _overrides_subset(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
-    from auditclf.compare import Tolerances, compare_reports, write_comparison
+    from auditclf.compare import Tolerances, compare_reports, parse_max_drop, write_comparison
     from auditclf.config import RegressionConfig
 
-    default = RegressionConfig().max_drop
-    per_key = {}
-    for (*_, key), tolerance in _max_drop_overrides(args.max_drop).items():
-        if key == "max_drop":
+    default, per_key = RegressionConfig().max_drop, {}
+    for text in args.max_drop or []:
+        key, tolerance = parse_max_drop(text)
+        if key is None:
             default = tolerance
         else:
             per_key[key] = tolerance

@@ -114,7 +114,7 @@ def parse_max_drop(text: str) -> tuple[str | None, float]:
 class Tolerances:
     """How much each key may get worse: per key or pattern, else ``default`` for headlines."""
 
-    default: float = 0.01
+    default: float
     per_key: dict[str, float] = field(default_factory=dict)
 
     def for_key(self, key: str) -> float | None:

@@ -48,3 +48,11 @@ def test_default_run_reaches_97_percent_and_shows_every_section(tmp_path):
     assert metrics["fairness.stroke.accuracy.difference"] is not None
     for text in ("Accuracy per group of stroke", "tertiles on the training split", "slant ="):
         assert text in html, text
+    # Explanations on by default: three methods scored, galleries per class, no shortcut
+    # on MNIST's empty border, and IG complete.
+    for method in ("gradcam", "integrated_gradients", "lime"):
+        assert metrics[f"explain.{method}.deletion_gain"] > 0, method
+        assert metrics[f"explain.{method}.adversarial_rank_correlation"] is not None
+    assert metrics["explain.integrated_gradients.convergence_delta"] < 0.05
+    assert metrics["explain.shortcut.flagged_classes"] == 0
+    assert html.count('class="gallery-class"') == 10
