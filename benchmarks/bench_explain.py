@@ -15,9 +15,7 @@ LIME, seconds per explained image (its predicted class, ``--samples`` samples):
   same superpixels (our ``superpixels`` as its ``segmentation_fn``), hide_color 0
   and one classifier call for all samples;
 - "floor": what any LIME must do: the model on the ``--samples`` perturbed
-  images of one explanation, in one forward pass (images built beforehand);
-- "prototype": a candidate change to ``lime_maps``, timed here only (see
-  ``lime_prototype``); not what auditclf runs. Its maps are checked against ours.
+  images of one explanation, in one forward pass (images built beforehand).
 
 Grad-CAM, seconds per batch of ``--gradcam-batch`` images: ``gradcam_maps``
 against its floor, one forward pass and one backward pass from the summed target
@@ -34,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import math
 import os
 import statistics
 import time
@@ -43,15 +40,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum._utils.models.linear_model import SkLearnLasso
-from captum.attr import LimeBase
 from lime.lime_image import LimeImageExplainer
 
 from auditclf.config import load_config
 from auditclf.data import prepare_data
 from auditclf.models import ModelAdapter, prepare_model
 from auditclf.probes.attributions import gradcam_maps, lime_maps, superpixels
-from auditclf.seeding import derive_seed
 from auditclf.train.standard import to_unit_float
 
 SEED = 0
@@ -145,65 +139,6 @@ def lime_package(model, x: torch.Tensor, target: torch.Tensor, samples: int) -> 
             )
 
 
-def lime_prototype(
-    model, x: torch.Tensor, target: torch.Tensor, samples: int, ids, seed: int
-) -> torch.Tensor:
-    """PROTOTYPE, not auditclf: LIME on captum's ``LimeBase`` with nearly nothing left in
-    its per-sample Python loop. Same draws (bernoulli(0.5), same seeds), same kernel, same
-    Lasso as captum's ``Lime``, so the same maps; three things leave that loop:
-    - drawing: a generator ``perturb_func`` draws the (S, F) binary vectors at once (one
-      bernoulli call: the same numbers as S calls of captum's one-row ``default_perturb_func``);
-    - building images: the forward function takes the binary vectors and builds all S
-      images at once (``x * z[:, segments]``), where ``Lime`` gathers one image per sample;
-    - the kernel: captum's exp(-(1 - cos(x, x_z))² / 2) on the flattened images is, with a
-      black baseline, cos(x, x_z) = sqrt(z · e / Σe), e the per-superpixel sums of x²: a
-      dot product of F numbers instead of two image-sized passes.
-    attributions.py (since 4387c43) does the last two; the first is what this adds.
-    """
-    maps = []
-    for i in range(len(x)):
-        image = x[i : i + 1]
-        segments = torch.as_tensor(superpixels(x[i].numpy())).long()
-        features = int(segments.max()) + 1
-        energy = torch.zeros(features).index_add_(
-            0, segments.flatten(), image.pow(2).sum(1).flatten()
-        )
-        total = float(energy.sum())
-
-        def forward(z: torch.Tensor, image=image, segments=segments) -> torch.Tensor:
-            return model(image * z.to(image.dtype)[:, segments][:, None])
-
-        def draws(_inputs, num_interp_features: int, **_):
-            yield from (
-                torch.bernoulli(torch.full((samples, num_interp_features), 0.5)).long().split(1)
-            )
-
-        def kernel(_original, _perturbed, z: torch.Tensor, energy=energy, total=total, **_):
-            cosine = math.sqrt(float(z.to(energy.dtype) @ energy[:, None]) / total)
-            return math.exp(-((1 - cosine) ** 2) / 2)
-
-        lime = LimeBase(
-            forward,
-            SkLearnLasso(alpha=0.01),
-            similarity_func=kernel,
-            perturb_func=draws,
-            perturb_interpretable_space=True,
-            from_interp_rep_transform=lambda z, _inputs, **_: z,
-            to_interp_rep_transform=None,
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(derive_seed(seed, "lime", ids[i]))
-            coefficients = lime.attribute(
-                image,
-                target=target[i : i + 1],
-                n_samples=samples,
-                perturbations_per_eval=samples,
-                num_interp_features=features,
-            )
-        maps.append(x.shape[1] * coefficients.flatten()[segments])
-    return torch.stack(maps)
-
-
 def gradcam_floor(model: ModelAdapter, x: torch.Tensor, target: torch.Tensor) -> None:
     """One forward, one backward from the target logits to the target layer's activations."""
     captured = []
@@ -230,14 +165,11 @@ def bench_setting(dataset: str, args: argparse.Namespace) -> dict:
             for batch in batches[images]:
                 model(batch)
 
-    lime, maps = interleaved_medians(
+    lime, _ = interleaved_medians(
         {
             "auditclf": lambda i: lime_maps(model, x[i], target[i], args.samples, ids[i], SEED),
             "lime package": lambda i: lime_package(model, x[i], target[i], args.samples),
             "floor": floor,
-            "prototype": lambda i: lime_prototype(
-                model, x[i], target[i], args.samples, ids[i], SEED
-            ),
         },
         args.repeats,
     )
@@ -258,7 +190,6 @@ def bench_setting(dataset: str, args: argparse.Namespace) -> dict:
     shape = "×".join(str(side) for side in x.shape[1:])
     return {
         "setting": f"{dataset} {shape}, test accuracy {accuracy:.2f}",
-        "prototype_difference": float((maps["prototype"] - maps["auditclf"]).abs().max()),
         "lime": {name: seconds / len(x) for name, seconds in lime.items()},
         "gradcam": {name: seconds / 10 for name, seconds in gradcam.items()},
     }
@@ -288,7 +219,6 @@ def print_table(results: list[dict], args: argparse.Namespace, load: tuple) -> N
                 f"  {'Grad-CAM/batch ' + name:<26}{seconds:>10.4f}"
                 f"{seconds / gradcam['floor']:>10.2f}"
             )
-        print(f"  prototype maps − auditclf maps: at most {result['prototype_difference']:.1e}")
     print("targets: LIME auditclf ≤ 1.5× floor, Grad-CAM auditclf ≤ 1.2× floor")
 
 
