@@ -294,6 +294,18 @@ def _noisy(x: torch.Tensor, std: float, seed: int, ids) -> torch.Tensor:
     return (x + std * noise).clamp(0, 1)
 
 
+def _settings(cfg) -> dict:
+    """The explain settings a report states beside the scores."""
+    return {
+        "curve_steps": cfg.curve_steps,
+        "randomized_layers": cfg.randomized_layers,
+        "ig_steps": cfg.ig_steps,
+        "lime_samples": cfg.lime_samples,
+        "noise_std": cfg.noise_std,
+        "top_fraction": cfg.top_fraction,
+    }
+
+
 def stand_in_artifacts(cfg, num_classes: int, *, has_masks: bool, adversarial: bool) -> dict:
     """Artifacts shaped like the probe's (one flat map per class and method), for dry runs
     that list the metric keys a run will produce."""
@@ -335,12 +347,7 @@ def stand_in_artifacts(cfg, num_classes: int, *, has_masks: bool, adversarial: b
         "images": images,
         "skipped": [],
         "methods": list(cfg.methods),
-        "curve_steps": cfg.curve_steps,
-        "randomized_layers": cfg.randomized_layers,
-        "ig_steps": cfg.ig_steps,
-        "lime_samples": cfg.lime_samples,
-        "noise_std": cfg.noise_std,
-        "top_fraction": cfg.top_fraction,
+        **_settings(cfg),
         "region": "outside the object" if has_masks else "on the image border",
         "swap_donors": SWAP_DONORS,
         "has_masks": has_masks,
@@ -460,12 +467,7 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         "images": images,
         "skipped": skipped,
         "methods": methods,
-        "curve_steps": cfg.curve_steps,
-        "randomized_layers": cfg.randomized_layers,
-        "ig_steps": cfg.ig_steps,
-        "lime_samples": cfg.lime_samples,
-        "noise_std": cfg.noise_std,
-        "top_fraction": cfg.top_fraction,
+        **_settings(cfg),
         "region": region_text,
         "swap_donors": SWAP_DONORS,
         "has_masks": masks is not None,
