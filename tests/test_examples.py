@@ -80,6 +80,8 @@ def test_the_ci_workflow_runs_its_audit_command(tmp_path, monkeypatch):
     argv[config_at] = str(_shortened(Path(argv[config_at]), tmp_path))
     argv[argv.index("--out") + 1] = str(tmp_path / "audit-report")
     result = cli(*argv, "--quiet")
-    assert result.status in (0, 1), result
+    # After one epoch a gate may fail (1), or the workflow's robustness.reliable gate may read
+    # a sanity check that failed on the weak model (5); either way the run must finish.
+    assert result.status in (0, 1, 5), result
     for published in ("summary.md", "junit.xml"):  # the files the later steps publish
         assert (tmp_path / "audit-report" / published).is_file()
