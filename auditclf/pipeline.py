@@ -115,6 +115,22 @@ def hflip_allowed(config: AuditConfig, data: PreparedData) -> bool:
     return data.imageset.hflip_ok if config.train.hflip is None else config.train.hflip
 
 
+def _train(adapter, train, data, config, device, progress, sample_weights=None):
+    """The run's standard training of ``adapter`` on ``train`` (validation on the val split)."""
+    return train_classifier(
+        adapter,
+        train,
+        data.view("val"),
+        config.train,
+        num_classes=len(data.classes),
+        seed=config.seed,
+        device=device,
+        hflip_ok=hflip_allowed(config, data),
+        progress=progress,
+        sample_weights=sample_weights,
+    )
+
+
 def build_model(
     config: AuditConfig,
     data: PreparedData,
@@ -144,17 +160,7 @@ def build_model(
     history = None
     if prepared.needs_training:
         with timer.phase("train"):
-            history = train_classifier(
-                prepared.adapter,
-                train,
-                data.view("val"),
-                config.train,
-                num_classes=len(data.classes),
-                seed=config.seed,
-                device=device,
-                hflip_ok=hflip_allowed(config, data),
-                progress=progress,
-            )
+            history = _train(prepared.adapter, train, data, config, device, progress)
         prepared.spec["training"] = {
             **config.train.model_dump(mode="json"),
             "best_epoch": history.best_epoch,
@@ -438,18 +444,8 @@ def rebalance(
             "train_counts": {k: int(n) for k, n in counts.items()},
         },
     }
-    history = train_classifier(
-        adapter,
-        train,
-        data.view("val"),
-        config.train,
-        num_classes=len(data.classes),
-        seed=config.seed,
-        device=device,
-        hflip_ok=hflip_allowed(config, data),
-        progress=progress,
-        sample_weights=group_balanced_weights(groups),
-    )
+    weights = group_balanced_weights(groups)
+    history = _train(adapter, train, data, config, device, progress, sample_weights=weights)
     adapter.to(device).eval()
     return PreparedModel(adapter, spec, needs_training=True), history
 
