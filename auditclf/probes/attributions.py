@@ -84,7 +84,7 @@ def curve_areas(
     n, c, h, w = x.shape
     fractions = torch.linspace(0, 1, steps + 1)
     ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(h * w).expand(n, -1))
+    ranks.scatter_(1, order, torch.arange(h * w, device=order.device).expand(n, -1))
     deletion, insertion = [], []
     for fraction in fractions:
         hidden = (ranks < int(round(float(fraction) * h * w))).view(n, 1, h, w)
@@ -190,7 +190,7 @@ def lime_maps(
                 num_interp_features=features,
             )
         # captum's Lime gives every channel of a superpixel its weight; the maps sum channels
-        maps.append(x.shape[1] * coefficients.flatten().to(x.dtype)[segments])
+        maps.append(x.shape[1] * coefficients.flatten().to(x.device, x.dtype)[segments])
     return torch.stack(maps)
 
 
