@@ -1,0 +1,91 @@
+"""The audit on CUDA: it runs, and it agrees with the CPU (skipped without a CUDA device).
+
+Run on a GPU machine by ``benchmarks/gpu_check.sh``; nothing here runs on CI's CPUs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import FAST_CONFIG, cli
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# Attacks on, every attack, small samples; no explanations, subgroups or hardening so the
+# comparisons isolate the probes that draw randomness.
+ATTACK_CONFIG = FAST_CONFIG.replace("explain:\n", "explain:\n  enabled: false\n") + (
+    "fairness:\n  enabled: false\n"
+)
+
+
+def _metrics(folder: Path, model: str = "baseline") -> dict:
+    return json.loads((folder / "report.json").read_text())["models"][model]["metrics"]
+
+
+@pytest.fixture(scope="module")
+def cuda_default_run(tmp_path_factory) -> Path:
+    """The README's default audit (mnist5k, every section, PGD hardening) on CUDA."""
+    out = tmp_path_factory.mktemp("cuda-default")
+    result = cli("run", "--device", "cuda", "--out", out, "--quiet")
+    assert result.status == 0, result
+    return out
+
+
+def test_default_audit_runs_on_cuda(cuda_default_run):
+    report = json.loads((cuda_default_run / "report.json").read_text())
+    assert report["run"]["device"]["type"] == "cuda"
+    metrics = report["models"]["baseline"]["metrics"]
+    assert metrics["performance.accuracy"] >= 0.97
+    assert metrics["robustness.reliable"] == 1.0
+    assert report["models"]["hardened"]["metrics"]["robustness.reliable"] == 1.0
+    assert metrics["explain.integrated_gradients.convergence_delta"] < 0.05
+
+
+def test_checkpoint_reaudit_on_cuda_and_cpu_agree(cuda_default_run, tmp_path):
+    """The same checkpoint audited on CUDA and on the CPU: clean metrics equal (calibration
+    within float32 rounding), robust accuracy within one image per 100."""
+    checkpoint = cuda_default_run / "model.safetensors"
+    outs = {}
+    for device in ("cuda", "cpu"):
+        outs[device] = tmp_path / device
+        result = cli(
+            "run", "--checkpoint", checkpoint, "--device", device, "--harden", "none",
+            "--out", outs[device], "--quiet",
+        )  # fmt: skip
+        assert result.status == 0, (device, result)
+    on_cuda, on_cpu = _metrics(outs["cuda"]), _metrics(outs["cpu"])
+    assert on_cuda.keys() == on_cpu.keys()
+    for key, value in on_cuda.items():
+        if key.startswith(("performance.", "data.")) and value is not None:
+            exact = key.endswith(("accuracy", "recall", "precision", "f1", "support"))
+            tolerance = 0.0 if exact else 1e-4
+            assert abs(value - on_cpu[key]) <= tolerance, (key, value, on_cpu[key])
+        elif key.startswith("robustness.") and key.endswith(".accuracy") and value is not None:
+            assert abs(value - on_cpu[key]) <= 0.01 + 1e-9, (key, value, on_cpu[key])
+
+
+def test_attack_batch_size_changes_no_number_on_cuda(tmp_path):
+    """Per-image random starts on the GPU: robustness.batch_size 7 and 100 give identical
+    metrics (the generators live on the device)."""
+    config = tmp_path / "attacks.yaml"
+    config.write_text(ATTACK_CONFIG)
+    train = tmp_path / "model"
+    assert cli("train", "--config", config, "--device", "cuda", "--out", train).status == 0
+    found = []
+    for batch_size in (7, 100):
+        sized = tmp_path / f"b{batch_size}.yaml"
+        sized.write_text(
+            ATTACK_CONFIG.replace("robustness:\n", f"robustness:\n  batch_size: {batch_size}\n")
+        )
+        out = tmp_path / f"out{batch_size}"
+        result = cli(
+            "run", "--config", sized, "--checkpoint", train / "model.safetensors",
+            "--device", "cuda", "--harden", "none", "--out", out, "--quiet",
+        )  # fmt: skip
+        assert result.status in (0, 5), result
+        found.append(_metrics(out))
+    assert found[0] == found[1]
