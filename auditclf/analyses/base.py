@@ -104,7 +104,7 @@ def check_table_names(table: pd.DataFrame, classes: list[str]) -> None:
     check_distinct_key_parts([c[len(ATTR_PREFIX) :] for c in columns], "attributes", "samples.csv")
     for column in columns:
         values = pd.unique(table[column].astype(str))
-        what = f"values of attribute {column[len(ATTR_PREFIX):]!r}"
+        what = f"values of attribute {column[len(ATTR_PREFIX) :]!r}"
         check_distinct_key_parts(values, what, "samples.csv")
 
 
