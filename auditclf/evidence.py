@@ -89,12 +89,15 @@ def load_samples(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
     for column in table.columns:
         if column not in text:
-            table[column] = _numeric_column(path, table, column)
+            numbers = _numeric_column(path, table, column)
+            if numbers.dtype != table[column].dtype:  # labels written as 1.0, say
+                table[column] = numbers
     return table
 
 
 def _numeric_column(path: Path, table: pd.DataFrame, column: str) -> pd.Series:
-    """``table[column]`` as numbers; a cell that is not one is a DataError naming its line.
+    """``table[column]`` as numbers (class indices as int64); a cell that is not one is a
+    DataError naming its line.
 
     Every given cell must be a finite number; the clean probe's columns and the
     probabilities must be given on every row; class indices are whole numbers

@@ -276,18 +276,6 @@ def test_a_class_list_leaving_one_class_with_images_is_refused(tmp_path: Path) -
     assert str(manifest) in line and "one class only ('a')" in line
 
 
-def test_a_given_split_whose_train_part_holds_one_class_is_refused(
-    tmp_path: Path, off_config
-) -> None:
-    labels = ["a"] * 6 + ["a", "b"] * 3
-    splits = ["train"] * 6 + ["test"] * 6
-    manifest = _manifest(tmp_path / "set", labels, {"split": splits})
-
-    line = _refused(tmp_path, off_config, "--dataset", manifest)
-
-    assert "the train split holds one class only ('a')" in line
-
-
 def test_figures_draw_a_10000_character_class_name_shortened() -> None:
     names = [LONG, "$\\notacommand$", "b"]
     counts = [[1, 0, 0], [0, 1, 0], [0, 0, 1]]

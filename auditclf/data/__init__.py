@@ -152,24 +152,20 @@ def _check_attribute_keys(imageset: ImageSet, metadata: Path | None, from_metada
         check_distinct_key_parts(values, f"values of attribute {column!r}", sources[column])
 
 
-def check_classes(imageset: ImageSet, split: np.ndarray | None = None) -> None:
+def check_classes(imageset: ImageSet) -> None:
     """Refuse, before any training, class lists an audit cannot use (exit 3).
 
-    Two classes at least must have images (in the train and the test split when
-    ``split`` is given), and no two class names may share a metric key.
+    Two classes at least must have images, and no two class names may share a
+    metric key.
     """
     check_distinct_key_parts(imageset.classes, "classes", imageset.source)
-    scopes = [("the data", np.ones(len(imageset.labels), dtype=bool))]
-    if split is not None:
-        scopes += [(f"the {name} split", split == name) for name in ("train", "test")]
-    for where, rows in scopes:
-        present = np.unique(imageset.labels[rows])
-        if len(present) < 2:
-            only = ", ".join(repr(imageset.classes[c]) for c in present) or "none"
-            raise DataError(
-                f"{imageset.source}: {where} holds one class only ({only}); "
-                "a classifier audit needs images of two classes at least"
-            )
+    present = np.unique(imageset.labels)
+    if len(present) < 2:
+        only = ", ".join(repr(imageset.classes[c]) for c in present)
+        raise DataError(
+            f"{imageset.source}: the data holds images of one class only ({only}); "
+            "a classifier audit needs two classes at least"
+        )
 
 
 def prepare_data(cfg: DataConfig, *, seed: int, metadata: Path | None = None) -> PreparedData:
@@ -183,11 +179,10 @@ def prepare_data(cfg: DataConfig, *, seed: int, metadata: Path | None = None) ->
         raise DataError(f"{imageset.source}: no images")
     if imageset.attributes.empty:
         imageset.attributes = pd.DataFrame(index=pd.RangeIndex(len(imageset.labels)))
-    check_classes(imageset)  # before the split, whose own error would hide the cause
+    check_classes(imageset)
     if cfg.max_samples is not None and cfg.max_samples < len(imageset.labels):
         imageset = _subsample(imageset, cfg.max_samples, seed)
     split = _resolve_split(imageset, cfg, seed)
-    check_classes(imageset, split)
     definitions = attach_attributes(imageset, split, metadata)
     duplicates = scan_duplicates(imageset.images, imageset.labels, split, imageset.ids)
     summary = {
