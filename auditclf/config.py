@@ -88,6 +88,11 @@ class DataConfig(_Strict):
         None, ge=10, description="stratified subsample of the whole set before splitting"
     )
     max_pixels: int = Field(40_000_000, ge=1, description="larger images are refused (bombs)")
+    allow_outside_root: bool = Field(
+        False,
+        description="let manifest paths and folder links reach files outside the dataset "
+        "folder (../, absolute paths, symlinks); refused by default (exit 3)",
+    )
     shapes: ShapesConfig = ShapesConfig()
 
 

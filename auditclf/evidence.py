@@ -18,6 +18,7 @@ Columns:
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,10 @@ PROBA_PREFIX = "proba."
 ATTR_PREFIX = "attr."
 REQUIRED_COLUMNS = ("model", "sample_id", "label", "pred", "confidence")
 TEXT_COLUMNS = ("model", "sample_id", "label_name", "pred_name")
+# Filled on every row by the clean probe; other numeric columns may be empty (an image
+# the attacks did not cover).
+FILLED_COLUMNS = ("label", "pred", "correct", "confidence", "margin")
+CLASS_INDEX_COLUMNS = ("label", "pred")
 
 
 def new_table(
@@ -82,7 +87,63 @@ def load_samples(path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column in table.columns:
+        if column not in text:
+            numbers = _numeric_column(path, table, column)
+            if numbers.dtype != table[column].dtype:  # labels written as 1.0, say
+                table[column] = numbers
     return table
+
+
+def _numeric_column(path: Path, table: pd.DataFrame, column: str) -> pd.Series:
+    """``table[column]`` as numbers (class indices as int64); a cell that is not one is a
+    DataError naming its line.
+
+    Every given cell must be a finite number; the clean probe's columns and the
+    probabilities must be given on every row; class indices are whole numbers
+    from 0; confidences and probabilities lie in [0, 1].
+    """
+    values = table[column]
+    numbers = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    given = values.notna().to_numpy()
+    checks = [(given & ~np.isfinite(numbers.to_numpy()), "is not a finite number")]
+    if column in FILLED_COLUMNS or column.startswith(PROBA_PREFIX):
+        checks.append((~given, "is empty"))
+    finite = numbers.fillna(0.0).to_numpy()
+    if column in CLASS_INDEX_COLUMNS:
+        checks.append(((finite < 0) | (finite != np.floor(finite)), "is not a class index"))
+    if column == "confidence" or column.startswith(PROBA_PREFIX):
+        checks.append(((finite < 0) | (finite > 1), "is not a probability in [0, 1]"))
+    for bad, reason in checks:
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            cell = f" {str(values.iloc[row])[:40]!r}" if given[row] else ""
+            raise DataError(
+                f"{path} line {_line_of_row(path, row)}: column {column!r}:{cell} {reason}"
+            )
+    if column in CLASS_INDEX_COLUMNS:
+        return numbers.astype(np.int64)
+    return values if pd.api.types.is_numeric_dtype(values) else numbers
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """The file line on which data row ``row`` (0-based, as pandas counts) starts.
+
+    Counted with the csv module, which follows quoted fields across lines, skipping
+    blank lines as pandas does; only run to report an error.
+    """
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)  # the header
+        start = reader.line_num + 1
+        seen = -1
+        for record in reader:
+            if record:
+                seen += 1
+                if seen == row:
+                    return start
+            start = reader.line_num + 1
+    return start
 
 
 def split_by_model(table: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -277,9 +277,16 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> Path:
     return path
 
 
+BESIDE = {"allow_outside_root": True}
+
+
 @pytest.fixture
 def manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[list[str]]]:
-    """``manifests/set.csv`` naming images in ``images/`` by paths relative to the CSV."""
+    """``manifests/set.csv`` naming images in ``images/`` by paths relative to the CSV.
+
+    ``images/`` lies beside the CSV's folder, not in it, so loading it needs
+    ``data.allow_outside_root`` (:data:`BESIDE`).
+    """
     rows = []
     seed = 0
     for label in ("10", "2", "1"):
@@ -300,7 +307,7 @@ def manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, lis
 def test_manifest_uses_its_split_attributes_and_natural_class_order(manifest) -> None:
     csv_path, rows = manifest
 
-    data = prepare_data(DataConfig(dataset=str(csv_path)), seed=0)
+    data = prepare_data(DataConfig(dataset=str(csv_path), **BESIDE), seed=0)
 
     assert data.classes == ["1", "2", "10"]
     assert data.imageset.images.shape == (30, 1, 12, 12)
@@ -315,7 +322,7 @@ def test_manifest_uses_its_split_attributes_and_natural_class_order(manifest) ->
     assert data.view("val").attributes["site"].tolist() == [r[3] for r in rows if r[2] == "val"]
     _assert_summary(data)
 
-    other = prepare_data(DataConfig(dataset=str(csv_path)), seed=5)
+    other = prepare_data(DataConfig(dataset=str(csv_path), **BESIDE), seed=5)
     np.testing.assert_array_equal(other.split, data.split)  # given, not re-split
 
 
@@ -323,7 +330,7 @@ def test_manifest_without_split_is_split_stratified(manifest) -> None:
     csv_path, rows = manifest
     plain = _write_csv(csv_path.with_name("plain.csv"), ["path", "label"], [r[:2] for r in rows])
 
-    data = prepare_data(DataConfig(dataset=str(plain)), seed=0)
+    data = prepare_data(DataConfig(dataset=str(plain), **BESIDE), seed=0)
 
     assert data.summary["split_given"] is False
     assert data.imageset.attributes.columns.tolist() == []

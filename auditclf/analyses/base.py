@@ -9,7 +9,6 @@ Figure data is plain JSON; ``auditclf.report.figures`` draws it.
 from __future__ import annotations
 
 import math
-import re
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,9 @@ from typing import Any
 import pandas as pd
 
 from auditclf.config import AnalysisConfig, FairnessConfig, RobustnessConfig
+from auditclf.evidence import ATTR_PREFIX
+from auditclf.keys import check_distinct_key_parts
+from auditclf.keys import key_part as key_part  # re-exported: the analyses build keys with it
 from auditclf.registry import Registry
 
 SEVERITIES = ("info", "warning", "error")
@@ -91,10 +93,19 @@ Analysis = Callable[[pd.DataFrame, AnalysisContext], Section]
 ANALYSES: Registry[Analysis] = Registry("analysis")
 
 
-def key_part(name: str) -> str:
-    """A class or group name as a metric-key part: lower-case, [a-z0-9_-] only."""
-    cleaned = re.sub(r"[^a-z0-9_-]+", "_", str(name).strip().lower()).strip("_")
-    return cleaned or "_"
+def check_table_names(table: pd.DataFrame, classes: list[str]) -> None:
+    """Refuse class, attribute and group names that would share a metric key.
+
+    The data loaders refuse them before training; this guards the analyses of a
+    saved (and possibly edited) report, which ``auditclf report`` re-runs.
+    """
+    check_distinct_key_parts(classes, "classes", "report.json data.classes")
+    columns = [c for c in table.columns if c.startswith(ATTR_PREFIX)]
+    check_distinct_key_parts([c[len(ATTR_PREFIX) :] for c in columns], "attributes", "samples.csv")
+    for column in columns:
+        values = pd.unique(table[column].astype(str))
+        what = f"values of attribute {column[len(ATTR_PREFIX) :]!r}"
+        check_distinct_key_parts(values, what, "samples.csv")
 
 
 def run_analyses(
@@ -105,6 +116,7 @@ def run_analyses(
     The failure is stored, not raised (as fairlearn's MetricFrame does), so one
     broken check does not hide the rest of the audit; ``debug`` re-raises.
     """
+    check_table_names(table, ctx.classes)
     sections = []
     for entry in ANALYSES:
         try:

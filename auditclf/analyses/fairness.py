@@ -112,12 +112,21 @@ class Grouping:
 
 
 def _unique_keys(labels: list[str]) -> list[str]:
-    """key_part of each label; a clash (``<b>`` and ``b``) gets ``_2``, ``_3``, ..."""
-    keys, seen = [], {}
+    """key_part of each label; a clash gets the first free ``_2``, ``_3``, ...
+
+    Single attributes never clash (the data loaders refuse such values); the
+    combinations of an intersection can (``a_x`` × ``b`` and ``a`` × ``x_b``).
+    """
+    keys: list[str] = []
+    taken: set[str] = set()
     for label in labels:
-        base = key_part(label)
-        seen[base] = seen.get(base, 0) + 1
-        keys.append(base if seen[base] == 1 else f"{base}_{seen[base]}")
+        base = key = key_part(label)
+        suffix = 1
+        while key in taken:
+            suffix += 1
+            key = f"{base}_{suffix}"
+        keys.append(key)
+        taken.add(key)
     return keys
 
 

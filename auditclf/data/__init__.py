@@ -21,6 +21,7 @@ from auditclf.data.datasets import DATASETS, ImageSet, load_imageset
 from auditclf.data.duplicates import scan_duplicates
 from auditclf.data.splits import SPLITS, assign_splits, split_train_val, stratified_subsample
 from auditclf.errors import DataError
+from auditclf.keys import check_distinct_key_parts
 
 __all__ = ["DATASETS", "ImageSet", "PreparedData", "SplitView", "prepare_data"]
 
@@ -137,7 +138,34 @@ def attach_attributes(
     if twice:
         raise DataError(f"{metadata}: attribute(s) {', '.join(twice)} already come from the data")
     imageset.attributes = clean_values(pd.concat(parts, axis=1))
+    _check_attribute_keys(imageset, metadata, set(parts[-1].columns) if metadata else set())
     return definitions
+
+
+def _check_attribute_keys(imageset: ImageSet, metadata: Path | None, from_metadata: set) -> None:
+    """Refuse attribute names, or values of one attribute, that would share a metric key."""
+    attributes = imageset.attributes
+    sources = {c: str(metadata) if c in from_metadata else imageset.source for c in attributes}
+    check_distinct_key_parts(attributes.columns, "attributes", str(metadata or imageset.source))
+    for column in attributes.columns:
+        values = pd.unique(attributes[column])
+        check_distinct_key_parts(values, f"values of attribute {column!r}", sources[column])
+
+
+def check_classes(imageset: ImageSet) -> None:
+    """Refuse, before any training, class lists an audit cannot use (exit 3).
+
+    Two classes at least must have images, and no two class names may share a
+    metric key.
+    """
+    check_distinct_key_parts(imageset.classes, "classes", imageset.source)
+    present = np.unique(imageset.labels)
+    if len(present) < 2:
+        only = ", ".join(repr(imageset.classes[c]) for c in present)
+        raise DataError(
+            f"{imageset.source}: the data holds images of one class only ({only}); "
+            "a classifier audit needs two classes at least"
+        )
 
 
 def prepare_data(cfg: DataConfig, *, seed: int, metadata: Path | None = None) -> PreparedData:
@@ -151,6 +179,7 @@ def prepare_data(cfg: DataConfig, *, seed: int, metadata: Path | None = None) ->
         raise DataError(f"{imageset.source}: no images")
     if imageset.attributes.empty:
         imageset.attributes = pd.DataFrame(index=pd.RangeIndex(len(imageset.labels)))
+    check_classes(imageset)
     if cfg.max_samples is not None and cfg.max_samples < len(imageset.labels):
         imageset = _subsample(imageset, cfg.max_samples, seed)
     split = _resolve_split(imageset, cfg, seed)

@@ -27,7 +27,6 @@ any other group.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from auditclf.config import FairnessConfig
+from auditclf.data.csvfile import read_csv_rows
 from auditclf.errors import DataError
 
 MISSING = "(missing)"
@@ -131,13 +131,8 @@ def read_metadata(path: Path, ids: np.ndarray) -> tuple[pd.DataFrame, list[str]]
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such metadata file (fairness.metadata)")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            rows = [(reader.line_num, row) for row in reader]
-            columns = list(reader.fieldnames or [])
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    columns, records, lines = read_csv_rows(path)
+    rows = list(zip(lines, records, strict=True))
     key_column = next((c for c in ("path", "id") if c in columns), None)
     if key_column is None:
         raise DataError(

@@ -6,7 +6,6 @@ model adapter scales to [0, 1] and normalises. Nothing is ever downloaded.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from auditclf.config import DataConfig
+from auditclf.data.csvfile import read_csv_rows
 from auditclf.data.images import decode_image, to_chw_uint8
 from auditclf.errors import DataError, UsageError
 from auditclf.registry import Registry
@@ -235,6 +235,11 @@ def load_folder(root: Path, cfg: DataConfig) -> ImageSet:
             for p in folder.rglob("*")
             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
         )
+        if not cfg.allow_outside_root:
+            for file in files:
+                where = _outside(file, root)
+                if where is not None:
+                    raise DataError(f"{file}: {where}")
         paths += files
         labels += [classes.index(folder.name)] * len(files)
     if not paths:
@@ -267,16 +272,7 @@ def _read_manifest_rows(path: Path) -> tuple[list[str], list[dict[str, str]], li
     Line numbers come from the reader, so blank lines (which DictReader skips)
     do not shift them.
     """
-    rows, lines = [], []
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            for row in reader:
-                rows.append(row)
-                lines.append(reader.line_num)
-            columns = list(reader.fieldnames or [])
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    columns, rows, lines = read_csv_rows(path)
     missing = [c for c in ("path", "label") if c not in columns]
     if missing:
         raise DataError(
@@ -290,6 +286,39 @@ def _read_manifest_rows(path: Path) -> tuple[list[str], list[dict[str, str]], li
     return columns, rows, lines
 
 
+# Label cells that mean "no label" in common exports (pandas, R, spreadsheets); a
+# negative integer is the usual "unlabelled" code. Refused unless data.classes lists them.
+MISSING_LABELS = frozenset({"nan", "null", "n/a"})
+
+
+def _check_label(path: Path, line: int, label: str, classes: list[str] | None) -> None:
+    """Refuse an empty label, or one that marks a missing label, naming its line."""
+    if not label:
+        raise DataError(f"{path} line {line}: empty label")
+    if classes and label in classes:
+        return
+    if label.lower() in MISSING_LABELS or re.fullmatch(r"-\d+", label):
+        raise DataError(
+            f"{path} line {line}: label {label!r} marks a missing label; remove the row, "
+            "or list it in data.classes if it is a class"
+        )
+
+
+def _outside(image: Path, root: Path) -> str | None:
+    """Why ``image`` lies outside ``root`` (after following every link), or None.
+
+    Untrusted manifests and folders must not make the audit read other files
+    (``../`` paths, absolute paths, links that point out of the folder).
+    """
+    target, folder = image.resolve(), root.resolve()
+    if target.is_relative_to(folder):
+        return None
+    return (
+        f"resolves to {target}, outside the dataset folder {folder} "
+        "(set data.allow_outside_root: true to allow it)"
+    )
+
+
 def load_manifest(path: Path, cfg: DataConfig) -> ImageSet:
     """A CSV manifest ``path,label[,split][,attribute columns...]``.
 
@@ -299,8 +328,7 @@ def load_manifest(path: Path, cfg: DataConfig) -> ImageSet:
     columns, rows, lines = _read_manifest_rows(path)
     labels_raw = [row["label"].strip() for row in rows]
     for line, label in zip(lines, labels_raw, strict=True):
-        if not label:
-            raise DataError(f"{path} line {line}: empty label")
+        _check_label(path, line, label, cfg.classes)
     classes = cfg.classes or sorted(set(labels_raw), key=_natural_key)
     index = {name: i for i, name in enumerate(classes)}
     paths, split = [], []
@@ -311,6 +339,10 @@ def load_manifest(path: Path, cfg: DataConfig) -> ImageSet:
                 f"the classes ({', '.join(classes)})"
             )
         image = (path.parent / row["path"].strip()) if row["path"].strip() else None
+        if image is not None and not cfg.allow_outside_root:
+            where = _outside(image, path.parent)
+            if where is not None:
+                raise DataError(f"{path} line {line}: image {row['path']!r} {where}")
         if image is None or not image.is_file():
             raise DataError(f"{path} line {line}: image {row['path']!r} not found")
         paths.append(image)

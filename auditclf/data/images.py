@@ -25,6 +25,13 @@ from auditclf.errors import DataError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # per image; larger is refused as a decompression bomb
 
+# The only formats decoded, whatever the file name says; the format is detected from the
+# content. Each is decoded by Pillow itself or a widely fuzzed library (libpng, libjpeg,
+# libwebp, libtiff). Left out on purpose: EPS/PS and PDF (Pillow hands EPS to Ghostscript,
+# an interpreter), and the long tail of rarely used plugins (FITS, PSD, SGI, DDS, ...).
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+_SNIFF_BYTES = 16  # what Pillow's plugins look at to recognise their format
+
 # What Pillow's decoders raise on damaged data. They are not consistent: PNG raises
 # SyntaxError for bad chunks, JPEG OSError("image file is truncated"), zlib its own
 # error, and header parsers struct.error / IndexError / ValueError / EOFError.
@@ -136,21 +143,43 @@ def _effective_pixel_limit(max_pixels: int) -> int:
 
 
 def _open(name: str) -> Image.Image:
-    """``Image.open`` (reads the header only), with its failures as DataError."""
+    """``Image.open`` restricted to :data:`ALLOWED_FORMATS` (reads the header only),
+    with its failures as DataError."""
     try:
-        return Image.open(name)
+        return Image.open(name, formats=ALLOWED_FORMATS)
     except FileNotFoundError:
         raise DataError(f"{name}: no such file") from None
     except Image.DecompressionBombError as exc:
         # Over twice Pillow's limit: Pillow refuses before we can read the size.
         raise DataError(f"{name}: {_short(exc)} (decompression-bomb guard)") from None
     except UnidentifiedImageError:
-        raise DataError(f"{name}: not an image Pillow can read") from None
+        detected = _detected_format(name)
+        if detected is None or detected in ALLOWED_FORMATS:  # none, or a damaged header
+            raise DataError(f"{name}: not an image Pillow can read") from None
+        raise DataError(
+            f"{name}: the content looks like {detected}, not one of the decoded formats "
+            f"({', '.join(ALLOWED_FORMATS)}); convert it to PNG"
+        ) from None
     except (IsADirectoryError, PermissionError) as exc:
         raise DataError(f"{name}: cannot read file: {exc.strerror or exc}") from None
     except _DECODE_ERRORS as exc:
         # A plugin recognised the signature, then choked on the header.
         raise DataError(f"{name}: truncated or corrupt image: {_short(exc)}") from None
+
+
+def _detected_format(name: str) -> str | None:
+    """The format Pillow would take the file for, from its first bytes only.
+
+    Asks each plugin's signature check (``accept``), never its header parser or
+    decoder, so naming an EPS file does not start Ghostscript.
+    """
+    try:
+        with open(name, "rb") as handle:
+            prefix = handle.read(_SNIFF_BYTES)
+    except OSError:
+        return None
+    Image.init()
+    return next((fmt for fmt, (_, accept) in Image.OPEN.items() if accept and accept(prefix)), None)
 
 
 def _check_pixels(name: str, size: tuple[int, int], limit: int) -> None:

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 DPI = 110
+LABEL_CHARS = 40  # class and group names are cut to this for display; JSON and CSV keep them
 INK = "#1f2933"
 ACCENT = "#2563eb"
 WARN = "#dc2626"
@@ -36,6 +37,22 @@ plt.rcParams.update(
 )
 
 
+def short_label(name) -> str:
+    """A class or group name cut to :data:`LABEL_CHARS` characters plus "…" for display.
+
+    A name is data, not layout: a 10,000-character class name would make
+    matplotlib lay out a figure too large to allocate. (The templates cut names
+    the same way with their ``label`` macro.)
+    """
+    text = str(name)
+    return text if len(text) <= LABEL_CHARS else text[:LABEL_CHARS] + "…"
+
+
+def _tick(name) -> str:
+    """A name as matplotlib text: shortened, and ``$`` escaped so it is never mathtext."""
+    return short_label(name).replace("$", r"\$")
+
+
 def _to_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
@@ -44,7 +61,7 @@ def _to_data_uri(fig) -> str:
 
 
 def confusion(data: dict) -> str:
-    labels = data["labels"]
+    labels = [_tick(name) for name in data["labels"]]
     counts = np.array(data["counts"])
     normalised = np.array(data["normalised"])
     k = len(labels)
@@ -140,7 +157,7 @@ def confidence_histogram(data: dict) -> str:
 
 
 def class_distribution(data: dict) -> str:
-    classes = data["classes"]
+    classes = [_tick(name) for name in data["classes"]]
     splits = data["splits"]
     x = np.arange(len(classes))
     fig, ax = plt.subplots(figsize=(min(9, 2 + 0.5 * len(classes)), 3.2))
@@ -312,7 +329,7 @@ def attribution_gallery(data: dict) -> dict:
 def fairness_bars(data: dict) -> str:
     """Accuracy per group with its interval, the overall accuracy as a line, the worst
     group in red; groups below the minimum size are drawn empty and labelled."""
-    groups = [str(g) for g in data["groups"]]
+    groups = [_tick(g) for g in data["groups"]]
     fig, ax = plt.subplots(figsize=(max(4.2, 0.75 * len(groups) + 1.5), 2.9))
     worst = data.get("worst")
     for i, (value, ci, size) in enumerate(
@@ -335,7 +352,7 @@ def fairness_bars(data: dict) -> str:
     )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{data['attribute']}: accuracy per group ({data['level']:.0%} CI)")
+    ax.set_title(f"{_tick(data['attribute'])}: accuracy per group ({data['level']:.0%} CI)")
     return _to_data_uri(fig)
 
 

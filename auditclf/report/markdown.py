@@ -1,6 +1,14 @@
-"""summary.md: a short, link-free summary for a CI job page or a pull request."""
+"""summary.md: a short, link-free summary for a CI job page or a pull request.
+
+Every value comes from the report, which may be a saved (untrusted) one, and
+class or group names come from the data: each is escaped before it reaches the
+Markdown, so no name can open a link, an image, raw HTML or a new table row.
+"""
 
 from __future__ import annotations
+
+import html
+import re
 
 from auditclf.report.html import fairness_ledger, fmt_cell, key_numbers
 from auditclf.report.ledger import ledger
@@ -9,29 +17,51 @@ from auditclf.results import AuditResult
 ICONS = {"pass": "✅", "fail": "❌", "unreliable": "⚠️", "error": "💥"}
 
 
-def _escape(text: str) -> str:
-    """Keep table cells intact: pipes and newlines would break a Markdown table."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+# Markdown punctuation that could start a link or image ([ ]), code (`), emphasis, or a table
+# cell (|), and the backslash, so that one in the text cannot undo an escape.
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_~\[\]|])")
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).splitlines())
+
+
+def _escape(text) -> str:
+    """Text shown as written: on one line, HTML and Markdown punctuation escaped."""
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(_one_line(text), quote=False))
+
+
+def _code(text) -> str:
+    """A code span holding ``text`` literally: fenced by more backticks than it contains.
+
+    Inside a code span HTML is inert and backslashes are literal; only ``|``
+    needs ``\\|``, which GitHub tables resolve before the span is read.
+    """
+    text = _one_line(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _gate_row(gate: dict) -> str:
     """One gate as a table row: a failed ``warn`` gate reads WARN, never FAIL."""
     status = gate.get("status") or ("pass" if gate["passed"] else "fail")
-    shown = "pass" if status == "pass" else f"{status.upper()}: {_escape(gate['reason'])}"
+    shown = "pass" if status == "pass" else f"{_escape(status.upper())}: {_escape(gate['reason'])}"
     ci = gate.get("ci")
-    interval = f"[{fmt_cell(ci[0])}, {fmt_cell(ci[1])}]" if ci else ""
-    return f"| `{_escape(gate['expression'])}` | {fmt_cell(gate['value'])} | {interval} | {shown} |"
+    interval = _escape(f"[{fmt_cell(ci[0])}, {fmt_cell(ci[1])}]") if ci else ""
+    value = _escape(fmt_cell(gate["value"]))
+    return f"| {_code(gate['expression'])} | {value} | {interval} | {shown} |"
 
 
 def render_markdown(result: AuditResult) -> str:
     baseline = result.models["baseline"]
     level = result.run["config"]["analyses"]["confidence_level"]
     lines = [
-        f"## auditclf: {ICONS.get(result.verdict, '')} {result.verdict.upper()}",
+        f"## auditclf: {ICONS.get(result.verdict, '')} {_escape(str(result.verdict).upper())}",
         "",
         f"{_escape(baseline.card['architecture'])} on {_escape(result.data['dataset'])}: "
-        f"{result.data['split_counts']['test']} test images, seed {result.run['seed']}, "
-        f"{result.run['device']['type']}.",
+        f"{_escape(result.data['split_counts']['test'])} test images, "
+        f"seed {_escape(result.run['seed'])}, {_escape(result.run['device']['type'])}.",
         "",
     ]
     if result.gates:
@@ -44,20 +74,23 @@ def render_markdown(result: AuditResult) -> str:
     for tile in key_numbers(baseline.metrics, level, reference):
         interval = f"[{fmt_cell(tile['ci'][0])}, {fmt_cell(tile['ci'][1])}]" if tile["ci"] else ""
         lines.append(
-            f"| {tile['label']} (`{tile['key']}`) | {fmt_cell(tile['value'])} | {interval} |"
+            f"| {_escape(tile['label'])} ({_code(tile['key'])}) | "
+            f"{_escape(fmt_cell(tile['value']))} | {_escape(interval)} |"
         )
     if "robustness.reliable" in baseline.metrics:
         reliable = "reliable" if baseline.metrics["robustness.reliable"] == 1 else "UNRELIABLE"
         worst = baseline.metrics.get(f"robustness.worst@{reference}.accuracy")
         lines += [
             "",
-            f"Robustness ({reliable}): worst-case accuracy at L∞ eps {reference} "
-            f"{fmt_cell(worst)} (`robustness.worst@{reference}.accuracy`).",
+            f"Robustness ({reliable}): worst-case accuracy at L∞ eps {_escape(reference)} "
+            f"{_escape(fmt_cell(worst))} ({_code(f'robustness.worst@{reference}.accuracy')}).",
         ]
     if "hardened" in result.models:
         lines += [
             "",
-            ledger(baseline.metrics, result.models["hardened"].metrics, reference)["headline"],
+            _escape(
+                ledger(baseline.metrics, result.models["hardened"].metrics, reference)["headline"]
+            ),
         ]
     fairness = next((s for s in baseline.sections if s["name"] == "fairness"), None)
     if fairness and fairness.get("attributes"):
@@ -67,7 +100,7 @@ def render_markdown(result: AuditResult) -> str:
     warnings = [f for f in baseline.findings if f["severity"] != "info"]
     if warnings:
         lines += ["", "**Findings**", ""]
-        lines += [f"- {f['severity']}: {_escape(f['message'])}" for f in warnings]
+        lines += [f"- {_escape(f['severity'])}: {_escape(f['message'])}" for f in warnings]
     ran = {section["name"] for section in baseline.sections if section.get("tables")}
     not_checked = [
         item["section"]
