@@ -639,6 +639,9 @@ class _Stdout:
         except BrokenPipeError:
             raise _StdoutClosed from None
 
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's own
+        return getattr(self.stream, name)
+
 
 def _drop_output(stream: TextIO) -> None:
     """Point the closed stream's descriptor at /dev/null, so that Python's own flush at
