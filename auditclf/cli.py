@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -32,15 +33,27 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _add_data_model_flags(parser: argparse.ArgumentParser) -> None:
+def _add_data_model_flags(parser: argparse.ArgumentParser, *, hardening: bool = False) -> None:
     parser.add_argument("--config", type=Path, help="YAML config; flags override it")
     parser.add_argument("--dataset", help="built-in name, image folder, or CSV manifest")
     parser.add_argument("--model", help="zoo name, package.module:factory or file.py:factory")
-    parser.add_argument("--seed", type=int, help="run seed (default 0)")
+    parser.add_argument("--seed", type=int, help="run seed, 0 to 2**32 - 1 (default 0)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
-    parser.add_argument("--epochs", type=int, help="training epochs (upper bound)")
-    parser.add_argument("--batch-size", type=int, help="training batch size")
-    parser.add_argument("--lr", type=float, help="Adam learning rate")
+    if hardening:  # `harden`'s --epochs and --lr set the hardening (see _overrides)
+        parser.add_argument(
+            "--epochs",
+            type=int,
+            help="hardening epochs (harden.epochs, default 3); a baseline trained here "
+            "takes train.epochs from --config",
+        )
+        parser.add_argument(
+            "--batch-size", type=int, help="batch size of training and hardening (train.batch_size)"
+        )
+        parser.add_argument("--lr", type=float, help="hardening Adam learning rate (harden.lr)")
+    else:
+        parser.add_argument("--epochs", type=int, help="training epochs (upper bound)")
+        parser.add_argument("--batch-size", type=int, help="training batch size")
+        parser.add_argument("--lr", type=float, help="Adam learning rate")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -147,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train (or --checkpoint load) a model, retrain it adversarially "
         "(harden.method, default PGD-AT) and save the result; no audit.",
     )
-    _add_data_model_flags(harden)
+    _add_data_model_flags(harden, hardening=True)
     _add_checkpoint_flags(harden, "the model to harden (default: train one)")
     harden.add_argument("--method", choices=["pgd", "fgsm-rs"], help="default pgd")
     harden.add_argument("--out", type=Path, help="output folder (default ./audit-model)")
@@ -236,31 +249,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flag_keys(args: argparse.Namespace) -> dict[str, tuple]:
+    """Each flag (by argparse dest) and the config key it sets."""
+    trains = "harden" if args.command == "harden" else "train"  # harden: --epochs, --lr
+    return {
+        "dataset": ("data", "dataset"),
+        "model": ("model", "name"),
+        "checkpoint": ("model", "checkpoint"),
+        "trust_checkpoint": ("model", "trust_checkpoint"),
+        "seed": ("seed",),
+        "device": ("device",),
+        "epochs": (trains, "epochs"),
+        "batch_size": ("train", "batch_size"),
+        "lr": (trains, "lr"),
+        "out": ("out",),
+        "gate": ("gates",),
+        "templates": ("report", "templates"),
+        "harden": ("harden", "method"),
+        "method": ("harden", "method"),
+        "groups": ("fairness", "groups"),
+        "intersect": ("fairness", "intersect"),
+        "metadata": ("fairness", "metadata"),
+        "rebalance_groups": ("fairness", "rebalance"),
+        "min_group_size": ("fairness", "min_group_size"),
+        "baseline": ("regression", "baseline"),
+    }
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config keys set on the command line (flags left out stay as the file says)."""
     pairs = {
-        ("data", "dataset"): args.dataset,
-        ("model", "name"): args.model,
-        ("model", "checkpoint"): getattr(args, "checkpoint", None),
-        ("model", "trust_checkpoint"): getattr(args, "trust_checkpoint", None),
-        ("seed",): args.seed,
-        ("device",): args.device,
-        ("train", "epochs"): args.epochs,
-        ("train", "batch_size"): args.batch_size,
-        ("train", "lr"): args.lr,
-        ("out",): getattr(args, "out", None),
-        ("gates",): getattr(args, "gate", None),
-        ("report", "templates"): getattr(args, "templates", None),
-        ("harden", "method"): getattr(args, "harden", None) or getattr(args, "method", None),
-        ("fairness", "groups"): getattr(args, "groups", None),
-        ("fairness", "intersect"): getattr(args, "intersect", None),
-        ("fairness", "metadata"): getattr(args, "metadata", None),
-        ("fairness", "rebalance"): getattr(args, "rebalance_groups", None),
-        ("fairness", "min_group_size"): getattr(args, "min_group_size", None),
-        ("regression", "baseline"): getattr(args, "baseline", None),
-        **_max_drop_overrides(getattr(args, "max_drop", None)),
+        key: getattr(args, dest)
+        for dest, key in _flag_keys(args).items()
+        if getattr(args, dest, None) is not None  # run has --harden, harden has --method
     }
-    return _nest(pairs)
+    return _nest({**pairs, **_max_drop_overrides(getattr(args, "max_drop", None))})
+
+
+def _given_flags(args: argparse.Namespace) -> dict[str, str]:
+    """{"train.epochs": "--epochs", ...}: the config keys the command line set, by flag."""
+    given = {
+        ".".join(key): "--" + dest.replace("_", "-")
+        for dest, key in _flag_keys(args).items()
+        if getattr(args, dest, None) is not None
+    }
+    if getattr(args, "max_drop", None):
+        given["regression.max_drop"] = "--max-drop"
+    return given
 
 
 def _nest(pairs: dict[tuple, Any]) -> dict[str, Any]:
@@ -300,10 +335,10 @@ def _write_gates(out: TextIO, result: Any) -> None:
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.config import load_config
-    from auditclf.gates import gates_from_config
+    from auditclf.preflight import preflight
 
     config = load_config(args.config, _overrides(args))
-    gates_from_config(config.gates)  # syntax errors before the heavy imports
+    preflight(config, command="run", out=config.out, flags=_given_flags(args))
     from auditclf.api import run as run_api
 
     result = run_api(config, progress=not args.quiet, debug=args.debug)
@@ -321,25 +356,25 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.config import load_config
+    from auditclf.preflight import preflight
+
+    overrides = _overrides(args)
+    overrides.pop("out", None)
+    config = load_config(args.config, overrides)
+    folder = Path(args.out or "audit-model")
+    preflight(config, command="train", out=folder, out_key="--out", flags=_given_flags(args))
     from auditclf.data import prepare_data
     from auditclf.models import save_model
     from auditclf.pipeline import PhaseTimer, build_model, resolve_device
     from auditclf.seeding import seed_everything
 
-    overrides = _overrides(args)
-    overrides.pop("out", None)
-    config = load_config(args.config, overrides)
-    if config.model.checkpoint is not None:
-        raise UsageError(
-            "auditclf train builds a new model; remove model.checkpoint from the config"
-        )
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = prepare_data(config.data, seed=config.seed)
     prepared, history = build_model(
         config, data, device, progress=not args.quiet, timer=PhaseTimer()
     )
-    target = Path(args.out or "audit-model") / "model.safetensors"
+    target = folder / "model.safetensors"
     save_model(prepared.adapter.net, prepared.spec, target)
     last = history.epochs[history.best_epoch - 1]
     out.write(
@@ -352,22 +387,23 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_harden(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.config import load_config
+    from auditclf.preflight import preflight
+
+    overrides = _overrides(args)
+    overrides.pop("out", None)
+    config = load_config(args.config, overrides)
+    folder = Path(args.out or "audit-model")
+    preflight(config, command="harden", out=folder, out_key="--out", flags=_given_flags(args))
     from auditclf.data import prepare_data
     from auditclf.models import save_model
     from auditclf.pipeline import PhaseTimer, build_model, harden, resolve_device
     from auditclf.seeding import seed_everything
 
-    overrides = _overrides(args)
-    overrides.pop("out", None)
-    config = load_config(args.config, overrides)
-    if config.harden.method == "none":
-        raise UsageError("harden.method is none; choose --method pgd or fgsm-rs")
     seed_everything(config.seed)
     device = resolve_device(config.device)
     data = prepare_data(config.data, seed=config.seed)
     baseline, _ = build_model(config, data, device, progress=not args.quiet, timer=PhaseTimer())
     hardened, history = harden(config, data, baseline, device, progress=not args.quiet)
-    folder = Path(args.out or "audit-model")
     if baseline.needs_training:
         save_model(baseline.adapter.net, baseline.spec, folder / "model.safetensors")
     target = folder / "hardened.safetensors"
@@ -581,21 +617,64 @@ COMMANDS = {
 }
 
 
+class _StdoutClosed(Exception):
+    """stdout's reader has gone (``auditclf metrics DIR | head``): not an error of ours."""
+
+
+class _Stdout:
+    """The command's output stream, telling a closed pipe apart from any other failure."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            raise _StdoutClosed from None
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            raise _StdoutClosed from None
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: the stream's own
+        return getattr(self.stream, name)
+
+
+def _drop_output(stream: TextIO) -> None:
+    """Point the closed stream's descriptor at /dev/null, so that Python's own flush at
+    exit does not fail on what is left in its buffer."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # a stream without fd
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+
+
 def run(
     argv: list[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None
 ) -> int:
     """Run the CLI; return the exit status instead of exiting."""
-    out, err = stdout or sys.stdout, stderr or sys.stderr
+    stream, err = stdout or sys.stdout, stderr or sys.stderr
+    out = _Stdout(stream)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        with contextlib.redirect_stdout(out):  # --help and --version print to our stream
+        # --help, --version and per-epoch lines (tqdm.write) print to our stream too
+        with contextlib.redirect_stdout(out):
             args = build_parser().parse_args(argv)
-        return int(COMMANDS[args.command](args, out))
+            status = int(COMMANDS[args.command](args, out))
+            out.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
+    except _StdoutClosed:  # the rest of the output is dropped quietly, as Unix tools do
+        _drop_output(stream)
+        return int(ExitStatus.BROKEN_PIPE)
     except AuditError as exc:
         if debug:
             traceback.print_exc(file=err)
-        err.write(f"auditclf: error: {exc}\n")
+        for line in str(exc).splitlines():  # one line per mistake, each with the prefix
+            err.write(f"auditclf: error: {line}\n")
         return int(exc.status)
     except KeyboardInterrupt:
         err.write("auditclf: interrupted; no report was written\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -178,6 +179,21 @@ def parse_eps(value: object) -> float:
     return number
 
 
+def parse_linf_eps(value: object) -> float:
+    """An L∞ eps: in (0, 1], since pixels are in [0, 1] and a larger radius allows any image.
+
+    An eps above 1 is most often one meant on the 0-255 scale (8 for 8/255), so the
+    message says what it would be there.
+    """
+    number = parse_eps(value)
+    if number > 1:
+        hint = f"; {number:g}/255 (= {number / 255:.4g}) was probably meant"
+        if isinstance(value, str) and "/" in value:  # already a fraction: no scale to suggest
+            hint = ""
+        raise ValueError(f"{value!r} is above 1, but pixels are in [0, 1]{hint}")
+    return number
+
+
 def eps_label(value: object) -> str:
     """How an eps is written in metric keys: a fraction as given ("8/255"), else "%g"."""
     if isinstance(value, str) and "/" in value:
@@ -187,6 +203,19 @@ def eps_label(value: object) -> str:
 
 
 EpsValue = float | str
+
+
+def _check_radii(
+    values: list[EpsValue] | None, parse: Callable[[object], float]
+) -> list[EpsValue] | None:
+    if values is not None:
+        if not values:
+            raise ValueError("give at least one radius")
+        for value in values:
+            parse(value)
+    return values
+
+
 ATTACK_NORMS = {
     "fgsm": "linf",
     "pgd_linf": "linf",
@@ -207,11 +236,11 @@ class RobustnessConfig(_Strict):
     )
     eps_linf: list[EpsValue] | None = Field(
         None,
-        description="L∞ radii; default 0.05, 0.1, 0.2, 0.3 (grayscale) or "
+        description="L∞ radii, each in (0, 1]; default 0.05, 0.1, 0.2, 0.3 (grayscale) or "
         "2/255, 4/255, 8/255, 16/255 (RGB)",
     )
     eps_l2: list[EpsValue] | None = Field(
-        None, description="L2 radii; default 0.5, 1, 2, 3 (grayscale) or 0.25, 0.5, 1 (RGB)"
+        None, description="L2 radii (> 0); default 0.5, 1, 2, 3 (grayscale) or 0.25, 0.5, 1 (RGB)"
     )
     steps: int = Field(10, ge=1, description="iterations of PGD and APGD")
     step_size: float | None = Field(
@@ -224,7 +253,9 @@ class RobustnessConfig(_Strict):
     )
     square_samples: int = Field(100, ge=1, description="images for the black-box Square check")
     square_queries: int = Field(300, ge=1, description="queries per image for Square")
-    large_eps: EpsValue = Field(0.5, description="L∞ radius at which accuracy must reach chance")
+    large_eps: EpsValue = Field(
+        0.5, description="L∞ radius in (0, 1] at which accuracy must reach chance"
+    )
     min_eps_samples: int = Field(
         100, ge=0, description="images whose minimal L∞ perturbation is bisected; 0 disables"
     )
@@ -236,20 +267,21 @@ class RobustnessConfig(_Strict):
         100, ge=1, description="images per attack call; random starts are seeded per block"
     )
 
-    @field_validator("eps_linf", "eps_l2")
+    @field_validator("eps_linf")
     @classmethod
-    def _valid_radii(cls, values: list[EpsValue] | None) -> list[EpsValue] | None:
-        if values is not None:
-            if not values:
-                raise ValueError("give at least one radius")
-            for value in values:
-                parse_eps(value)
-        return values
+    def _valid_linf_radii(cls, values: list[EpsValue] | None) -> list[EpsValue] | None:
+        return _check_radii(values, parse_linf_eps)
+
+    @field_validator("eps_l2")
+    @classmethod
+    def _valid_l2_radii(cls, values: list[EpsValue] | None) -> list[EpsValue] | None:
+        # An L2 radius may exceed 1: a whole image's L2 norm reaches sqrt(pixels).
+        return _check_radii(values, parse_eps)
 
     @field_validator("large_eps")
     @classmethod
     def _valid_large(cls, value: EpsValue) -> EpsValue:
-        parse_eps(value)
+        parse_linf_eps(value)
         return value
 
 
@@ -259,7 +291,9 @@ class HardenConfig(_Strict):
     method: Literal["none", "pgd", "fgsm-rs"] = Field(
         "pgd", description="pgd (PGD-AT), fgsm-rs (FGSM with random start), or none"
     )
-    eps: EpsValue | None = Field(None, description="training radius; default 0.1 / 8/255")
+    eps: EpsValue | None = Field(
+        None, description="L∞ training radius in (0, 1]; default 0.1 / 8/255"
+    )
     steps: int = Field(7, ge=1, description="PGD steps per training batch (pgd only)")
     step_size: float | None = Field(
         None, gt=0, description="as a multiple of eps; default 2.5/steps (pgd), 1.25 (fgsm-rs)"
@@ -272,7 +306,7 @@ class HardenConfig(_Strict):
     @classmethod
     def _valid_eps(cls, value: EpsValue | None) -> EpsValue | None:
         if value is not None:
-            parse_eps(value)
+            parse_linf_eps(value)
         return value
 
 
@@ -431,10 +465,15 @@ class RegressionConfig(_Strict):
         return value
 
 
+MAX_SEED = 2**32 - 1
+
+
 class AuditConfig(_Strict):
     """One audit run: every section below, with flags overriding the file."""
 
-    seed: int = Field(0, ge=0, description="every random choice derives from it")
+    seed: int = Field(
+        0, description=f"every random choice derives from it; 0 to {MAX_SEED} (2**32 - 1)"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: cuda when available, else cpu"
     )
@@ -454,6 +493,16 @@ class AuditConfig(_Strict):
         description="thresholds that decide the exit code: strings 'KEY OP VALUE' (OP one of "
         ">= > <= < ==) or mappings (fields below)",
     )
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_in_range(cls, value: int) -> int:
+        if not 0 <= value <= MAX_SEED:
+            raise ValueError(
+                f"{value} is outside 0 to {MAX_SEED} (2**32 - 1), the seeds NumPy and "
+                "scikit-learn accept"
+            )
+        return value
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -482,29 +531,65 @@ def _closest_key(loc: tuple) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+# Parts of a pydantic error location that name a union member, not a config key.
+_UNION_TAGS = {"expression", "mapping", "float", "str", "int", "bool"}
+
+
 def _describe(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    first["loc"] = tuple(p for p in first["loc"] if p not in ("expression", "mapping"))  # tags
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key" + _closest_key(first["loc"])
-    return f"{source}: {key}: {message}"
+    """One line per wrong key ("source: key: message"), every mistake of the config at once.
+
+    A value that fits no member of a union (eps: float | str) fails once per member; the
+    first member's message stands for the key.
+    """
+    lines: dict[str, str] = {}
+    for problem in error.errors():
+        loc = tuple(p for p in problem["loc"] if p not in _UNION_TAGS and "[" not in str(p))
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key" + _closest_key(loc)
+        lines.setdefault(key, f"{source}: {key}: {message}")
+    return "\n".join(lines.values())
+
+
+def _utf8_error(path: Path, data: bytes, exc: UnicodeDecodeError) -> UsageError:
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+    return UsageError(
+        f"{path}: line {line}, byte {column}: not UTF-8 (byte 0x{data[exc.start]:02x}); "
+        "save the config as UTF-8"
+    )
+
+
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> UsageError:
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        problem = f"character #x{code:04x}: {exc.reason}"
+    else:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+    where = f" line {line}:" if line else ""
+    return UsageError(f"{path}:{where} not valid YAML ({problem})")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or bad YAML is a usage error naming it."""
+    """Read a YAML mapping; a missing, unreadable, non-UTF-8 or bad YAML file is a usage
+    error naming it (and the line)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such config file")
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+        loaded = yaml.safe_load(text)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise _utf8_error(path, data, exc) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UsageError(
-            f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})"
-        ) from None
+        raise _yaml_error(path, text, exc) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

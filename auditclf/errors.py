@@ -21,6 +21,7 @@ class ExitStatus(IntEnum):
     UNRELIABLE = 5
     INTERNAL = 6
     INTERRUPTED = 130
+    BROKEN_PIPE = 141  # stdout's reader went away (`| head`): 128 + SIGPIPE, as Unix tools
 
 
 class AuditError(Exception):
