@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -301,9 +302,11 @@ def _write_gates(out: TextIO, result: Any) -> None:
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.config import load_config
     from auditclf.gates import gates_from_config
+    from auditclf.io import check_out_folder
 
     config = load_config(args.config, _overrides(args))
     gates_from_config(config.gates)  # syntax errors before the heavy imports
+    check_out_folder(config.out)  # a folder that must not be taken over, before the audit
     from auditclf.api import run as run_api
 
     result = run_api(config, progress=not args.quiet, debug=args.debug)
@@ -405,7 +408,8 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
                 findings,
             )
     target = args.out or args.folder
-    with StagedOutput(target) as staged:
+    in_place = os.path.realpath(target) == os.path.realpath(args.folder)
+    with StagedOutput(target, keep_others=in_place) as staged:  # in place: keep samples, models
         write_reports(
             staged,
             result,
@@ -486,7 +490,8 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
     if args.out is not None:
         from auditclf.report import save_result
 
-        save_result(result, args.out, templates=args.templates)
+        in_place = os.path.realpath(args.out) == os.path.realpath(path.parent)
+        save_result(result, args.out, templates=args.templates, keep_others=in_place)
         out.write(f"report: {Path(args.out) / 'report.html'}\n")
     return VERDICT_STATUS[result.verdict]
 

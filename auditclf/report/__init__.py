@@ -1,7 +1,8 @@
 """Writers: report.html, report.json, samples.csv, junit.xml, summary.md (and weights).
 
-All files are produced in a staging folder and moved into place together, so a
-failed or killed run leaves the previous report or none, never half of one.
+All files are produced in a staging folder and swapped in as one set
+(``auditclf.io.StagedOutput``), so a failed or killed run leaves the previous
+set or the new one, never a mix of the two.
 """
 
 from __future__ import annotations
@@ -71,16 +72,21 @@ def save_result(
     *,
     templates: Path | None = None,
     title: str | None = None,
+    keep_others: bool = False,
 ) -> list[Path]:
     """``AuditResult.save``: every output when the run's table and models are attached,
-    else the reports alone; templates and title default to the run's config."""
+    else the reports alone; templates and title default to the run's config.
+
+    ``keep_others=True`` keeps the files of ``out_dir``'s previous set that are not
+    rewritten (its samples.csv and models): for rewriting a report in its own folder.
+    """
     report = result.run.get("config", {}).get("report", {})
     templates = templates or report.get("templates")
     title = title or report.get("title")
     if result._run_outputs is not None:
         samples, models = result._run_outputs
         return write_outputs(result, samples, models, out_dir, templates=templates, title=title)
-    staged = StagedOutput(out_dir)
+    staged = StagedOutput(out_dir, keep_others=keep_others)
     try:
         write_reports(staged, result, templates=templates, title=title)
     except BaseException:
