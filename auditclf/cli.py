@@ -441,7 +441,8 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
                 findings,
             )
     target = args.out or args.folder
-    with StagedOutput(target) as staged:
+    in_place = os.path.realpath(target) == os.path.realpath(args.folder)
+    with StagedOutput(target, keep_others=in_place) as staged:  # in place: keep samples, models
         write_reports(
             staged,
             result,
@@ -522,7 +523,8 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
     if args.out is not None:
         from auditclf.report import save_result
 
-        save_result(result, args.out, templates=args.templates)
+        in_place = os.path.realpath(args.out) == os.path.realpath(path.parent)
+        save_result(result, args.out, templates=args.templates, keep_others=in_place)
         out.write(f"report: {Path(args.out) / 'report.html'}\n")
     return VERDICT_STATUS[result.verdict]
 

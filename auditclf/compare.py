@@ -361,11 +361,12 @@ def compare_reports(
 def write_comparison(
     comparison: dict, out_dir: Path, *, templates: Path | None = None
 ) -> list[Path]:
-    """compare.html and compare.json into ``out_dir``, both or neither."""
+    """compare.html and compare.json into ``out_dir``, both or neither; any other files
+    there (e.g. the run's report, when ``out_dir`` is a run's folder) stay."""
     from auditclf.io import StagedOutput
     from auditclf.report.comparison import render_comparison
 
-    with StagedOutput(out_dir) as staged:
+    with StagedOutput(out_dir, keep_others=True) as staged:
         staged.write_text("compare.html", render_comparison(comparison, templates=templates))
         staged.write_text(
             "compare.json",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from auditclf.config import AuditConfig, DataConfig, ModelConfig
 from auditclf.errors import UsageError
+from auditclf.io import check_out_folder
 
 BUILTIN_DATASETS = (
     "mnist5k",
@@ -53,7 +54,7 @@ def preflight(
         *_command_mistakes(config, command),
         *_dataset_mistakes(config.data),
         *_model_mistakes(config.model),
-        *_out_mistakes(Path(out), out_key),
+        *_out_mistakes(Path(out), out_key, replaced_by_report=command == "run"),
         *(_run_mistakes(config) if command == "run" else []),
         *_idle_flags(config, command, flags or {}),
         *_device_mistakes(config.device),
@@ -121,13 +122,25 @@ def _importable(module: str) -> bool:
     return top.isidentifier() and importlib.util.find_spec(top) is not None
 
 
-def _out_mistakes(out: Path, key: str) -> list[str]:
-    """Whether ``out`` is, or can become, a folder this process can write in.
+def _out_mistakes(out: Path, key: str, *, replaced_by_report: bool) -> list[str]:
+    """Whether ``out`` is, or can become, a folder this process can write in, and (for a
+    report, which replaces the folder's whole set) one that auditclf may take over.
 
     Nothing is created: the nearest existing folder on the way is probed with a
     temporary folder, removed at once (permission bits, ACLs and read-only mounts
     all show).
     """
+    placement = _out_placement_mistakes(out, key)
+    if placement or not replaced_by_report:
+        return placement
+    try:
+        check_out_folder(out)
+    except UsageError as exc:
+        return [str(exc)]
+    return []
+
+
+def _out_placement_mistakes(out: Path, key: str) -> list[str]:
     target = out.absolute()
     for place in (target, *target.parents):
         if place.is_symlink() and not place.exists():

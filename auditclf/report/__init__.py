@@ -1,7 +1,8 @@
 """Writers: report.html, report.json, samples.csv, junit.xml, summary.md (and weights).
 
-All files are produced in a staging folder and moved into place together, so a
-failed or killed run leaves the previous report or none, never half of one.
+All files are produced in a staging folder and swapped in as one set
+(``auditclf.io.StagedOutput``), so a failed or killed run leaves the previous
+set or the new one, never a mix of the two.
 """
 
 from __future__ import annotations
@@ -58,11 +59,24 @@ def write_outputs(
             if prepared.needs_training:
                 stem = "model" if name == "baseline" else name
                 save_model(prepared.adapter.net, prepared.spec, staged.path(f"{stem}.safetensors"))
+        for path in _audited_checkpoint_inside(result, out_dir):
+            staged.carry(path)
         write_reports(staged, result, templates=templates, title=title)
     except BaseException:
         staged.abort()
         raise
     return staged.commit()
+
+
+def _audited_checkpoint_inside(result: AuditResult, out_dir: Path) -> list[Path]:
+    """The checkpoint a run audited (and its sidecar) when it lies in ``out_dir``: the new
+    set replaces the folder's whole content, and must not drop the very model it audited
+    (``auditclf run --checkpoint audit-report/model.safetensors`` re-audits in place)."""
+    checkpoint = result.run.get("config", {}).get("model", {}).get("checkpoint")
+    if not checkpoint or Path(checkpoint).resolve().parent != Path(out_dir).resolve():
+        return []
+    found = [Path(checkpoint), Path(checkpoint).with_suffix(".json")]
+    return [path for path in found if path.is_file()]
 
 
 def save_result(
@@ -71,16 +85,21 @@ def save_result(
     *,
     templates: Path | None = None,
     title: str | None = None,
+    keep_others: bool = False,
 ) -> list[Path]:
     """``AuditResult.save``: every output when the run's table and models are attached,
-    else the reports alone; templates and title default to the run's config."""
+    else the reports alone; templates and title default to the run's config.
+
+    ``keep_others=True`` keeps the files of ``out_dir``'s previous set that are not
+    rewritten (its samples.csv and models): for rewriting a report in its own folder.
+    """
     report = result.run.get("config", {}).get("report", {})
     templates = templates or report.get("templates")
     title = title or report.get("title")
     if result._run_outputs is not None:
         samples, models = result._run_outputs
         return write_outputs(result, samples, models, out_dir, templates=templates, title=title)
-    staged = StagedOutput(out_dir)
+    staged = StagedOutput(out_dir, keep_others=keep_others)
     try:
         write_reports(staged, result, templates=templates, title=title)
     except BaseException:
