@@ -409,7 +409,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         write_reports(
             staged,
             result,
-            templates=args.templates or config.report.templates,
+            templates=args.templates,  # never the saved report's own: it is untrusted
             title=config.report.title,
         )
     out.write(f"report: {Path(target) / 'report.html'}\n")
@@ -461,12 +461,19 @@ def _cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.compare import load_baseline, report_path
     from auditclf.config import config_from_dict, load_config
-    from auditclf.gates import decide_verdict, evaluate_gates, gate_metrics, gates_from_config
+    from auditclf.gates import (
+        check_unsafe_load,
+        decide_verdict,
+        evaluate_gates,
+        gate_metrics,
+        gates_from_config,
+    )
     from auditclf.results import AuditResult
 
     path = report_path(args.report)
     result = AuditResult.load(path)
     config = load_config(args.config, _overrides_subset(args))
+    check_unsafe_load(config.unsafe_load, result.run, source=str(path))
     entries = config.gates
     if args.config is None and args.gate is None:  # the gates the run itself was given
         entries = config_from_dict(result.run["config"], source=str(path)).gates
@@ -486,7 +493,7 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
     if args.out is not None:
         from auditclf.report import save_result
 
-        save_result(result, args.out, templates=args.templates)
+        save_result(result, args.out, templates=args.templates or config.report.templates)
         out.write(f"report: {Path(args.out) / 'report.html'}\n")
     return VERDICT_STATUS[result.verdict]
 
@@ -590,7 +597,10 @@ def run(
     debug = "--debug" in argv
     try:
         with contextlib.redirect_stdout(out):  # --help and --version print to our stream
-            args = build_parser().parse_args(argv)
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as exc:  # --help and --version: the only exits that are no error
+                return int(exc.code or 0)
         return int(COMMANDS[args.command](args, out))
     except AuditError as exc:
         if debug:
@@ -600,9 +610,8 @@ def run(
     except KeyboardInterrupt:
         err.write("auditclf: interrupted; no report was written\n")
         return int(ExitStatus.INTERRUPTED)
-    except SystemExit as exc:  # --help and --version exit through argparse
-        return int(exc.code or 0)
-    except Exception as exc:  # noqa: BLE001 - the one place internal errors become exit 6
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - internal errors become exit 6
+        # (a SystemExit from anything but argparse too: sys.exit(0) deep inside is no success)
         if debug:
             traceback.print_exc(file=err)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
