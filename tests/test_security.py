@@ -352,6 +352,10 @@ CORPUS: dict[str, tuple[Callable[[Bench], list[str]], str]] = {
         lambda b: b.with_sidecar(normalization={"mean": ["__import__('os')"], "std": [1]}),
         "field 'normalization.mean'",
     ),
+    "sidecar: a 400-digit normalisation": (
+        lambda b: b.with_sidecar(normalization={"mean": [0.3], "std": [10**400]}),
+        "field 'normalization.std'",
+    ),
     "sidecar: classes that are not strings": (
         lambda b: b.with_sidecar(classes=list(range(10))),
         "field 'classes'",

@@ -168,7 +168,9 @@ def _unpickle(path: Path, what: str, load: Callable[[str], Any]) -> Any:
         raise ModelRefused(f"{path}: could not be loaded as {what} ({describe(exc)})") from exc
 
 
-def _unsafe(path: Path, *, trust: bool, forbid: bool, refusal: str, what: str, load) -> Checkpoint:
+def _unsafe(
+    path: Path, *, trust: bool, forbid: bool, refusal: str, what: str, load: Callable[[str], Any]
+) -> Checkpoint:
     """Unpickle ``path`` when the user trusts it and the config allows it; else refuse."""
     if not trust or forbid:
         raise ModelRefused(f"{path}: {refusal}; {FORBID_HINT if trust else TRUST_HINT}")

@@ -28,6 +28,7 @@ from auditclf.models.zoo import MODELS
 SIDECAR_FORMAT = "auditclf-model/1"
 MAX_SIDECAR_BYTES = 1 << 20
 MAX_SHOWN = 80
+MAX_NORMALIZATION = 1e6
 
 
 def _shown(value: Any) -> str:
@@ -45,7 +46,10 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+    """A finite JSON number of a sane size (a normalisation value, in [0, 1] units)."""
+    if _is_int(value):
+        return abs(value) <= MAX_NORMALIZATION
+    return isinstance(value, float) and math.isfinite(value) and abs(value) <= MAX_NORMALIZATION
 
 
 def _architecture(raw: dict, path: Path, model_name: str) -> str:
