@@ -446,7 +446,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         write_reports(
             staged,
             result,
-            templates=args.templates or config.report.templates,
+            templates=args.templates,  # never the saved report's own: it is untrusted
             title=config.report.title,
         )
     out.write(f"report: {Path(target) / 'report.html'}\n")
@@ -498,12 +498,19 @@ def _cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.compare import load_baseline, report_path
     from auditclf.config import config_from_dict, load_config
-    from auditclf.gates import decide_verdict, evaluate_gates, gate_metrics, gates_from_config
+    from auditclf.gates import (
+        check_unsafe_load,
+        decide_verdict,
+        evaluate_gates,
+        gate_metrics,
+        gates_from_config,
+    )
     from auditclf.results import AuditResult
 
     path = report_path(args.report)
     result = AuditResult.load(path)
     config = load_config(args.config, _overrides_subset(args))
+    check_unsafe_load(config.unsafe_load, result.run, source=str(path))
     entries = config.gates
     if args.config is None and args.gate is None:  # the gates the run itself was given
         entries = config_from_dict(result.run["config"], source=str(path)).gates
@@ -524,7 +531,12 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
         from auditclf.report import save_result
 
         in_place = os.path.realpath(args.out) == os.path.realpath(path.parent)
-        save_result(result, args.out, templates=args.templates, keep_others=in_place)
+        save_result(
+            result,
+            args.out,
+            templates=args.templates or config.report.templates,
+            keep_others=in_place,
+        )
         out.write(f"report: {Path(args.out) / 'report.html'}\n")
     return VERDICT_STATUS[result.verdict]
 
@@ -665,7 +677,10 @@ def run(
     try:
         # --help, --version and per-epoch lines (tqdm.write) print to our stream too
         with contextlib.redirect_stdout(out):
-            args = build_parser().parse_args(argv)
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as exc:  # --help and --version: the only exits that are no error
+                return int(exc.code or 0)
             status = int(COMMANDS[args.command](args, out))
             out.flush()  # a closed pipe shows here, not at interpreter exit
         return status
@@ -681,9 +696,8 @@ def run(
     except KeyboardInterrupt:
         err.write("auditclf: interrupted; no report was written\n")
         return int(ExitStatus.INTERRUPTED)
-    except SystemExit as exc:  # --help and --version exit through argparse
-        return int(exc.code or 0)
-    except Exception as exc:  # noqa: BLE001 - the one place internal errors become exit 6
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - internal errors become exit 6
+        # (a SystemExit from anything but argparse too: sys.exit(0) deep inside is no success)
         if debug:
             traceback.print_exc(file=err)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

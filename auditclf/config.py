@@ -478,6 +478,12 @@ class AuditConfig(_Strict):
         "auto", description="auto: cuda when available, else cpu"
     )
     out: Path = Field(Path("audit-report"), description="folder the report files are written to")
+    unsafe_load: Literal["allow", "forbid"] = Field(
+        "allow",
+        description="forbid: refuse (exit 4) a checkpoint that would have to be unpickled "
+        "(whole model, TorchScript), even with --trust-checkpoint; auditclf gate refuses a "
+        "report whose run did",
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

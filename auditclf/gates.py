@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from auditclf.errors import UsageError
+from auditclf.errors import ModelRefused, UsageError
 
 OPERATORS = {
     ">=": operator.ge,
@@ -213,3 +213,13 @@ def decide_verdict(models: dict, gates: list[dict]) -> str:
     if any(not gate["passed"] for gate in gated):
         return "fail"
     return "pass"
+
+
+def check_unsafe_load(policy: str, run: dict, *, source: str) -> None:
+    """Refuse a finished run whose checkpoint was unpickled when the config says
+    ``unsafe_load: forbid`` (``auditclf run`` refuses such a file before loading it)."""
+    if policy == "forbid" and run.get("unsafe_load"):
+        raise ModelRefused(
+            f"{source}: its checkpoint was unpickled (run.unsafe_load is true) and the "
+            "config says unsafe_load: forbid"
+        )

@@ -156,6 +156,7 @@ def build_model(
                 train_images=train.images,
                 data_hash=data.summary["hash"],
                 seed=config.seed,
+                forbid_unsafe=config.unsafe_load == "forbid",
             )
     history = None
     if prepared.needs_training:
@@ -430,7 +431,9 @@ def rebalance(
     train = data.view("train")
     groups = train.attributes[attribute].to_numpy(dtype=str)
     torch.manual_seed(config.seed)  # the baseline's initialisation, when it was trained here
-    net = build_architecture(baseline.spec["architecture"], baseline.spec["arguments"])
+    net = build_architecture(
+        baseline.spec["architecture"], baseline.spec["arguments"], model_name=config.model.name
+    )
     adapter = ModelAdapter(
         net, **baseline.spec["normalization"], target_layer=config.model.target_layer
     )
@@ -470,7 +473,9 @@ def harden(
                 "harden.from_scratch needs a rebuildable architecture; a whole "
                 "pickled model can only be fine-tuned"
             )
-        net = build_architecture(baseline.spec["architecture"], baseline.spec["arguments"])
+        net = build_architecture(
+            baseline.spec["architecture"], baseline.spec["arguments"], model_name=config.model.name
+        )
         adapter = ModelAdapter(
             net, **baseline.spec["normalization"], target_layer=config.model.target_layer
         )
@@ -609,6 +614,7 @@ def run_audit(
         "config": config.model_dump(mode="json"),
         "data_hash": data.summary["hash"],
         "model_hash": baseline.card["weights_sha256"],
+        "unsafe_load": prepared.unsafe_load is not None,
     }
     result = AuditResult(
         verdict=decide_verdict(models, gate_outcomes),

@@ -69,13 +69,12 @@ class AuditResult:
         self._run_outputs = (samples, models)
 
     def to_html(self, *, templates: Path | None = None, title: str | None = None) -> str:
-        """The self-contained report page (templates and title default to the run's config)."""
-        from auditclf.report import render_html
+        """The self-contained report page (templates and title default to the run's config;
+        templates only for a result this process's audit made, never one read from disk)."""
+        from auditclf.report import render_html, run_templates
 
-        report = self.run.get("config", {}).get("report", {})
-        return render_html(
-            self, templates=templates or report.get("templates"), title=title or report.get("title")
-        )
+        title = title or self.run.get("config", {}).get("report", {}).get("title")
+        return render_html(self, templates=templates or run_templates(self), title=title)
 
     def save(self, out_dir: str | Path) -> list[Path]:
         """Write the report files into ``out_dir`` as ``auditclf run`` does (atomically).

@@ -90,6 +90,20 @@ MODEL = {
                 "normalization": {"type": "object"},
                 "target_layer": STRING_OR_NULL,
                 "notes": {"type": "array", "items": {"type": "string"}},
+                "unsafe_load": {
+                    "description": "the unpickled checkpoint file and its SHA-256, else null",
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "required": ["file", "sha256"],
+                            "properties": {
+                                "file": {"type": "string"},
+                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            },
+                        },
+                    ],
+                },
             },
         },
         "metrics": {"$ref": "#/$defs/metrics"},
@@ -145,6 +159,10 @@ REPORT_SCHEMA: dict[str, Any] = {
                 },
                 "data_hash": {"type": "string"},
                 "model_hash": {"type": "string"},
+                "unsafe_load": {
+                    "type": "boolean",
+                    "description": "true when the checkpoint was unpickled (--trust-checkpoint)",
+                },
             },
         },
         "data": {

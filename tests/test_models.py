@@ -211,13 +211,26 @@ FACTORY = textwrap.dedent("""
 
 def test_user_factory_from_a_file_and_from_a_module(tmp_path, monkeypatch):
     (tmp_path / "user_models.py").write_text(FACTORY)
-    from_file = build_architecture(f"{tmp_path / 'user_models.py'}:make", ARGS)
+    by_file = f"{tmp_path / 'user_models.py'}:make"
+    from_file = build_architecture(by_file, ARGS, model_name=by_file)
     monkeypatch.syspath_prepend(str(tmp_path))
-    from_module = build_architecture("user_models:make", ARGS)
+    from_module = build_architecture("user_models:make", ARGS, model_name="user_models:make")
     assert from_file(torch.rand(1, 1, 8, 8)).shape == (1, 10)
     assert from_module(torch.rand(1, 1, 8, 8)).shape == (1, 10)
     with pytest.raises(UsageError, match="no callable 'missing'"):
-        build_architecture("user_models:missing", ARGS)
+        build_architecture("user_models:missing", ARGS, model_name="user_models:missing")
+
+
+def test_a_factory_is_imported_only_when_the_config_names_it(tmp_path, monkeypatch):
+    canary = tmp_path / "imported"
+    (tmp_path / "planted.py").write_text(f"open({str(canary)!r}, 'w').close()\ndef make(): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for reference in ("planted:make", f"{tmp_path / 'planted.py'}:make", "os:system"):
+        with pytest.raises(ModelRefused, match="names code"):
+            build_architecture(reference, ARGS, model_name="basic-cnn")
+        with pytest.raises(ModelRefused, match="names code"):
+            build_architecture(reference, ARGS)
+    assert not canary.exists()
 
 
 def test_nan_logits_exit_5(tmp_path):

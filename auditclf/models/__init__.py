@@ -13,14 +13,14 @@ from auditclf.config import ModelConfig
 from auditclf.errors import ModelRefused, UsageError
 from auditclf.models.adapter import ModelAdapter, conv_layers
 from auditclf.models.loading import (
-    SIDECAR_FORMAT,
+    Checkpoint,
     build_architecture,
     fit_state_dict,
     read_checkpoint,
-    read_sidecar,
     save_model,
     weights_sha256,
 )
+from auditclf.models.sidecar import SIDECAR_FORMAT, read_sidecar
 from auditclf.models.zoo import MODELS
 
 __all__ = [
@@ -44,6 +44,8 @@ class PreparedModel:
     needs_training: bool
     notes: list[str] = field(default_factory=list)
     findings: list[dict] = field(default_factory=list)
+    # {"file", "sha256"} of a checkpoint that was unpickled (--trust-checkpoint), else None
+    unsafe_load: dict | None = None
 
     def card(self) -> dict:
         params = sum(p.numel() for p in self.adapter.net.parameters())
@@ -56,6 +58,7 @@ class PreparedModel:
             "normalization": self.spec["normalization"],
             "target_layer": self.adapter.target_layer_name,
             "notes": self.notes,
+            "unsafe_load": self.unsafe_load,
         }
 
 
@@ -82,20 +85,31 @@ def _normalization(cfg: ModelConfig, channels: int, fallback: tuple[list, list])
 def _check_outputs(
     adapter: ModelAdapter, input_shape: tuple, num_classes: int, source: str
 ) -> None:
+    """One forward pass on random images: logits of the right shape, or a refusal."""
     probe = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad():
-            logits = adapter(probe)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise ModelRefused(
-            f"{source}: the model does not accept {list(input_shape)} inputs ({first})"
-        ) from None
+    with torch.no_grad():
+        logits = adapter(probe)
     if logits.ndim != 2 or logits.shape[1] != num_classes:
         raise ModelRefused(
             f"{source}: the model returns shape {list(logits.shape)}; expected "
             f"[batch, {num_classes}] logits for {num_classes} classes"
         )
+
+
+def _check_finite(net: torch.nn.Module, source: str) -> None:
+    """Refuse weights holding NaN or infinities, naming the first such tensor."""
+    for name, tensor in net.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelRefused(f"{source}: tensor {name!r} holds NaN or infinite values")
+
+
+def _unsafe_finding(checkpoint: Checkpoint) -> dict:
+    message = (
+        f"{checkpoint.path} (SHA-256 {checkpoint.sha256}) was unpickled because "
+        "--trust-checkpoint was given: loading it could have run any code it carries. Audit "
+        "only files you trust, prefer .safetensors, and set unsafe_load: forbid in CI"
+    )
+    return {"severity": "warning", "section": "model", "metric": None, "message": message}
 
 
 def _provenance_findings(sidecar: dict, data_hash: str, seed: int) -> list[dict]:
@@ -112,6 +126,12 @@ def _provenance_findings(sidecar: dict, data_hash: str, seed: int) -> list[dict]
     return [{"severity": "warning", "section": "model", "metric": None, "message": message}]
 
 
+def _data_arguments(classes: list[str], input_shape: tuple[int, int, int]) -> dict:
+    """The architecture arguments this run's data implies."""
+    channels, height, width = input_shape
+    return {"in_channels": channels, "num_classes": len(classes), "input_size": [height, width]}
+
+
 def prepare_model(
     cfg: ModelConfig,
     *,
@@ -120,22 +140,22 @@ def prepare_model(
     train_images: np.ndarray,
     data_hash: str,
     seed: int,
+    forbid_unsafe: bool = False,
 ) -> PreparedModel:
     """Build (to train) or load (to audit) the model named in ``cfg``.
 
     ``train_images`` supply the normalisation of a model trained here; a
-    checkpoint brings its own from its sidecar, or from ``model.mean/std``,
-    or none (identity) with a note saying so.
+    checkpoint brings its own from its checked sidecar, or from
+    ``model.mean/std``, or none (identity) with a note saying so. The sidecar
+    is checked before the checkpoint is read; ``forbid_unsafe`` (the config's
+    ``unsafe_load: forbid``) refuses a checkpoint that would have to be
+    unpickled. Loaded weights holding NaN or infinities are refused.
     """
-    channels, height, width = input_shape
-    arguments = {
-        "in_channels": channels,
-        "num_classes": len(classes),
-        "input_size": [height, width],
-    }
+    channels = input_shape[0]
+    arguments = _data_arguments(classes, input_shape)
     notes: list[str] = []
     if cfg.checkpoint is None:
-        net = build_architecture(cfg.name, arguments)
+        net = build_architecture(cfg.name, arguments, model_name=cfg.name)
         normalization = _normalization(cfg, channels, channel_stats(train_images))
         spec = {
             "format": SIDECAR_FORMAT,
@@ -149,17 +169,39 @@ def prepare_model(
             "auditclf_version": __version__,
             "source": "trained by this run",
         }
-        adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer)
+        adapter = ModelAdapter(
+            net, **normalization, target_layer=cfg.target_layer, source=f"model {cfg.name}"
+        )
         return PreparedModel(adapter, spec, needs_training=True, notes=notes)
+    return _load_checkpoint(
+        cfg,
+        classes=classes,
+        input_shape=input_shape,
+        data_hash=data_hash,
+        seed=seed,
+        forbid_unsafe=forbid_unsafe,
+    )
 
-    checkpoint = read_checkpoint(cfg.checkpoint, trust=cfg.trust_checkpoint)
-    sidecar = read_sidecar(cfg.checkpoint)
+
+def _load_checkpoint(
+    cfg: ModelConfig,
+    *,
+    classes: list[str],
+    input_shape: tuple[int, int, int],
+    data_hash: str,
+    seed: int,
+    forbid_unsafe: bool,
+) -> PreparedModel:
+    """``prepare_model`` for ``model.checkpoint``: sidecar, weights, checks, card."""
+    channels = input_shape[0]
+    arguments = _data_arguments(classes, input_shape)
+    notes: list[str] = []
+    source = str(cfg.checkpoint)
+    sidecar = read_sidecar(cfg.checkpoint, model_name=cfg.name, expected=arguments, classes=classes)
+    checkpoint = read_checkpoint(
+        cfg.checkpoint, trust=cfg.trust_checkpoint, forbid_unsafe=forbid_unsafe
+    )
     if sidecar is not None:
-        if list(sidecar["classes"]) != list(classes):
-            raise ModelRefused(
-                f"{cfg.checkpoint}: trained on classes {sidecar['classes']}, "
-                f"but the data has {classes}"
-            )
         architecture, arguments = sidecar["architecture"], sidecar["arguments"]
         findings = _provenance_findings(sidecar, data_hash, seed)
         normalization = sidecar["normalization"]
@@ -178,8 +220,13 @@ def prepare_model(
         architecture = type(net).__name__
         notes.append("loaded as a whole pickled/TorchScript model (--trust-checkpoint)")
     else:
-        net = build_architecture(architecture, arguments)
+        net = build_architecture(architecture, arguments, model_name=cfg.name)
         fit_state_dict(net, checkpoint.state_dict, source=cfg.checkpoint, architecture=architecture)
+    _check_finite(net, source)
+    unsafe_load = None
+    if checkpoint.unsafe:
+        unsafe_load = {"file": source, "sha256": checkpoint.sha256}
+        findings.insert(0, _unsafe_finding(checkpoint))
     spec = {
         **(sidecar or {}),
         "format": SIDECAR_FORMAT,
@@ -188,11 +235,18 @@ def prepare_model(
         "classes": classes,
         "normalization": normalization,
         "input_shape": list(input_shape),
-        "source": str(cfg.checkpoint),
+        "source": source,
     }
-    adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer)
-    _check_outputs(adapter, input_shape, len(classes), str(cfg.checkpoint))
-    return PreparedModel(adapter, spec, needs_training=False, notes=notes, findings=findings)
+    adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer, source=source)
+    _check_outputs(adapter, input_shape, len(classes), source)
+    return PreparedModel(
+        adapter,
+        spec,
+        needs_training=False,
+        notes=notes,
+        findings=findings,
+        unsafe_load=unsafe_load,
+    )
 
 
 def wrap_module(
@@ -205,7 +259,7 @@ def wrap_module(
     """An in-memory network (the Python API's ``audit(model=net)``), prepared as a loaded
     whole-model checkpoint is: a copy (the caller's module is left as it is), normalisation
     from ``model.mean/std`` or none, and the same output check."""
-    channels, height, width = input_shape
+    channels = input_shape[0]
     notes = ["passed in memory to the Python API (auditclf.audit(model=...))"]
     normalization = _normalization(cfg, channels, ([0.0] * channels, [1.0] * channels))
     if cfg.mean is None:
@@ -216,16 +270,13 @@ def wrap_module(
     spec = {
         "format": SIDECAR_FORMAT,
         "architecture": type(net).__name__,
-        "arguments": {
-            "in_channels": channels,
-            "num_classes": len(classes),
-            "input_size": [height, width],
-        },
+        "arguments": _data_arguments(classes, input_shape),
         "classes": classes,
         "normalization": normalization,
         "input_shape": list(input_shape),
         "source": f"in-memory {type(net).__name__} passed to auditclf.audit()",
     }
-    adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer)
-    _check_outputs(adapter, input_shape, len(classes), "the model passed to audit()")
+    source = "the model passed to audit()"
+    adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer, source=source)
+    _check_outputs(adapter, input_shape, len(classes), source)
     return PreparedModel(adapter, spec, needs_training=False, notes=notes)

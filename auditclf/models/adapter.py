@@ -2,6 +2,12 @@
 
 Keeping the mean/std inside the model means attacks, eps and clipping all work
 in [0, 1] pixel units, whatever normalisation the network was trained with.
+
+It is also the one door through which every probe, attack, attribution and
+training step calls the network, so it is where the network's own failures
+become a ``ModelRefused`` (exit 4): whatever its ``forward`` raises
+(``SystemExit`` included; ``KeyboardInterrupt`` stays an interrupt), and an
+output that is not a tensor of logits.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from auditclf.errors import UsageError
+from auditclf.errors import AuditError, ModelRefused, UsageError
+from auditclf.models.loading import describe
 
 
 def conv_layers(net: nn.Module) -> list[str]:
@@ -25,6 +32,7 @@ class ModelAdapter(nn.Module):
     mean, std: per-channel normalisation in [0, 1] units (length C, or 1 to
     broadcast). ``target_layer`` is the conv layer attributions use: the last
     ``nn.Conv2d`` unless a name is given; None when the net has no conv layer.
+    ``source`` names the model in errors (its checkpoint file, say).
     """
 
     def __init__(
@@ -33,9 +41,12 @@ class ModelAdapter(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         target_layer: str | None = None,
+        *,
+        source: str = "the model",
     ) -> None:
         super().__init__()
         self.net = net
+        self.source = source
         self.register_buffer(
             "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         )
@@ -57,4 +68,18 @@ class ModelAdapter(nn.Module):
         return self.net.get_submodule(self.target_layer_name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        try:
+            logits = self.net((x - self.mean) / self.std)
+        except AuditError:
+            raise
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the network's own code raised it
+            raise ModelRefused(
+                f"{self.source}: the model's forward failed on a batch of shape "
+                f"{list(x.shape)} ({describe(exc)})"
+            ) from exc
+        if not isinstance(logits, torch.Tensor):
+            raise ModelRefused(
+                f"{self.source}: the model's forward returned {type(logits).__name__}, not a "
+                "tensor of logits; wrap it so that it returns the logits alone"
+            )
+        return logits

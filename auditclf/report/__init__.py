@@ -24,6 +24,7 @@ __all__ = [
     "render_html",
     "render_junit",
     "render_markdown",
+    "run_templates",
     "save_result",
     "write_outputs",
     "write_reports",
@@ -79,6 +80,14 @@ def _audited_checkpoint_inside(result: AuditResult, out_dir: Path) -> list[Path]
     return [path for path in found if path.is_file()]
 
 
+def run_templates(result: AuditResult) -> str | None:
+    """The config's ``report.templates`` of a run this process made (the caller's own
+    config); None for a result read from a report.json, which never picks templates."""
+    if result._run_outputs is None:
+        return None
+    return result.run.get("config", {}).get("report", {}).get("templates")
+
+
 def save_result(
     result: AuditResult,
     out_dir: Path,
@@ -88,14 +97,14 @@ def save_result(
     keep_others: bool = False,
 ) -> list[Path]:
     """``AuditResult.save``: every output when the run's table and models are attached,
-    else the reports alone; templates and title default to the run's config.
+    else the reports alone; templates (see ``run_templates``) and title default to the
+    run's config.
 
     ``keep_others=True`` keeps the files of ``out_dir``'s previous set that are not
     rewritten (its samples.csv and models): for rewriting a report in its own folder.
     """
-    report = result.run.get("config", {}).get("report", {})
-    templates = templates or report.get("templates")
-    title = title or report.get("title")
+    templates = templates or run_templates(result)
+    title = title or result.run.get("config", {}).get("report", {}).get("title")
     if result._run_outputs is not None:
         samples, models = result._run_outputs
         return write_outputs(result, samples, models, out_dir, templates=templates, title=title)

@@ -1,8 +1,8 @@
 """compare.html: two audits side by side (A | B | change), regressions first.
 
-Rendered by the same jinja2 environment as the report (autoescape on, the
-shipped stylesheet inlined), so the page is self-contained and every string
-from either report is escaped.
+Rendered by the same sandboxed jinja2 environment as the report (autoescape
+on, the shipped stylesheet inlined), so the page is self-contained and every
+string from either report is escaped.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from auditclf.compare import model_free
-from auditclf.report.html import environment
+from auditclf.report.html import environment, render_template
 
 TEMPLATE = "compare.html.j2"
 SECTION_TITLES = {
@@ -43,7 +43,10 @@ def render_comparison(comparison: dict, *, templates: Path | None = None) -> str
     others = [r for r in rows if r["tolerance"] is None and r["in_a"] and r["in_b"]]
     env = environment(templates)
     env.filters["signed"] = fmt_signed
-    return env.get_template(TEMPLATE).render(
+    return render_template(
+        env,
+        TEMPLATE,
+        templates,
         c=comparison,
         headline=_by_section(headline),
         others=others,

@@ -3,7 +3,11 @@
 Templates come from ``--templates DIR`` first (an organisation may override
 any template), then from the ones shipped with auditclf: inside the installed
 package (``auditclf/templates``, copied from ``reports/templates`` when the
-wheel is built), or ``reports/templates`` of a source checkout.
+wheel is built), or ``reports/templates`` of a source checkout. A templates
+folder comes only from the command line or the user's own config, never from
+a saved report; every template renders in jinja2's sandbox, so even a planted
+one cannot reach Python internals (``lipsum.__globals__``): it is refused with
+a usage error naming the folder and the template.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ import math
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    select_autoescape,
+)
+from jinja2.sandbox import SandboxedEnvironment
 
 from auditclf.errors import UsageError
 from auditclf.report.figures import FIGURE_TITLES, render_figure, training_curves
@@ -45,7 +57,7 @@ def environment(templates: Path | None = None) -> Environment:
             raise UsageError(f"{templates}: no such templates folder (report.templates)")
         loaders.append(FileSystemLoader(str(templates)))
     loaders.append(FileSystemLoader(str(default_templates_dir())))
-    env = Environment(
+    env = SandboxedEnvironment(
         loader=ChoiceLoader(loaders),
         autoescape=select_autoescape(default=True),
         undefined=StrictUndefined,
@@ -56,6 +68,22 @@ def environment(templates: Path | None = None) -> Environment:
         pct=fmt_pct, num=fmt_num, cell=fmt_cell, ratio=fmt_ratio, seconds=fmt_seconds
     )
     return env
+
+
+def render_template(env: Environment, name: str, templates: Path | None, **context: Any) -> str:
+    """Render ``name``; with a user's templates folder, whatever rendering raises (a
+    syntax error, an undefined name, an access the sandbox refuses) is a usage error
+    naming the folder and the template."""
+    try:
+        return env.get_template(name).render(**context)
+    except Exception as exc:
+        if templates is None:
+            raise
+        where = (getattr(exc, "name", None) if isinstance(exc, TemplateError) else None) or name
+        line = getattr(exc, "lineno", None)
+        at = f"{where} line {line}" if line else where
+        message = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise UsageError(f"{templates}: {at}: {message} (report.templates)") from None
 
 
 def _missing(value: Any) -> bool:
@@ -174,8 +202,10 @@ def render_html(
             result.models["hardened"].metrics,
             robustness.get("reference_eps"),
         )
-    template = environment(templates).get_template(TEMPLATE)
-    return template.render(
+    return render_template(
+        environment(templates),
+        TEMPLATE,
+        templates,
         result=result,
         models=models,
         baseline=models["baseline"],

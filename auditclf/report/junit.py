@@ -5,7 +5,8 @@ threshold and the confidence interval; a baseline regression is a failure of
 type ``BaselineRegression``. A failed ``warn`` gate is a ``<skipped>`` case
 whose message starts with ``WARNING:``: Jenkins, GitLab and the GitHub JUnit
 reporters show skipped cases with their message without failing the job, which
-is what a warning gate means.
+is what a warning gate means. A checkpoint that was unpickled (``--trust-checkpoint``)
+is such a warning too, first in the suite (``unsafe_load: forbid`` makes it a refusal).
 """
 
 from __future__ import annotations
@@ -28,8 +29,23 @@ def _gate_detail(gate: dict) -> str:
     )
 
 
+def _unsafe_load_case(result: AuditResult) -> ET.Element:
+    """A warning case (``<skipped>``, like a warn gate) saying the checkpoint was unpickled."""
+    unsafe = result.models["baseline"].card.get("unsafe_load") or {}
+    named = f" {unsafe.get('file')} (SHA-256 {unsafe.get('sha256')})" if unsafe else ""
+    case = ET.Element("testcase", classname="auditclf.security", name="unsafe_load")
+    message = (
+        f"WARNING: the checkpoint{named} was unpickled (--trust-checkpoint): loading it could "
+        "have run any code it carries"
+    )
+    ET.SubElement(case, "skipped", message=message, type="UnsafeLoad")
+    return case
+
+
 def render_junit(result: AuditResult) -> str:
     cases: list[ET.Element] = []
+    if result.run.get("unsafe_load"):
+        cases.append(_unsafe_load_case(result))
     for gate in result.gates:
         case = ET.Element("testcase", classname="auditclf.gates", name=gate["expression"])
         if not gate["passed"] and gate.get("severity", "fail") == "warn":

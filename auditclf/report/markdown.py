@@ -53,6 +53,20 @@ def _gate_row(gate: dict) -> str:
     return f"| {_code(gate['expression'])} | {value} | {interval} | {shown} |"
 
 
+def _unsafe_load_line(card: dict) -> str:
+    """The warning a CI page shows first when the checkpoint was unpickled."""
+    unsafe = card.get("unsafe_load") or {}
+    named = (
+        f" {_escape(unsafe.get('file'))} (SHA-256 {_escape(unsafe.get('sha256'))})"
+        if unsafe
+        else ""
+    )
+    return (
+        f"**⛔ Unsafe load:** the checkpoint{named} was unpickled (--trust-checkpoint): loading "
+        "it could have run any code it carries."
+    )
+
+
 def render_markdown(result: AuditResult) -> str:
     baseline = result.models["baseline"]
     level = result.run["config"]["analyses"]["confidence_level"]
@@ -64,6 +78,8 @@ def render_markdown(result: AuditResult) -> str:
         f"seed {_escape(result.run['seed'])}, {_escape(result.run['device']['type'])}.",
         "",
     ]
+    if result.run.get("unsafe_load"):
+        lines[2:2] = [_unsafe_load_line(baseline.card), ""]
     if result.gates:
         lines += ["| gate | measured | interval | result |", "|---|---:|---|---|"]
         lines += [_gate_row(g) for g in result.gates]
