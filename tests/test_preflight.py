@@ -362,7 +362,8 @@ def test_harden_runs_the_epochs_its_flag_asks_for(tmp_path):
 def test_a_flag_that_would_not_act_is_refused(tmp_path, argv, fragment):
     checkpoint = tmp_path / "model.safetensors"
     checkpoint.write_bytes(b"")  # never read: the refusal comes first
-    result = cli("run", "--dataset", "digits", "--checkpoint", checkpoint, *argv, "--out", tmp_path)
+    out = tmp_path / "out"
+    result = cli("run", "--dataset", "digits", "--checkpoint", checkpoint, *argv, "--out", out)
     assert result.status == ExitStatus.USAGE, result
     (line,) = _lines(result.err)
     assert fragment in line
