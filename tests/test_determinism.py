@@ -15,7 +15,7 @@ import torchattacks
 from auditclf.config import ATTACK_NAMES, load_config
 from auditclf.data import prepare_data
 from auditclf.pipeline import PhaseTimer, build_model
-from auditclf.probes.attacks import AttackRunner, PerImageRandomness, adversarial_versions
+from auditclf.probes.attacks import AttackRunner, adversarial_versions
 from auditclf.probes.base import FORWARD_CHUNK, FixedChunks, ProbeContext
 from auditclf.seeding import derive_seed
 from tests.conftest import cli
@@ -155,7 +155,7 @@ def test_a_random_start_is_drawn_from_the_image_seed(digits):
         starts.append(torch.clamp(image + noise, 0, 1))
     # torchattacks' PGD with no step returns its start
     start_only = torchattacks.PGD(runner.model, eps=0.1, alpha=0.025, steps=0)
-    with PerImageRandomness(seeds, x.dim()):
+    with runner.model.per_image(seeds, x.dim()):
         assert torch.equal(start_only(x, y), torch.stack(starts))
 
     # and the steps from there are torchattacks' PGD, on each image's own summed loss
@@ -179,25 +179,9 @@ def test_with_no_random_start_it_is_torchattacks_pgd(digits):
     for i in range(3):  # one image: the summed loss is torchattacks' mean
         one = x[i : i + 1], y[i : i + 1]
         plain = torchattacks.PGD(runner.model, eps=0.1, alpha=0.025, random_start=False)
-        with PerImageRandomness([0], x.dim()):
+        with runner.model.per_image([0], x.dim()):
             ours = plain(*one)
         assert torch.equal(ours, plain(*one))
-
-
-def test_a_draw_for_part_of_the_images_is_refused(digits):
-    runner = _runner(digits, 40)
-    (_, x, y), *_ = runner.blocks()
-    with torch.no_grad():
-        pred = runner.model(x).argmax(1)
-    labels = torch.where(torch.arange(len(x)) % 2 == 0, pred, (pred + 1) % 10)
-    # half the images misclassified: APGD draws starts for the other half only
-    attack = torchattacks.APGD(runner.model, eps=0.1, steps=2)
-    seeds = list(range(len(x)))
-    with (
-        pytest.raises(RuntimeError, match="could not be seeded per image"),
-        PerImageRandomness(seeds, x.dim()),
-    ):
-        attack(x, labels)
 
 
 def test_explained_adversarial_images_do_not_depend_on_the_block(digits):

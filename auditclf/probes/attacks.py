@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import io
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -134,7 +135,10 @@ class PerImageRandomness(TorchFunctionMode):
     asks for. Draws of another shape (Square's square positions and signs, which
     torchattacks shares between all images of a batch) come from the global generator,
     which the attack seeds the same way for every batch. APGD and Square are handed only
-    the images they attack (the correctly classified ones), so their draws have N rows.
+    the images they attack (the correctly classified ones), so their draws have N rows;
+    should a randomised model change its mind between our clean pass and theirs, their
+    draw has fewer rows and comes from the global generator: reproducible, not per image
+    (the ``deterministic_forward`` check fails such a model anyway).
 
     FGSM and PGD step along the gradient of the cross-entropy averaged over the batch;
     the mean is replaced by the sum: the step (a sign, or an L2-normalised gradient) is
@@ -142,7 +146,9 @@ class PerImageRandomness(TorchFunctionMode):
     differently for every N.
 
     Only the draws and the reduction are overridden, so torchattacks still does all the
-    attack work; a copy of its loops would drift from the engine the report names.
+    attack work; a copy of its loops would drift from the engine the report names. The
+    mode is paused during the model's forward pass (:class:`AttackedModel`): a model's own
+    randomness stays its own.
     """
 
     def __init__(self, seeds: list[int], ndim: int) -> None:
@@ -150,15 +156,17 @@ class PerImageRandomness(TorchFunctionMode):
         self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.ndim = ndim
 
+    @contextmanager
+    def paused(self):
+        """This mode off for a block (it must be the innermost mode when the block starts)."""
+        TorchFunctionMode.__exit__(self, None, None, None)
+        try:
+            yield
+        finally:
+            TorchFunctionMode.__enter__(self)
+
     def _per_image(self, shape) -> bool:
-        if len(shape) != self.ndim:
-            return False
-        if shape[0] != len(self.generators):
-            raise RuntimeError(
-                f"torchattacks drew random numbers for {shape[0]} of "
-                f"{len(self.generators)} images; they could not be seeded per image"
-            )
-        return True
+        return len(shape) == self.ndim and shape[0] == len(self.generators)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
@@ -178,6 +186,32 @@ class PerImageRandomness(TorchFunctionMode):
                     func(part, *args[1:], generator=generator, **kwargs)
                 return tensor.copy_(drawn)
         return func(*args, **kwargs)
+
+
+class AttackedModel(torch.nn.Module):
+    """The model as the attacks see it: in passes of a fixed size (:class:`FixedChunks`),
+    and with the running attack's :class:`PerImageRandomness` paused during the pass."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.passes = FixedChunks(model)
+        self.randomness: PerImageRandomness | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.randomness is None:
+            return self.passes(x)
+        with self.randomness.paused():
+            return self.passes(x)
+
+    @contextmanager
+    def per_image(self, seeds: list[int], ndim: int):
+        """A block in which attacks on this model draw their randomness per image."""
+        self.randomness = PerImageRandomness(seeds, ndim)
+        try:
+            with self.randomness:
+                yield
+        finally:
+            self.randomness = None
 
 
 @torch.no_grad()
@@ -205,7 +239,7 @@ class AttackRunner:
 
     def __init__(self, ctx: ProbeContext, subset: np.ndarray) -> None:
         self.ctx, self.cfg = ctx, ctx.robustness
-        self.model = FixedChunks(ctx.model)
+        self.model = AttackedModel(ctx.model)
         self.subset = subset
         self.images = torch.from_numpy(ctx.test.images[subset])
         self.labels = torch.from_numpy(ctx.test.labels[subset])
@@ -239,7 +273,7 @@ class AttackRunner:
         """``attack(x, y)`` with each image's randomness from its own seed; the global
         generators, which APGD and Square re-seed, are restored afterwards."""
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), PerImageRandomness(seeds, x.dim()):
+        with torch.random.fork_rng(devices=devices), self.model.per_image(seeds, x.dim()):
             return attack(x, y)
 
     def adversarial(
