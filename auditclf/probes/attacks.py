@@ -176,12 +176,14 @@ class PerImageRandomness(TorchFunctionMode):
             size = tuple(args[0]) if len(args) == 1 and not isinstance(args[0], int) else args
             if self._per_image(size):
                 dtype = kwargs.get("dtype") or torch.get_default_dtype()
-                parts = [func(size[1:], generator=g, dtype=dtype) for g in self.generators]
+                parts = [
+                    func(size[1:], generator=g, dtype=dtype, device="cpu") for g in self.generators
+                ]
                 return torch.stack(parts).to(kwargs.get("device") or "cpu")
         elif func in (torch.Tensor.uniform_, torch.Tensor.normal_) and "generator" not in kwargs:
             tensor = args[0]
             if self._per_image(tensor.shape):
-                drawn = torch.empty(tensor.shape, dtype=tensor.dtype)
+                drawn = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu")
                 for part, generator in zip(drawn, self.generators, strict=True):
                     func(part, *args[1:], generator=generator, **kwargs)
                 return tensor.copy_(drawn)
