@@ -157,7 +157,12 @@ class AnalysisConfig(_Strict):
     imbalance_threshold: float = Field(
         3.0, ge=1, description="largest/smallest class count ratio that raises a finding"
     )
-    batch_size: int = Field(256, ge=1, description="model passes per batch in probes")
+    batch_size: int = Field(
+        256,
+        ge=1,
+        description="test images moved to the device at a time by the clean probe; "
+        "no number depends on it (the model sees passes of 32)",
+    )
 
 
 def parse_eps(value: object) -> float:
@@ -264,7 +269,10 @@ class RobustnessConfig(_Strict):
         2, ge=0, description="adversarial examples shown per class in the report"
     )
     batch_size: int = Field(
-        100, ge=1, description="images per attack call; random starts are seeded per block"
+        100,
+        ge=1,
+        description="images attacked together (memory); no number depends on it: "
+        "randomness is drawn per image and the model sees passes of 32",
     )
 
     @field_validator("eps_linf")

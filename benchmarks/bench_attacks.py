@@ -4,9 +4,10 @@
 
 The floor is what any PGD-10 must do: 10 × (forward + backward to the input)
 over the same blocks of images. "torchattacks" is torchattacks.PGD called on
-the same blocks. "auditclf" is the attack probe's PGD path (seeded random
-start per block, our own eval-mode re-evaluation of every adversarial image,
-validity checks). Prints the median seconds of each and the ratios.
+the same blocks. "auditclf" is the attack probe's PGD path (a random start
+drawn per image, the model in fixed passes of 32 images, our own eval-mode
+re-evaluation of every adversarial image, validity checks). Prints the median
+seconds of each and the ratios.
 """
 
 from __future__ import annotations

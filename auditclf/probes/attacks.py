@@ -11,11 +11,12 @@ Attacks (torchattacks): FGSM (Goodfellow et al. 2015), PGD-L∞ and PGD-L2
 2020), and Square (Andriushchenko et al. 2020) as the black-box reference.
 eps is in [0, 1] pixel units (the model adapter normalises inside).
 
-Randomness (random starts, APGD and Square sampling) is seeded per block of
-``robustness.batch_size`` images from (run seed, attack, eps, the block's
-first sample id), so results do not depend on ``analyses.batch_size`` or on
-the device; torchattacks draws a batch's random start from one generator, so
-per-image seeding would need one attack call per image.
+No number depends on ``robustness.batch_size`` (images attacked together, which
+sets the memory an attack needs): every random draw an attack makes for its
+images is drawn per image, from a generator seeded by (run seed, attack, eps,
+sample id, restart), and the model sees every image in passes of a fixed size
+(:class:`FixedChunks`), so an image's logits and gradients do not depend on its
+batch either; see :class:`PerImageRandomness` for how torchattacks is steered.
 
 It also records what the sanity checks need: clean-input gradients (zero or
 non-finite ones mean masked gradients), a repeated forward pass (a randomised
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import io
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -34,11 +36,12 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 from auditclf.config import ATTACK_NORMS, RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
 from auditclf.errors import DataError
-from auditclf.probes.base import PROBES, ProbeContext
+from auditclf.probes.base import PROBES, FixedChunks, ProbeContext
 from auditclf.seeding import derive_seed, numpy_rng
 from auditclf.train.standard import to_unit_float
 
@@ -50,6 +53,9 @@ DEFAULT_RADII = {
 }
 REFERENCE_EPS = {1: "0.1", 3: "8/255"}  # the radius of the gallery, the loss check, hardening
 VALID_SLACK = 1e-5  # float32 rounding allowed beyond eps when checking validity
+# torchattacks' APGD and Square attack only the images the model gets right; the runner hands
+# them only those, so that their draws cover exactly the images it seeded
+ATTACKS_ON_CORRECT = ("apgd_ce", "apgd_dlr", "square")
 
 
 def radii(cfg: RobustnessConfig, norm: str, channels: int) -> list[str]:
@@ -100,7 +106,7 @@ def build_attack(
             norm="Linf",
             eps=eps,
             steps=steps,
-            n_restarts=cfg.restarts,
+            n_restarts=1,  # the runner restarts it, each restart with its own per-image seeds
             seed=seed32,
             loss=name[5:],
         )
@@ -115,6 +121,99 @@ def build_attack(
             loss="margin",
         )
     raise ValueError(f"unknown attack {name!r}")
+
+
+class PerImageRandomness(TorchFunctionMode):
+    """Inside one torchattacks call: random draws per image, and a loss summed over images.
+
+    torchattacks draws a batch's random start in one call on one generator (PGD:
+    ``uniform_``; PGD-L2: ``normal_`` then ``uniform_``; APGD: ``torch.rand``; Square:
+    ``torch.rand`` for its initial stripes), so an image's start depended on the batch it
+    came in. This mode catches exactly the draws shaped like the batch (leading size N, as
+    many dimensions as the images) and fills image i's part from image i's own generator,
+    ``seeds[i]``, drawn on the CPU (the same numbers on any device) in the dtype the call
+    asks for. Draws of another shape (Square's square positions and signs, which
+    torchattacks shares between all images of a batch) come from the global generator,
+    which the attack seeds the same way for every batch. APGD and Square are handed only
+    the images they attack (the correctly classified ones), so their draws have N rows;
+    should a randomised model change its mind between our clean pass and theirs, their
+    draw has fewer rows and comes from the global generator: reproducible, not per image
+    (the ``deterministic_forward`` check fails such a model anyway).
+
+    FGSM and PGD step along the gradient of the cross-entropy averaged over the batch;
+    the mean is replaced by the sum: the step (a sign, or an L2-normalised gradient) is
+    the same, but an image's gradient no longer carries a factor 1/N that rounds
+    differently for every N.
+
+    Only the draws and the reduction are overridden, so torchattacks still does all the
+    attack work; a copy of its loops would drift from the engine the report names. The
+    mode is paused during the model's forward pass (:class:`AttackedModel`): a model's own
+    randomness stays its own.
+    """
+
+    def __init__(self, seeds: list[int], ndim: int) -> None:
+        super().__init__()
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.ndim = ndim
+
+    @contextmanager
+    def paused(self):
+        """This mode off for a block (it must be the innermost mode when the block starts)."""
+        TorchFunctionMode.__exit__(self, None, None, None)
+        try:
+            yield
+        finally:
+            TorchFunctionMode.__enter__(self)
+
+    def _per_image(self, shape) -> bool:
+        return len(shape) == self.ndim and shape[0] == len(self.generators)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is F.cross_entropy and kwargs.get("reduction") == "mean":
+            kwargs["reduction"] = "sum"
+        elif func in (torch.rand, torch.randn) and "generator" not in kwargs:
+            size = tuple(args[0]) if len(args) == 1 and not isinstance(args[0], int) else args
+            if self._per_image(size):
+                dtype = kwargs.get("dtype") or torch.get_default_dtype()
+                parts = [
+                    func(size[1:], generator=g, dtype=dtype, device="cpu") for g in self.generators
+                ]
+                return torch.stack(parts).to(kwargs.get("device") or "cpu")
+        elif func in (torch.Tensor.uniform_, torch.Tensor.normal_) and "generator" not in kwargs:
+            tensor = args[0]
+            if self._per_image(tensor.shape):
+                drawn = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu")
+                for part, generator in zip(drawn, self.generators, strict=True):
+                    func(part, *args[1:], generator=generator, **kwargs)
+                return tensor.copy_(drawn)
+        return func(*args, **kwargs)
+
+
+class AttackedModel(torch.nn.Module):
+    """The model as the attacks see it: in passes of a fixed size (:class:`FixedChunks`),
+    and with the running attack's :class:`PerImageRandomness` paused during the pass."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.passes = FixedChunks(model)
+        self.randomness: PerImageRandomness | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.randomness is None:
+            return self.passes(x)
+        with self.randomness.paused():
+            return self.passes(x)
+
+    @contextmanager
+    def per_image(self, seeds: list[int], ndim: int):
+        """A block in which attacks on this model draw their randomness per image."""
+        self.randomness = PerImageRandomness(seeds, ndim)
+        try:
+            with self.randomness:
+                yield
+        finally:
+            self.randomness = None
 
 
 @torch.no_grad()
@@ -138,11 +237,11 @@ def _valid(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.T
 
 
 class AttackRunner:
-    """Runs attacks block by block over the attacked subset, with seeded randomness."""
+    """Runs attacks block by block over the attacked subset, with per-image randomness."""
 
     def __init__(self, ctx: ProbeContext, subset: np.ndarray) -> None:
         self.ctx, self.cfg = ctx, ctx.robustness
-        self.model = ctx.model
+        self.model = AttackedModel(ctx.model)
         self.subset = subset
         self.images = torch.from_numpy(ctx.test.images[subset])
         self.labels = torch.from_numpy(ctx.test.labels[subset])
@@ -172,31 +271,56 @@ class AttackRunner:
             y = self.labels[block].to(self.ctx.device)
             yield block, x, y
 
-    def _seeded(self, attack: torchattacks.Attack, x, y, key: tuple) -> torch.Tensor:
-        devices = [self.ctx.device] if self.ctx.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(derive_seed(self.ctx.seed, *key))
+    def _per_image(self, attack: torchattacks.Attack, x, y, seeds: list[int]) -> torch.Tensor:
+        """``attack(x, y)`` with each image's randomness from its own seed; the global
+        generators, which APGD and Square re-seed, are restored afterwards."""
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), self.model.per_image(seeds, x.dim()):
             return attack(x, y)
+
+    def adversarial(
+        self,
+        name: str,
+        eps_text: str,
+        block: np.ndarray,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        restart: int = 0,
+        steps: int | None = None,
+    ) -> torch.Tensor:
+        """Adversarial versions of the images ``block``: image i's random draws come from
+        (run seed, attack, eps, its sample id, restart), so they do not depend on the block."""
+        attack = build_attack(
+            name,
+            self.model,
+            parse_eps(eps_text),
+            self.cfg,
+            steps=steps,
+            seed=derive_seed(self.ctx.seed, name, eps_text),
+        )
+        seeds = [derive_seed(self.ctx.seed, name, eps_text, i, restart) for i in self.ids[block]]
+        if name not in ATTACKS_ON_CORRECT:
+            return self._per_image(attack, x, y, seeds)
+        adv = x.clone()
+        correct = (_logits(self.model, x).argmax(1) == y).cpu().numpy()
+        if correct.any():
+            chosen = [seed for seed, keep in zip(seeds, correct, strict=True) if keep]
+            mask = torch.from_numpy(correct).to(x.device)
+            adv[mask] = self._per_image(attack, x[mask], y[mask], chosen)
+        return adv
 
     def run(
         self, name: str, eps_text: str, *, rows: np.ndarray | None = None, steps: int | None = None
     ) -> dict[str, np.ndarray]:
         """pred, margin, valid per image of ``rows`` (default: the whole subset)."""
         eps, norm = parse_eps(eps_text), ATTACK_NORMS[name]
-        restarts = self.cfg.restarts if name in ("pgd_linf", "pgd_l2") else 1
+        restarts = 1 if name in ("fgsm", "square") else self.cfg.restarts
         outputs = {"pred": [], "margin": [], "valid": [], "loss": []}
         for block, x, y in self.blocks(rows):
             best_margin = best_pred = best_valid = best_loss = None
             for restart in range(restarts):
-                attack = build_attack(
-                    name,
-                    self.model,
-                    eps,
-                    self.cfg,
-                    steps=steps,
-                    seed=derive_seed(self.ctx.seed, name, eps_text, restart),
-                )
-                adv = self._seeded(attack, x, y, (name, eps_text, self.ids[block[0]], restart))
+                adv = self.adversarial(name, eps_text, block, x, y, restart=restart, steps=steps)
                 logits = _logits(self.model, adv)
                 margin = _margin(logits, y)
                 loss = F.cross_entropy(logits, y, reduction="none")
@@ -281,9 +405,7 @@ class AttackRunner:
         flipped = []
         for block, x, y in self.blocks(rows):
             local = np.searchsorted(rows, block)
-            radius = torch.tensor(eps[local], dtype=torch.float32, device=self.ctx.device).view(
-                -1, 1, 1, 1
-            )
+            radius = torch.tensor(eps[local], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
             if torch.all(radius == 0):
                 adv = x
             else:
@@ -292,7 +414,8 @@ class AttackRunner:
                 )
                 # torchattacks clamps with eps and steps with alpha; tensors broadcast per image
                 attack.eps, attack.alpha = radius, radius * (2.5 / steps)
-                adv = attack(x, y)
+                seeds = [derive_seed(self.ctx.seed, "min_eps", i) for i in self.ids[block]]
+                adv = self._per_image(attack, x, y, seeds)
             flipped.append((_logits(self.model, adv).argmax(1) != y).cpu())
         return torch.cat(flipped).numpy()
 
@@ -335,19 +458,14 @@ def training_attack(
 def adversarial_versions(ctx: ProbeContext, rows: np.ndarray) -> tuple[torch.Tensor, str] | None:
     """PGD-L∞ adversarial versions of the test images ``rows`` at the reference eps, against
     their true labels (the attribution probe explains them beside the clean images);
-    ``None`` when the robustness probe is off. Seeded per block like the grid's runs."""
+    ``None`` when the robustness probe is off. They are the images the grid's PGD-L∞ run at
+    that eps made (first restart): the same per-image seeds."""
     cfg = ctx.robustness
     if cfg is None or not cfg.enabled or len(rows) == 0:
         return None
     eps_text = reference_eps(cfg, ctx.test.images.shape[1])
     runner = AttackRunner(ctx, np.asarray(rows))
-    adversarial = []
-    for block, x, y in runner.blocks():
-        attack = build_attack(
-            "pgd_linf", ctx.model, parse_eps(eps_text), cfg, seed=derive_seed(ctx.seed, "explain")
-        )
-        key = ("explain", eps_text, runner.ids[block[0]])
-        adversarial.append(runner._seeded(attack, x, y, key))
+    adversarial = [runner.adversarial("pgd_linf", eps_text, *part) for part in runner.blocks()]
     return torch.cat(adversarial).detach(), eps_text
 
 
@@ -363,7 +481,8 @@ def _png(image: np.ndarray) -> str:
 
 
 def gallery(runner: AttackRunner, eps_text: str, per_class: int, classes: list[str]) -> dict:
-    """A few images per class: clean, PGD-L∞ adversarial, and the amplified perturbation."""
+    """A few images per class: clean, PGD-L∞ adversarial (the grid's, first restart), and
+    the amplified perturbation."""
     eps = parse_eps(eps_text)
     items = []
     labels = runner.labels.numpy()
@@ -372,14 +491,7 @@ def gallery(runner: AttackRunner, eps_text: str, per_class: int, classes: list[s
         if not len(rows):
             continue
         for block, x, y in runner.blocks(rows):
-            attack = build_attack(
-                "pgd_linf",
-                runner.model,
-                eps,
-                runner.cfg,
-                seed=derive_seed(runner.ctx.seed, "gallery"),
-            )
-            adv = runner._seeded(attack, x, y, ("gallery", eps_text, runner.ids[block[0]]))
+            adv = runner.adversarial("pgd_linf", eps_text, block, x, y)
             clean_p = torch.softmax(_logits(runner.model, x), 1)
             adv_p = torch.softmax(_logits(runner.model, adv), 1)
             for i in range(len(block)):

@@ -1,6 +1,9 @@
 """The clean probe: one batched eval-mode pass over the test split.
 
 It is the only place clean logits are computed; later probes reuse its columns.
+``analyses.batch_size`` images are moved to the device at a time; the model sees
+them in passes of a fixed size (:class:`FixedChunks`), so the logits, to the last
+bit, do not depend on it.
 """
 
 from __future__ import annotations
@@ -11,19 +14,19 @@ import torch
 
 from auditclf.errors import UnreliableEvaluation
 from auditclf.evidence import PROBA_PREFIX
-from auditclf.probes.base import PROBES, ProbeContext
+from auditclf.probes.base import PROBES, FixedChunks, ProbeContext
 from auditclf.train.standard import to_unit_float
 
 
 @torch.no_grad()
 def predict_logits(ctx: ProbeContext) -> np.ndarray:
     """(N, K) float64 logits of the test images, batched on the model's device."""
-    ctx.model.eval()
+    model = FixedChunks(ctx.model.eval())
     images = torch.from_numpy(ctx.test.images)
     chunks = []
     for start in range(0, len(images), ctx.batch_size):
         x = to_unit_float(images[start : start + ctx.batch_size], ctx.device)
-        chunks.append(ctx.model(x).double().cpu())
+        chunks.append(model(x).double().cpu())
     return torch.cat(chunks).numpy()
 
 
