@@ -36,6 +36,25 @@ explain:
 """
 
 
+# The cheapest audit that still writes a whole report: one epoch, every optional section
+# off. Tests of refusals (which must come before any of this) and of output files use it.
+MINIMAL_CONFIG = """\
+seed: 0
+train:
+  epochs: 1
+analyses:
+  bootstrap: 20
+robustness:
+  enabled: false
+harden:
+  method: none
+explain:
+  enabled: false
+fairness:
+  enabled: false
+"""
+
+
 class CliResult:
     def __init__(self, status: int, out: str, err: str) -> None:
         self.status, self.out, self.err = status, out, err

@@ -29,24 +29,9 @@ from auditclf.report.figures import LABEL_CHARS, class_distribution, confusion, 
 from auditclf.report.markdown import render_markdown
 from auditclf.results import AuditResult
 
-from .conftest import cli
+from .conftest import MINIMAL_CONFIG, cli
 
-# Everything optional off: a refusal that does not happen costs one epoch, not an audit.
-OFF_CONFIG = """\
-seed: 0
-train:
-  epochs: 1
-analyses:
-  bootstrap: 20
-robustness:
-  enabled: false
-explain:
-  enabled: false
-fairness:
-  enabled: false
-harden:
-  method: none
-"""
+OFF_CONFIG = MINIMAL_CONFIG  # a refusal that does not happen costs one epoch, not an audit
 XSS = "<img src=x onerror=alert(1)>"
 LONG = "L" * 10_000
 

@@ -35,29 +35,14 @@ from junitparser import JUnitXml, Skipped
 from safetensors.torch import load_file, save_file
 
 from auditclf.cli import COMMANDS
+from auditclf.probes.base import FORWARD_CHUNK
 from auditclf.report import html
 from auditclf.results import AuditResult
 from auditclf.schema import validate_report
-from tests.conftest import cli
+from tests.conftest import MINIMAL_CONFIG, cli
 
 # Everything that would cost time is off: a refusal must come before any of it.
-TINY_CONFIG = """\
-seed: 0
-data:
-  dataset: digits
-train:
-  epochs: 1
-analyses:
-  bootstrap: 20
-robustness:
-  enabled: false
-harden:
-  method: none
-explain:
-  enabled: false
-fairness:
-  enabled: false
-"""
+TINY_CONFIG = MINIMAL_CONFIG + "data:\n  dataset: digits\n"
 FORBID_CONFIG = TINY_CONFIG + "unsafe_load: forbid\n"
 
 
@@ -567,7 +552,8 @@ def faulty(tmp_path) -> tuple[Path, Path]:
     [
         ("raises", "forward failed on a batch of shape [2, 1, 8, 8] (ValueError: boom in forward)"),
         ("returns_tuple", "forward returned tuple, not a tensor of logits"),
-        ("exits", "forward failed on a batch of shape [180, 1, 8, 8] (SystemExit: 0)"),
+        # the clean probe's passes are FORWARD_CHUNK images
+        ("exits", f"forward failed on a batch of shape [{FORWARD_CHUNK}, 1, 8, 8] (SystemExit: 0)"),
         ("factory_exits", "the factory raised SystemExit: 0"),
         ("factory_raises", "the factory raised RuntimeError: no such weights"),
     ],

@@ -70,7 +70,7 @@ class ModelAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         try:
             logits = self.net((x - self.mean) / self.std)
-        except AuditError:
+        except (AuditError, torch.cuda.OutOfMemoryError):  # ours; memory is no model fault
             raise
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the network's own code raised it
             raise ModelRefused(
