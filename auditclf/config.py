@@ -559,7 +559,7 @@ def _describe(error: ValidationError, source: str) -> str:
     for problem in error.errors():
         loc = tuple(p for p in problem["loc"] if p not in _UNION_TAGS and "[" not in str(p))
         key = ".".join(str(part) for part in loc) or "(top level)"
-        message = problem["msg"]
+        message = problem["msg"].removeprefix("Value error, ")  # our validators' own words
         if problem["type"] == "extra_forbidden":
             message = "unknown key" + _closest_key(loc)
         lines.setdefault(key, f"{source}: {key}: {message}")
