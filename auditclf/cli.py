@@ -696,7 +696,7 @@ def run(
     except KeyboardInterrupt:
         err.write("auditclf: interrupted; no report was written\n")
         return int(ExitStatus.INTERRUPTED)
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - internal errors become exit 6
+    except BaseException as exc:  # noqa: BLE001 - internal errors become exit 6
         # (a SystemExit from anything but argparse too: sys.exit(0) deep inside is no success)
         if debug:
             traceback.print_exc(file=err)

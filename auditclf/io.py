@@ -7,9 +7,10 @@ deletes the folder it swapped out, which now holds the previous set. So at every
 moment ``--out`` holds exactly the previous set or exactly the new one: every
 file of the previous set that the new one lacks is gone with it.
 
-- A missing or empty ``--out`` is created or used. A folder holding other files
-  but no auditclf report (``report.json`` or ``compare.json``) is refused (exit 2)
-  rather than taken over: it is probably not meant to be an output folder.
+- A missing or empty ``--out`` is created or used, and so is a folder holding only
+  files auditclf writes (``auditclf train``'s model and sidecar). A folder holding
+  other files but no auditclf report (``report.json`` or ``compare.json``) is
+  refused (exit 2) rather than taken over: it is probably not meant to be one.
 - Files of the user's own in a report folder (names auditclf never writes) are
   carried into the new set (hard links); a subfolder of the user's is refused
   (exit 2), as it cannot be carried over in one step.
@@ -64,8 +65,6 @@ _INSIDE_STAGING = re.compile(r"\.auditclf-staging-(\d+)-[a-z0-9_]{8}")
 _LEGACY_STAGING = re.compile(r"\.staging-[a-z0-9_]{8}")  # inside --out, by auditclf <= 0.x
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
-# errno values of renameat2 meaning "not here" (no syscall, filesystem or mount point says no)
-_NO_EXCHANGE = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EXDEV, errno.EBUSY})
 
 
 def _umask() -> int:
@@ -121,7 +120,8 @@ def check_out_folder(out: Path) -> None:
         raise UsageError(f"{out}: --out must be a folder, and this is not one")
     entries = [entry for entry in os.scandir(out) if not _is_staging(entry.name)]
     names = {entry.name for entry in entries}
-    if names and not names & REPORT_MARKERS:
+    ours = all(_written_by_auditclf(name, names) for name in names)  # train/harden's folder
+    if names and not names & REPORT_MARKERS and not ours:
         raise UsageError(
             f"{out}: not empty and holds no auditclf report (report.json or compare.json); "
             "give a new or empty folder for --out"
@@ -278,12 +278,17 @@ class StagedOutput:
             _link_or_copy(source, self.path(source.name))
 
     def commit(self) -> list[Path]:
-        """Put the staged set in place; return the paths of the files this writer wrote."""
+        """Put the staged set in place; return the paths of the files this writer wrote.
+        A commit that fails drops the staged set (what it had moved in stays)."""
         written = sorted(item.name for item in self.staging.iterdir())
-        if self.swap:
-            self._swap_in(written)
-        else:
-            self._move_in(written)
+        try:
+            if self.swap:
+                self._swap_in(written)
+            else:
+                self._move_in(written)
+        except BaseException:
+            self.abort()
+            raise
         return [self.out_dir / name for name in written]
 
     def _previous(self, written: list[str]) -> tuple[list[str], list[str]]:
@@ -303,10 +308,8 @@ class StagedOutput:
         _slow_commit_for_tests()
         try:
             _exchange(self.staging, self.out_dir)
-        except OSError as error:
-            if error.errno not in _NO_EXCHANGE:
-                raise
-            for name in kept:  # this filesystem cannot swap: commit file by file instead
+        except OSError:  # a failed exchange changed nothing: commit file by file instead
+            for name in kept:
                 (self.staging / name).unlink()
             self._move_in(written)
             return

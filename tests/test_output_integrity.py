@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import random
@@ -249,11 +250,18 @@ def test_report_rerendered_in_place_keeps_samples_and_models(digits_run, tmp_pat
         assert (folder / name).read_bytes() == (digits_run / name).read_bytes(), name
 
 
-def test_reaudit_in_place_keeps_the_audited_checkpoint(digits_run, tmp_path):
+@pytest.mark.parametrize("previous", ["a report", "auditclf train's model only"])
+def test_reaudit_in_place_keeps_the_audited_checkpoint(digits_run, tmp_path, previous):
     """`run --checkpoint OUT/model.safetensors --out OUT`: the new set replaces the old one
-    (hardened.* goes) but keeps the model it audited, with its sidecar."""
+    (a report's hardened.* goes) but keeps the model it audited, with its sidecar; a
+    folder `auditclf train` wrote (only files auditclf writes) takes the report too."""
     folder = tmp_path / "run"
-    shutil.copytree(digits_run, folder)
+    if previous == "a report":
+        shutil.copytree(digits_run, folder)
+    else:
+        folder.mkdir()
+        for name in ("model.safetensors", "model.json"):
+            shutil.copy(digits_run / name, folder / name)
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     checkpoint = folder / "model.safetensors"
@@ -337,12 +345,13 @@ def test_own_files_in_a_report_folder_are_kept_and_own_folders_refused(tmp_path)
         StagedOutput(file)
 
 
-@pytest.mark.parametrize("where", ["no-exchange", "no-swap"])
+@pytest.mark.parametrize("where", ["no-exchange", "exchange-denied", "no-swap"])
 def test_without_a_one_step_swap_the_set_still_replaces_the_previous_one(
     tmp_path, monkeypatch, where
 ):
-    if where == "no-exchange":  # a filesystem that refuses RENAME_EXCHANGE
-        monkeypatch.setattr(output_io, "_exchange", _refuse_exchange)
+    if where != "no-swap":  # a filesystem (or a sticky parent) that refuses the exchange
+        code = errno.EINVAL if where == "no-exchange" else errno.EPERM
+        monkeypatch.setattr(output_io, "_exchange", functools.partial(_refuse_exchange, code))
     else:  # a mount point, the working directory, another OS: staged inside the folder
         monkeypatch.setattr(output_io, "_swap_possible", lambda out: False)
     out = tmp_path / "out"
@@ -355,8 +364,8 @@ def test_without_a_one_step_swap_the_set_still_replaces_the_previous_one(
     assert sorted(os.listdir(out)) == ["compare.json", "junit.xml", "notes.txt", "report.json"]
 
 
-def _refuse_exchange(a: Path, b: Path) -> None:
-    raise OSError(errno.EINVAL, "not supported here", str(a), None, str(b))
+def _refuse_exchange(code: int, a: Path, b: Path) -> None:
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
 def test_a_file_moved_in_across_mounts_is_copied_then_renamed(tmp_path, monkeypatch):

@@ -411,6 +411,8 @@ ESCAPES = {
     "lipsum globals": "{{{{ lipsum.__globals__.os.system('touch {canary}') }}}}",
     "cycler init globals": "{{{{ cycler.__init__.__globals__.os.popen('touch {canary}') }}}}",
     "subclasses walk": "{{{{ ''.__class__.__mro__[1].__subclasses__() }}}}",
+    "a method of the result": "{{{{ result.save('{canary}') }}}}",
+    "mutating the result": "{{{{ result.limitations.append('{canary}') }}}}",
 }
 
 
@@ -488,7 +490,7 @@ def test_shipped_templates_render_the_same_in_the_sandbox(digits_run, monkeypatc
 
     monkeypatch.setattr(html, "render_figure", draw_once)
     sandboxed = html.render_html(result)
-    monkeypatch.setattr(html, "SandboxedEnvironment", Environment)
+    monkeypatch.setattr(html, "ReportSandbox", Environment)
     assert html.render_html(result) == sandboxed
 
 

@@ -72,7 +72,9 @@ class ModelAdapter(nn.Module):
             logits = self.net((x - self.mean) / self.std)
         except (AuditError, torch.cuda.OutOfMemoryError):  # ours; memory is no model fault
             raise
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the network's own code raised it
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - the network's own code raised it
             raise ModelRefused(
                 f"{self.source}: the model's forward failed on a batch of shape "
                 f"{list(x.shape)} ({describe(exc)})"

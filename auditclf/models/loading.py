@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import io
 import json
 import pickle
 import re
@@ -98,15 +99,6 @@ def _weights_only_reason(exc: BaseException) -> str:
     return f"the weights-only loader says: {lines[0]}" if lines else "it holds more than tensors"
 
 
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (what the report names an unpickled checkpoint by)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _zip_members(path: Path) -> list[str] | None:
     """The member names of a zip checkpoint (None: not a zip); a broken or forged zip is
     refused: unreadable directory, names outside the archive, bomb-sized declared sizes,
@@ -158,24 +150,25 @@ def _state_dict_from(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     )
 
 
-def _unpickle(path: Path, what: str, load: Callable[[str], Any]) -> Any:
+def _unpickle(path: Path, what: str, load: Callable[[], Any]) -> Any:
     """Run a loader that executes the file's code; whatever it raises is a refusal."""
     try:
-        return load(str(path))
-    except AuditError:
+        return load()
+    except (AuditError, KeyboardInterrupt):
         raise
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the file's own code raised it
+    except BaseException as exc:  # noqa: BLE001 - the file's own code raised it
         raise ModelRefused(f"{path}: could not be loaded as {what} ({describe(exc)})") from exc
 
 
 def _unsafe(
-    path: Path, *, trust: bool, forbid: bool, refusal: str, what: str, load: Callable[[str], Any]
+    path: Path, *, trust: bool, forbid: bool, refusal: str, what: str, load: Callable[[Any], Any]
 ) -> Checkpoint:
     """Unpickle ``path`` when the user trusts it and the config allows it; else refuse."""
     if not trust or forbid:
         raise ModelRefused(f"{path}: {refusal}; {FORBID_HINT if trust else TRUST_HINT}")
-    digest = file_sha256(path)
-    payload = _unpickle(path, what, load)
+    data = path.read_bytes()  # hashed and loaded from the same bytes: the SHA-256 the
+    digest = hashlib.sha256(data).hexdigest()  # report names is what was unpickled
+    payload = _unpickle(path, what, lambda: load(io.BytesIO(data)))
     if isinstance(payload, nn.Module):
         return Checkpoint(path, module=payload, unsafe=True, sha256=digest)
     return Checkpoint(path, state_dict=_state_dict_from(payload, path), unsafe=True, sha256=digest)
@@ -207,7 +200,7 @@ def read_checkpoint(path: Path, *, trust: bool, forbid_unsafe: bool = False) -> 
             forbid=forbid_unsafe,
             refusal="is a TorchScript archive, which runs code when loaded",
             what="TorchScript",
-            load=lambda name: torch.jit.load(name, map_location="cpu"),
+            load=lambda source: torch.jit.load(source, map_location="cpu"),
         )
     try:
         with warnings.catch_warnings():  # torch's advice on pickle protocols: not the user's
@@ -222,7 +215,7 @@ def read_checkpoint(path: Path, *, trust: bool, forbid_unsafe: bool = False) -> 
             forbid=forbid_unsafe,
             refusal=f"refused: it cannot be loaded weights-only: {_weights_only_reason(exc)}",
             what="a pickle",
-            load=lambda name: torch.load(name, map_location="cpu", weights_only=False),
+            load=lambda source: torch.load(source, map_location="cpu", weights_only=False),
         )
     except EOFError:
         raise ModelRefused(

@@ -50,6 +50,8 @@ class FixedChunks(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not len(x):
+            return self.model(x)
         outputs = []
         for start in range(0, len(x), FORWARD_CHUNK):
             part = x[start : start + FORWARD_CHUNK]

@@ -24,12 +24,12 @@ from jinja2 import (
     TemplateError,
     select_autoescape,
 )
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from auditclf.errors import UsageError
 from auditclf.report.figures import FIGURE_TITLES, render_figure, training_curves
 from auditclf.report.ledger import group_ledger, ledger
-from auditclf.results import AuditResult
+from auditclf.results import AuditResult, ModelResult
 
 TEMPLATE = "report.html.j2"
 KEY_NUMBERS = (
@@ -50,6 +50,17 @@ def default_templates_dir() -> Path:
     raise FileNotFoundError("auditclf's report templates are missing from this installation")
 
 
+class ReportSandbox(ImmutableSandboxedEnvironment):
+    """jinja2's sandbox, immutable (no ``list.append``, no ``dict.update``), and with no
+    method of the audit objects reachable (``result.save(...)`` writes files): a template
+    reads the result, it never acts on it or on anything else."""
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, (AuditResult, ModelResult)) and callable(value):
+            return False
+        return super().is_safe_attribute(obj, attr, value)
+
+
 def environment(templates: Path | None = None) -> Environment:
     loaders = []
     if templates is not None:
@@ -57,7 +68,7 @@ def environment(templates: Path | None = None) -> Environment:
             raise UsageError(f"{templates}: no such templates folder (report.templates)")
         loaders.append(FileSystemLoader(str(templates)))
     loaders.append(FileSystemLoader(str(default_templates_dir())))
-    env = SandboxedEnvironment(
+    env = ReportSandbox(
         loader=ChoiceLoader(loaders),
         autoescape=select_autoescape(default=True),
         undefined=StrictUndefined,
