@@ -414,6 +414,8 @@ class AttackRunner:
                 )
                 # torchattacks clamps with eps and steps with alpha; tensors broadcast per image
                 attack.eps, attack.alpha = radius, radius * (2.5 / steps)
+                # no random start here: the mode only sums the loss over images (the seeds
+                # stand ready should a draw shaped like the batch ever be made)
                 seeds = [derive_seed(self.ctx.seed, "min_eps", i) for i in self.ids[block]]
                 adv = self._per_image(attack, x, y, seeds)
             flipped.append((_logits(self.model, adv).argmax(1) != y).cpu())
