@@ -454,20 +454,17 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
-    from auditclf.analyses import ANALYSES
-    from auditclf.data import DATASETS
-    from auditclf.models import MODELS
-    from auditclf.probes import PROBES
+    from auditclf.catalog import CATALOG  # the registries' names, without importing torch
 
-    for title, registry in (
-        ("datasets", DATASETS),
-        ("models", MODELS),
-        ("probes", PROBES),
-        ("analyses", ANALYSES),
+    for kind, title in (
+        ("dataset", "datasets"),
+        ("model", "models"),
+        ("probe", "probes"),
+        ("analysis", "analyses"),
     ):
         out.write(f"{title}:\n")
-        for entry in registry:
-            out.write(f"  {entry.name:<26} {entry.summary}\n")
+        for name, summary in CATALOG[kind].items():
+            out.write(f"  {name:<26} {summary}\n")
     out.write(
         "datasets also: a folder in ImageFolder layout, or a CSV manifest "
         "path,label[,split][,attributes]\n"

@@ -8,9 +8,9 @@ each, as one :class:`~auditclf.errors.UsageError` (exit 2). Only ``--device cuda
 imports torch here, as it alone can say whether CUDA is usable.
 
 The loaders keep their own checks (the Python API reaches them without this
-module). The built-in dataset and zoo model names are listed here because their
-registries live in modules that import NumPy and torch; tests/test_preflight.py
-holds the two lists equal to the registries.
+module). The built-in dataset and zoo model names come from :mod:`auditclf.catalog`,
+which imports nothing heavy (their registries live in modules that import NumPy
+and torch).
 """
 
 from __future__ import annotations
@@ -20,19 +20,13 @@ import os
 import tempfile
 from pathlib import Path
 
+from auditclf import catalog
 from auditclf.config import AuditConfig, DataConfig, ModelConfig
 from auditclf.errors import UsageError
 from auditclf.io import check_out_folder
 
-BUILTIN_DATASETS = (
-    "mnist5k",
-    "digits",
-    "shapes",
-    "torchvision-mnist",
-    "torchvision-fashionmnist",
-    "torchvision-cifar10",
-)
-ZOO_MODELS = ("basic-cnn", "resnet18", "mobilenet_v3_small")
+BUILTIN_DATASETS = catalog.names("dataset")
+ZOO_MODELS = catalog.names("model")
 
 
 def preflight(

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from auditclf.catalog import CATALOG
 from auditclf.errors import UsageError
 
 T = TypeVar("T")
@@ -29,11 +30,19 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, *, summary: str) -> Callable[[T], T]:
+    def register(self, name: str) -> Callable[[T], T]:
+        """Register ``obj`` under ``name``, a name of :data:`auditclf.catalog.CATALOG`
+        (which gives its summary and its place in the order)."""
+        summary = CATALOG[self.kind].get(name)
+        if summary is None:
+            raise ValueError(f"{self.kind} {name!r} is not in auditclf.catalog.CATALOG")
+
         def decorate(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = Entry(name, obj, summary)
+            order = list(CATALOG[self.kind])
+            self._entries = dict(sorted(self._entries.items(), key=lambda e: order.index(e[0])))
             return obj
 
         return decorate

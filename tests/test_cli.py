@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from auditclf.results import AuditResult
 from tests.conftest import cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 OUTPUTS = (
     "report.html",
@@ -45,22 +50,28 @@ def test_help_for_every_command(command):
     assert "usage: auditclf" in result.out
 
 
-def test_list_names_the_registries():
+def test_list_prints_every_registry_entry_without_importing_torch():
+    """`auditclf list` reads the catalogue, which every registry is built from (same names,
+    summaries and order), and answers without loading torch or an engine."""
+    from auditclf.analyses import ANALYSES
+    from auditclf.catalog import CATALOG
+    from auditclf.data import DATASETS
+    from auditclf.models import MODELS
+    from auditclf.probes import PROBES
+
     result = cli("list")
     assert result.status == 0
-    for name in (
-        "mnist5k",
-        "digits",
-        "shapes",
-        "basic-cnn",
-        "resnet18",
-        "mobilenet_v3_small",
-        "clean",
-        "performance",
-        "calibration",
-        "imbalance",
-    ):
-        assert name in result.out
+    for registry in (DATASETS, MODELS, PROBES, ANALYSES):
+        entries = {entry.name: entry.summary for entry in registry}
+        assert list(entries.items()) == list(CATALOG[registry.kind].items())
+        for name, summary in entries.items():
+            assert f"  {name:<26} {summary}\n" in result.out
+    probe = "import sys; from auditclf.cli import run; run(['list']); print(sorted(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    for heavy in ("'torch'", "'numpy'", "'sklearn'", "'captum'", "'torchattacks'"):
+        assert heavy not in loaded, heavy
 
 
 def test_run_writes_every_output(digits_run):

@@ -22,7 +22,6 @@ import pytest
 from auditclf.cli import _flag_keys, _overrides, build_parser
 from auditclf.config import MAX_SEED, load_config
 from auditclf.errors import ExitStatus, UsageError
-from auditclf.preflight import BUILTIN_DATASETS, ZOO_MODELS
 from tests.conftest import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,14 +186,6 @@ def test_every_config_mistake_is_reported_at_once(tmp_path):
     for key in [*keys, "harden.eps"]:
         assert sum(f"audit.yaml: {key}: " in line for line in lines) == 1, (key, result.err)
     assert "did you mean 'epochs'?" in result.err
-
-
-def test_builtin_names_match_the_registries():
-    from auditclf.data import DATASETS
-    from auditclf.models import MODELS
-
-    assert list(BUILTIN_DATASETS) == DATASETS.names()
-    assert list(ZOO_MODELS) == MODELS.names()
 
 
 # --- eps ranges --------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def ece_bootstrap(
     return np.concatenate(draws) if draws else np.empty(0)
 
 
-@ANALYSES.register("calibration", summary="ECE, MCE, Brier, NLL, reliability diagram")
+@ANALYSES.register("calibration")
 def calibration(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     n_bins = ctx.config.ece_bins
     labels = list(range(len(ctx.classes)))

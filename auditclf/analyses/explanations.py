@@ -154,10 +154,7 @@ def _localisation(section: Section, run: dict, per_method: dict[str, dict]) -> N
         )
 
 
-@ANALYSES.register(
-    "explanations",
-    summary="faithfulness, sanity, stability, localisation and shortcuts of attribution maps",
-)
+@ANALYSES.register("explanations")
 def explanations(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section = Section("explanations", "Explanations")
     run = ctx.artifacts.get("explanations")

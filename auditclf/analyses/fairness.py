@@ -506,9 +506,7 @@ class AttributeAudit:
             self.robust.append((attack, eps))
 
 
-@ANALYSES.register(
-    "fairness", summary="subgroup metrics per attribute (fairlearn), parity gaps with intervals"
-)
+@ANALYSES.register("fairness")
 def fairness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section = FairnessSection("fairness", "Fairness")
     if not ctx.fairness["enabled"]:

@@ -13,7 +13,7 @@ import pandas as pd
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
 
 
-@ANALYSES.register("imbalance", summary="class distribution per split, imbalance, duplicates")
+@ANALYSES.register("imbalance")
 def imbalance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     summary, classes = ctx.data_summary, ctx.classes
     dist = summary["class_distribution"]

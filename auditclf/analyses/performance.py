@@ -40,7 +40,7 @@ def _fmt_ci(ci: tuple[float, float] | None) -> str:
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
-@ANALYSES.register("performance", summary="accuracy, per-class metrics, confusion, top-k")
+@ANALYSES.register("performance")
 def performance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     cfg, classes = ctx.config, ctx.classes
     level = cfg.confidence_level

@@ -267,7 +267,7 @@ def sanity_checks(
     return checks
 
 
-@ANALYSES.register("robustness", summary="robust accuracy per attack and eps, sanity verdict")
+@ANALYSES.register("robustness")
 def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section = Section("robustness", "Robustness")
     grid = attack_columns(table)

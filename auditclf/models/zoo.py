@@ -56,12 +56,12 @@ class BasicCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-@MODELS.register("basic-cnn", summary="the classic tutorial CNN (2 conv + 2 dense), any size")
+@MODELS.register("basic-cnn")
 def basic_cnn(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     return BasicCNN(in_channels, num_classes, tuple(input_size))
 
 
-@MODELS.register("resnet18", summary="torchvision ResNet-18 with a small-input stem")
+@MODELS.register("resnet18")
 def resnet18(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     """ResNet-18 with the CIFAR-style stem: a 3×3 first conv and no max-pool.
 
@@ -76,7 +76,7 @@ def resnet18(in_channels: int, num_classes: int, input_size: tuple[int, int]) ->
     return net
 
 
-@MODELS.register("mobilenet_v3_small", summary="torchvision MobileNetV3-Small, small-input stem")
+@MODELS.register("mobilenet_v3_small")
 def mobilenet_v3_small(
     in_channels: int, num_classes: int, input_size: tuple[int, int]
 ) -> nn.Module:

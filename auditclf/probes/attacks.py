@@ -578,7 +578,7 @@ SANITY_COLUMNS = (
 )
 
 
-@PROBES.register("attacks", summary="FGSM, PGD-L∞/L2, APGD-CE/DLR, Square (torchattacks)")
+@PROBES.register("attacks")
 def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     cfg = ctx.robustness
     if cfg is None or not cfg.enabled:

@@ -359,11 +359,7 @@ def _round(array) -> list:
     return np.round(np.asarray(array, dtype=np.float64), 4).tolist()
 
 
-@PROBES.register(
-    "attributions",
-    summary="Grad-CAM, Integrated Gradients and LIME (captum) with faithfulness, sanity, "
-    "stability, localisation and shortcut scores",
-)
+@PROBES.register("attributions")
 def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     cfg = ctx.explain
     if cfg is None or not cfg.enabled:

@@ -30,7 +30,7 @@ def predict_logits(ctx: ProbeContext) -> np.ndarray:
     return torch.cat(chunks).numpy()
 
 
-@PROBES.register("clean", summary="predictions, confidences and probabilities on clean images")
+@PROBES.register("clean")
 def clean_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     logits = predict_logits(ctx)
     bad = ~np.isfinite(logits).all(axis=1)
