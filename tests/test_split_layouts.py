@@ -145,3 +145,11 @@ def test_checkpoint_audit_of_a_splitless_folder_audits_all_and_says_so(tmp_path)
     assert not any(
         "no training images" in f["message"] for f in report["models"]["baseline"]["findings"]
     )
+
+
+def test_an_ambiguous_layout_exits_3_in_one_line(tmp_path):
+    root = _tree(tmp_path / "data", {"train/cat": 3, "test/cat": 3, "dog": 3})
+    result = cli("run", "--dataset", root, "--out", tmp_path / "out", "--quiet")
+    assert result.status == 3, result
+    assert result.err.count("\n") == 1 and "Traceback" not in result.err
+    assert "look like splits but dog do not" in result.err
