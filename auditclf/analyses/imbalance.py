@@ -22,7 +22,11 @@ def imbalance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         section.put(f"data.split.{split}.count", count)
     train = np.array([dist["train"][c] for c in classes], dtype=np.float64)
     empty = [c for c, n in zip(classes, train, strict=True) if n == 0]
-    if empty:
+    if not train.any():  # a checkpoint audited on test images only: nothing to weigh
+        why = "no training images in this run (a checkpoint audited on test images only)"
+        section.put("data.imbalance_ratio", None, reason=why)
+        ratio = float("nan")
+    elif empty:
         section.put(
             "data.imbalance_ratio",
             None,
@@ -39,7 +43,12 @@ def imbalance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         ratio = float(train.max() / train.min())
         section.put("data.imbalance_ratio", ratio)
     for i, name in enumerate(classes):
-        section.put(f"data.class.{key_part(name)}.train_share", train[i] / max(train.sum(), 1))
+        share = train[i] / train.sum() if train.any() else None
+        section.put(
+            f"data.class.{key_part(name)}.train_share",
+            share,
+            reason=None if train.any() else "no training images in this run",
+        )
     threshold = ctx.config.imbalance_threshold
     largest, smallest = classes[int(train.argmax())], classes[int(train.argmin())]
     if np.isfinite(ratio) and ratio > threshold:
@@ -113,7 +122,9 @@ def imbalance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             f"{dup['label_conflicts']} image(s) occur with different labels",
             "data.duplicates.label_conflicts",
         )
-    if not np.isfinite(ratio):
+    if np.isnan(ratio):
+        balance = "not weighed (no training images in this run)"
+    elif not np.isfinite(ratio):
         balance = "missing classes"
     elif ratio > threshold:
         balance = f"imbalanced (largest/smallest {ratio:.2f} > {threshold:g})"
@@ -133,6 +144,7 @@ def imbalance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             else " (stratified by class from the run seed)"
         )
         + "; imbalance ratio = largest / smallest training class; duplicates by BLAKE2b hash "
-        "of decoded pixels (exact copies only, near-duplicates are not detected)."
+        "of decoded pixels (exact copies only, near-duplicates are not detected). Images "
+        f"audited: {summary['audited']}."
     )
     return section

@@ -89,22 +89,68 @@ def _subsample(imageset: ImageSet, n: int, seed: int) -> ImageSet:
     return imageset
 
 
-def _resolve_split(imageset: ImageSet, cfg: DataConfig, seed: int) -> np.ndarray:
-    fractions = cfg.split.model_dump()
+def _resolve_split(
+    imageset: ImageSet, cfg: DataConfig, seed: int, trains: bool
+) -> tuple[np.ndarray, str]:
+    """The split of every image, and a sentence saying which images are audited and why.
+
+    A run that trains nothing (a checkpoint audited without hardening or
+    rebalancing) audits every image of a folder or manifest that carries no
+    split; a built-in set keeps its seeded split, on which its checkpoints are
+    trained.
+    """
     given = imageset.split
     if given is None:
-        return assign_splits(imageset.labels, fractions, seed=seed, classes=imageset.classes)
-    split = given.copy()
-    undecided = split == "train?"  # torchvision sets: val is carved out of the official train
+        if not trains and cfg.dataset not in DATASETS:
+            scope = (
+                f"all {len(imageset.labels)} images are test images: this run trains nothing "
+                "(a checkpoint audited without hardening or rebalancing) and the data gives "
+                "no split"
+            )
+            return np.full(len(imageset.labels), "test", dtype=object), scope
+        split = assign_splits(
+            imageset.labels, cfg.split.model_dump(), seed=seed, classes=imageset.classes
+        )
+        why = (
+            "this run trains a model, or retrains one (hardening, rebalancing)"
+            if trains
+            else "a built-in set: its checkpoints are trained on that split"
+        )
+        scope = (
+            f"the test split ({int((split == 'test').sum())} of {len(split)} images) is "
+            f"audited: the data gives no split, so it is split at random by class ({why})"
+        )
+        return split, scope
+    split = _given_split(imageset, cfg, seed, trains)
+    scope = (
+        f"the test split given by the data ({int((split == 'test').sum())} of {len(split)} "
+        "images) is audited"
+    )
+    return split, scope
+
+
+def _given_split(imageset: ImageSet, cfg: DataConfig, seed: int, trains: bool) -> np.ndarray:
+    """The data's own split, val carved out of an undecided train part.
+
+    The carving does not depend on ``trains``, so a checkpoint trained here and
+    audited later sees the same split (and data hash) it was trained with.
+    """
+    split = imageset.split.copy()
+    undecided = split == "train?"  # torchvision sets and split folders without val
     if undecided.any():
+        fractions = cfg.split.model_dump()
         idx = np.flatnonzero(undecided)
         val_share = fractions["val"] / (fractions["train"] + fractions["val"])
         split[idx] = split_train_val(
             imageset.labels[idx], val_share, seed=seed, classes=imageset.classes
         )
-    for name in ("train", "test"):
-        if not (split == name).any():
-            raise DataError(f"{imageset.source}: the given split has no {name!r} images")
+    if not (split == "test").any():
+        raise DataError(f"{imageset.source}: the given split has no 'test' images")
+    if trains and not (split == "train").any():
+        raise DataError(
+            f"{imageset.source}: the given split has no 'train' images, and this run trains "
+            "(a model, or hardening/rebalancing); audit a checkpoint with harden.method none"
+        )
     return split
 
 
@@ -124,7 +170,8 @@ def attach_attributes(
     if imageset.name == "shapes":
         definitions["background"] = "the generated image's background colour"
     parts = [imageset.attributes]
-    if imageset.name in DIGIT_SETS and imageset.images.shape[1] == 1:
+    digits = imageset.name in DIGIT_SETS and imageset.images.shape[1] == 1
+    if digits and (split == "train").any():  # stroke tertiles are cut on the train split
         derived, derived_definitions = digit_attributes(imageset.images, split)
         parts.append(derived)
         definitions.update(derived_definitions)
@@ -168,11 +215,15 @@ def check_classes(imageset: ImageSet) -> None:
         )
 
 
-def prepare_data(cfg: DataConfig, *, seed: int, metadata: Path | None = None) -> PreparedData:
+def prepare_data(
+    cfg: DataConfig, *, seed: int, metadata: Path | None = None, trains: bool = True
+) -> PreparedData:
     """Load the set named in ``cfg``, subsample, split, add attributes, scan, summarise.
 
     ``metadata`` is a CSV of per-image group attributes (see
-    :mod:`auditclf.data.attributes`).
+    :mod:`auditclf.data.attributes`). ``trains`` is false for a run that trains
+    nothing (a checkpoint audited, nothing retrained): then a folder or manifest
+    without a split is all test images, and a given split needs no train part.
     """
     imageset = load_imageset(cfg, seed)
     if len(imageset.labels) == 0:
@@ -182,7 +233,7 @@ def prepare_data(cfg: DataConfig, *, seed: int, metadata: Path | None = None) ->
     check_classes(imageset)
     if cfg.max_samples is not None and cfg.max_samples < len(imageset.labels):
         imageset = _subsample(imageset, cfg.max_samples, seed)
-    split = _resolve_split(imageset, cfg, seed)
+    split, scope = _resolve_split(imageset, cfg, seed, trains)
     definitions = attach_attributes(imageset, split, metadata)
     duplicates = scan_duplicates(imageset.images, imageset.labels, split, imageset.ids)
     summary = {
@@ -193,6 +244,7 @@ def prepare_data(cfg: DataConfig, *, seed: int, metadata: Path | None = None) ->
         "input_shape": list(imageset.images.shape[1:]),
         "num_images": int(len(imageset.labels)),
         "split_given": imageset.split is not None,
+        "audited": scope,
         "split_counts": {name: int((split == name).sum()) for name in SPLITS},
         "class_distribution": class_distribution(imageset.labels, split, imageset.classes),
         "attributes": list(imageset.attributes.columns),

@@ -213,24 +213,78 @@ def _stack(paths: list[Path], cfg: DataConfig) -> tuple[np.ndarray, list[str]]:
     return images, notes
 
 
-def load_folder(root: Path, cfg: DataConfig) -> ImageSet:
-    """ImageFolder layout: ``root/<class>/<image>``; class = sub-folder name."""
-    class_dirs = sorted(
-        (d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+# Split names as data gives them (folders, a manifest's split column), any case.
+MANIFEST_SPLITS = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The visible sub-folders of ``folder``, in natural order."""
+    return sorted(
+        (d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".")),
         key=lambda d: _natural_key(d.name),
     )
-    if not class_dirs:
-        raise DataError(f"{root}: no class sub-folders (expected {root}/<class>/<image>)")
-    classes = cfg.classes or [d.name for d in class_dirs]
+
+
+def _image_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """The visible image files under ``folder`` (or directly in it), sorted."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in found
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _split_folders(root: Path, top: list[Path], cfg: DataConfig) -> dict[str, Path] | None:
+    """{split: folder} when ``root`` holds ``<split>/<class>/<image>``, else None.
+
+    Top-level folders named train, val/valid/validation or test (any case) are
+    splits unless ``data.classes`` lists them all as classes. A layout that could
+    be read either way is refused: split-named folders beside others, two folders
+    for one split, or a split folder holding images directly.
+    """
+    named = {d: MANIFEST_SPLITS.get(d.name.lower()) for d in top}
+    splits = [d for d in top if named[d] is not None]
+    if not splits or (cfg.classes and all(d.name in cfg.classes for d in top)):
+        return None
+    others = [d.name for d in top if named[d] is None]
+    if others:
+        raise DataError(
+            f"{root}: folders {', '.join(d.name for d in splits)} look like splits but "
+            f"{', '.join(others)} do not; use {root}/<split>/<class>/<image> or "
+            f"{root}/<class>/<image> (or list every class in data.classes)"
+        )
+    by_split: dict[str, Path] = {}
+    for folder in splits:
+        if named[folder] in by_split:
+            raise DataError(
+                f"{root}: folders {by_split[named[folder]].name} and {folder.name} "
+                f"are both the {named[folder]} split"
+            )
+        if _image_files(folder, recursive=False):
+            raise DataError(
+                f"{folder}: a split folder holds images directly; expected "
+                f"{folder}/<class>/<image> (or list every class in data.classes)"
+            )
+        by_split[named[folder]] = folder
+    return by_split
+
+
+def _class_files(
+    root: Path, class_dirs: list[Path], classes: list[str], cfg: DataConfig
+) -> tuple[list[Path], list[int]]:
+    """Image files of each class folder and their class indices, checked to lie in ``root``."""
     paths, labels = [], []
     for folder in class_dirs:
         if folder.name not in classes:
             raise DataError(f"{folder}: folder {folder.name!r} is not in data.classes")
-        files = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-        )
+        files = _image_files(folder)
         if not cfg.allow_outside_root:
             for file in files:
                 where = _outside(file, root)
@@ -238,9 +292,40 @@ def load_folder(root: Path, cfg: DataConfig) -> ImageSet:
                     raise DataError(f"{file}: {where}")
         paths += files
         labels += [classes.index(folder.name)] * len(files)
+    return paths, labels
+
+
+def load_folder(root: Path, cfg: DataConfig) -> ImageSet:
+    """ImageFolder layout: ``root/<class>/<image>``; class = sub-folder name.
+
+    ``root/<split>/<class>/<image>`` (splits train, val/valid/validation, test) is
+    read as a given split; the classes are the union over the splits. Without a
+    val folder, val is carved out of train when a run trains (as for torchvision
+    sets).
+    """
+    top = _subfolders(root)
+    if not top:
+        raise DataError(f"{root}: no class sub-folders (expected {root}/<class>/<image>)")
+    by_split = _split_folders(root, top, cfg)
+    groups = by_split or {None: root}
+    class_dirs = {name: _subfolders(folder) for name, folder in groups.items()}
+    names = sorted({d.name for dirs in class_dirs.values() for d in dirs}, key=_natural_key)
+    classes = cfg.classes or names
+    paths, labels, split = [], [], []
+    for name, dirs in class_dirs.items():
+        files, indices = _class_files(root, dirs, classes, cfg)
+        paths += files
+        labels += indices
+        split += [name] * len(files)
     if not paths:
         raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     images, notes = _stack(paths, cfg)
+    given = None
+    if by_split is not None:
+        given = np.array(split, dtype=object)
+        if "val" not in by_split:
+            given[given == "train"] = "train?"
+        notes.append(f"split given by the folders {', '.join(f.name for f in by_split.values())}")
     return ImageSet(
         name=root.name,
         description=f"image folder {root} ({len(classes)} classes)",
@@ -249,17 +334,9 @@ def load_folder(root: Path, cfg: DataConfig) -> ImageSet:
         classes=list(classes),
         ids=np.array([p.relative_to(root).as_posix() for p in paths], dtype=object),
         source=str(root),
+        split=given,
         notes=notes,
     )
-
-
-MANIFEST_SPLITS = {
-    "train": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-}
 
 
 def _read_manifest_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[int]]:
