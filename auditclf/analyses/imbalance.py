@@ -144,7 +144,8 @@ def imbalance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             else " (stratified by class from the run seed)"
         )
         + "; imbalance ratio = largest / smallest training class; duplicates by BLAKE2b hash "
-        "of decoded pixels (exact copies only, near-duplicates are not detected). Images "
-        f"audited: {summary['audited']}."
+        "of decoded pixels (exact copies only, near-duplicates are not detected)."
     )
+    if "audited" in summary:  # reports written before auditclf said which images it audited
+        section.method += f" Images audited: {summary['audited']}."
     return section
