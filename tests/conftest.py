@@ -11,6 +11,16 @@ from auditclf.cli import run
 
 # A small, fast audit: 8x8 digits, 2 epochs, 200 bootstrap resamples.
 FAST_FLAGS = ["--dataset", "digits", "--epochs", "2", "--quiet"]
+# Every attack, on few images and queries.
+FAST_ROBUSTNESS = """\
+robustness:
+  samples: 60
+  square_samples: 30
+  square_queries: 50
+  min_eps_samples: 20
+  min_eps_iterations: 6
+  gallery_per_class: 1
+"""
 FAST_CONFIG = """\
 seed: 0
 data:
@@ -19,13 +29,7 @@ train:
   epochs: 2
 analyses:
   bootstrap: 200
-robustness:
-  samples: 60
-  square_samples: 30
-  square_queries: 50
-  min_eps_samples: 20
-  min_eps_iterations: 6
-  gallery_per_class: 1
+""" + FAST_ROBUSTNESS + """\
 harden:
   epochs: 1
   steps: 3

@@ -18,31 +18,14 @@ from auditclf.pipeline import PhaseTimer, build_model
 from auditclf.probes.attacks import AttackRunner, adversarial_versions
 from auditclf.probes.base import FORWARD_CHUNK, FixedChunks, ProbeContext
 from auditclf.seeding import derive_seed
-from tests.conftest import cli
+from tests.conftest import FAST_ROBUSTNESS, cli
 
 # Every attack on, small samples; the model comes from the digits_run fixture (no training).
-AUDIT = """\
-seed: 0
-data:
-  dataset: digits
-analyses:
-  bootstrap: 50
-  batch_size: {analyses}
-robustness:
-  batch_size: {robustness}
-  samples: 60
-  square_samples: 30
-  square_queries: 50
-  min_eps_samples: 20
-  min_eps_iterations: 6
-  gallery_per_class: 1
-harden:
-  method: none
-explain:
-  enabled: false
-fairness:
-  enabled: false
-"""
+AUDIT = (
+    "seed: 0\ndata:\n  dataset: digits\nanalyses:\n  bootstrap: 50\n  batch_size: {analyses}\n"
+    + FAST_ROBUSTNESS.replace("robustness:\n", "robustness:\n  batch_size: {robustness}\n")
+    + "harden:\n  method: none\nexplain:\n  enabled: false\nfairness:\n  enabled: false\n"
+)
 
 
 def _same(a, b) -> bool:
