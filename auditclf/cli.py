@@ -354,7 +354,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return VERDICT_STATUS[result.verdict]
 
 
-def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+def _model_command_config(args: argparse.Namespace, command: str) -> tuple[Any, Path]:
+    """``train``/``harden``: the config (flags over ``--config``; ``--out`` is the model
+    folder, not the report's) and that folder, checked by the preflight."""
     from auditclf.config import load_config
     from auditclf.preflight import preflight
 
@@ -362,7 +364,12 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     overrides.pop("out", None)
     config = load_config(args.config, overrides)
     folder = Path(args.out or "audit-model")
-    preflight(config, command="train", out=folder, out_key="--out", flags=_given_flags(args))
+    preflight(config, command=command, out=folder, out_key="--out", flags=_given_flags(args))
+    return config, folder
+
+
+def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
+    config, folder = _model_command_config(args, "train")
     from auditclf.data import prepare_data
     from auditclf.models import save_model
     from auditclf.pipeline import PhaseTimer, build_model, resolve_device
@@ -386,14 +393,7 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_harden(args: argparse.Namespace, out: TextIO) -> int:
-    from auditclf.config import load_config
-    from auditclf.preflight import preflight
-
-    overrides = _overrides(args)
-    overrides.pop("out", None)
-    config = load_config(args.config, overrides)
-    folder = Path(args.out or "audit-model")
-    preflight(config, command="harden", out=folder, out_key="--out", flags=_given_flags(args))
+    config, folder = _model_command_config(args, "harden")
     from auditclf.data import prepare_data
     from auditclf.models import save_model
     from auditclf.pipeline import PhaseTimer, build_model, harden, resolve_device
@@ -441,7 +441,7 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
                 findings,
             )
     target = args.out or args.folder
-    in_place = os.path.realpath(target) == os.path.realpath(args.folder)
+    in_place = _same_folder(target, args.folder)
     with StagedOutput(target, keep_others=in_place) as staged:  # in place: keep samples, models
         write_reports(
             staged,
@@ -451,6 +451,11 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
         )
     out.write(f"report: {Path(target) / 'report.html'}\n")
     return ExitStatus.OK
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one folder (rewriting a report in its own folder)."""
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
@@ -527,7 +532,7 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
     if args.out is not None:
         from auditclf.report import save_result
 
-        in_place = os.path.realpath(args.out) == os.path.realpath(path.parent)
+        in_place = _same_folder(args.out, path.parent)
         save_result(
             result,
             args.out,
