@@ -146,3 +146,31 @@ def test_init_writes_every_option_at_its_default(tmp_path):
     target.write_text("seed: 3\n")
     assert cli("init", "--out", target, "--force").status == 0
     assert load_config(target).seed == 0
+
+
+RENDER_IN_A_NOTEBOOK = """
+import matplotlib
+matplotlib.use("svg")  # the user's own backend and style
+matplotlib.rcParams["font.size"] = 17.0
+before = dict(matplotlib.rcParams)
+from auditclf.results import AuditResult
+from auditclf.report import figures
+result = AuditResult.load({run!r})
+html = result.to_html()
+figures.confusion({{"labels": ["a", "b"], "counts": [[3, 1], [0, 4]],
+                   "normalised": [[0.75, 0.25], [0.0, 1.0]]}})
+assert "data:image/png;base64," in html
+assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+changed = {{k for k, v in matplotlib.rcParams.items() if before[k] != v}}
+assert not changed, changed
+"""
+
+
+def test_rendering_leaves_the_users_matplotlib_backend_and_style_alone(digits_run):
+    """A notebook user's backend and rcParams survive importing and rendering a report."""
+    import subprocess
+    import sys
+
+    script = RENDER_IN_A_NOTEBOOK.format(run=str(digits_run / "report.json"))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

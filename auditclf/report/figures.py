@@ -2,19 +2,24 @@
 
 Every figure kind is one function of a JSON dict (as stored in report.json),
 so ``auditclf report`` redraws them without the model.
+
+Drawing touches no global matplotlib state: figures are ``Figure`` objects on
+their own Agg canvas (pyplot is never imported, so the backend a notebook
+user chose stays theirs), and the house style applies only inside
+``matplotlib.rc_context`` while a figure is drawn.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from collections.abc import Callable
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 DPI = 110
 LABEL_CHARS = 40  # class and group names are cut to this for display; JSON and CSV keep them
@@ -22,19 +27,17 @@ INK = "#1f2933"
 ACCENT = "#2563eb"
 WARN = "#dc2626"
 OK = "#16a34a"
-plt.rcParams.update(
-    {
-        "font.size": 9,
-        "axes.edgecolor": "#9aa5b1",
-        "axes.labelcolor": INK,
-        "xtick.color": INK,
-        "ytick.color": INK,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "svg.fonttype": "none",
-        "font.family": "DejaVu Sans",
-    }
-)
+STYLE = {  # the house style, applied per figure through matplotlib.rc_context
+    "font.size": 9,
+    "axes.edgecolor": "#9aa5b1",
+    "axes.labelcolor": INK,
+    "xtick.color": INK,
+    "ytick.color": INK,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "svg.fonttype": "none",
+    "font.family": "DejaVu Sans",
+}
 
 
 def short_label(name) -> str:
@@ -53,20 +56,39 @@ def _tick(name) -> str:
     return short_label(name).replace("$", r"\$")
 
 
+def _styled(draw: Callable[[dict], str]) -> Callable[[dict], str]:
+    """``draw`` with the house style applied while it runs, and only then."""
+
+    @functools.wraps(draw)
+    def styled(data: dict) -> str:
+        with matplotlib.rc_context(STYLE):
+            return draw(data)
+
+    return styled
+
+
+def _subplots(*args, **kwargs):
+    """``plt.subplots`` without pyplot: a Figure on its own Agg canvas, and its axes."""
+    figsize = kwargs.pop("figsize", None)
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(*args, **kwargs)
+
+
 def _to_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+@_styled
 def confusion(data: dict) -> str:
     labels = [_tick(name) for name in data["labels"]]
     counts = np.array(data["counts"])
     normalised = np.array(data["normalised"])
     k = len(labels)
     side = min(7.5, 1.6 + 0.42 * k)
-    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    fig, ax = _subplots(figsize=(side + 1.0, side))
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     if k <= 20:
         for i in range(k):
@@ -91,6 +113,7 @@ def confusion(data: dict) -> str:
     return _to_data_uri(fig)
 
 
+@_styled
 def reliability(data: dict) -> str:
     edges = np.array(data["edges"])
     centres = (edges[:-1] + edges[1:]) / 2
@@ -99,7 +122,7 @@ def reliability(data: dict) -> str:
     confidence = np.array(data["confidence"], dtype=float)
     count = np.array(data["count"])
     filled = count > 0
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = _subplots(figsize=(4.6, 4.2))
     ax.plot([0, 1], [0, 1], ls="--", color="#9aa5b1", lw=1, label="perfect calibration")
     ax.bar(
         centres[filled],
@@ -137,12 +160,13 @@ def reliability(data: dict) -> str:
     return _to_data_uri(fig)
 
 
+@_styled
 def confidence_histogram(data: dict) -> str:
     edges = np.array(data["edges"])
     centres = (edges[:-1] + edges[1:]) / 2
     width = edges[1] - edges[0]
     correct, wrong = np.array(data["correct"]), np.array(data["wrong"])
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = _subplots(figsize=(4.6, 4.2))
     ax.bar(centres, correct, width=width * 0.92, color=OK, alpha=0.8, label="correct")
     ax.bar(
         centres, wrong, bottom=correct, width=width * 0.92, color=WARN, alpha=0.85, label="wrong"
@@ -156,11 +180,12 @@ def confidence_histogram(data: dict) -> str:
     return _to_data_uri(fig)
 
 
+@_styled
 def class_distribution(data: dict) -> str:
     classes = [_tick(name) for name in data["classes"]]
     splits = data["splits"]
     x = np.arange(len(classes))
-    fig, ax = plt.subplots(figsize=(min(9, 2 + 0.5 * len(classes)), 3.2))
+    fig, ax = _subplots(figsize=(min(9, 2 + 0.5 * len(classes)), 3.2))
     bottom = np.zeros(len(classes))
     for (name, counts), colour in zip(
         splits.items(), ("#1e40af", "#60a5fa", "#f59e0b"), strict=True
@@ -174,9 +199,10 @@ def class_distribution(data: dict) -> str:
     return _to_data_uri(fig)
 
 
+@_styled
 def training_curves(data: dict) -> str:
     epochs = [e["epoch"] for e in data["epochs"]]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(8.4, 3.0))
+    fig, (loss_ax, acc_ax) = _subplots(1, 2, figsize=(8.4, 3.0))
     loss_ax.plot(epochs, [e["train_loss"] for e in data["epochs"]], marker="o", label="train")
     loss_ax.plot(epochs, [e["val_loss"] for e in data["epochs"]], marker="o", label="val")
     acc_ax.plot(epochs, [e["train_accuracy"] for e in data["epochs"]], marker="o", label="train")
@@ -189,9 +215,10 @@ def training_curves(data: dict) -> str:
     return _to_data_uri(fig)
 
 
+@_styled
 def robustness_curves(data: dict) -> str:
     norms = sorted(set(data["norms"].values()), key=["linf", "l2"].index)
-    fig, axes = plt.subplots(1, len(norms), figsize=(4.8 * len(norms), 3.8), squeeze=False)
+    fig, axes = _subplots(1, len(norms), figsize=(4.8 * len(norms), 3.8), squeeze=False)
     for ax, norm in zip(axes[0], norms, strict=True):
         for attack, points in data["curves"].items():
             if data["norms"][attack] != norm:
@@ -248,7 +275,7 @@ def _overlay_uri(values, heat) -> str:
     gray = _rgb(values).mean(2, keepdims=True)
     heat = np.array(heat, dtype=np.float64)
     scale = np.abs(heat).max() or 1.0
-    colours = plt.get_cmap("RdBu_r")((heat / scale + 1) / 2)[..., :3]
+    colours = matplotlib.colormaps["RdBu_r"]((heat / scale + 1) / 2)[..., :3]
     return _png_uri(0.35 * gray + 0.65 * colours)
 
 
@@ -326,11 +353,12 @@ def attribution_gallery(data: dict) -> dict:
     return {"rows": rows, "methods": [METHOD_NAMES.get(m, m) for m in data["methods"]]}
 
 
+@_styled
 def fairness_bars(data: dict) -> str:
     """Accuracy per group with its interval, the overall accuracy as a line, the worst
     group in red; groups below the minimum size are drawn empty and labelled."""
     groups = [_tick(g) for g in data["groups"]]
-    fig, ax = plt.subplots(figsize=(max(4.2, 0.75 * len(groups) + 1.5), 2.9))
+    fig, ax = _subplots(figsize=(max(4.2, 0.75 * len(groups) + 1.5), 2.9))
     worst = data.get("worst")
     for i, (value, ci, size) in enumerate(
         zip(data["values"], data["ci"], data["sizes"], strict=True)
