@@ -348,7 +348,7 @@ class AttributeReport:
         worst = accuracy.worst()
         best = int(np.nanargmax(np.where(self.audit.eligible, accuracy.values, np.nan)))
         low, high = accuracy.interval
-        interval = f" (95% CI {low:.3f}–{high:.3f})" if np.isfinite(low) else ""
+        interval = f" ({self.level:.0%} CI {low:.3f}–{high:.3f})" if np.isfinite(low) else ""
         sentence = (
             f"{name} = {self.g.labels[worst]} has the lowest accuracy, "
             f"{accuracy.values[worst]:.3f} against {accuracy.overall:.3f} overall; the gap to "
@@ -395,12 +395,12 @@ class AttributeReport:
         gap_low, gap_high = accuracy.interval
         gap = f"{accuracy.aggregates['difference']:.3f}"
         if np.isfinite(gap_low):
-            gap += f" (95% CI {gap_low:.3f}–{gap_high:.3f})"
+            gap += f" ({self.level:.0%} CI {gap_low:.3f}–{gap_high:.3f})"
         key = f"{self.prefix}.accuracy.difference"
         if high < accuracy.overall:
             self.section.find(
                 "warning",
-                f"{self.g.name} = {label}: accuracy {value:.3f} (95% CI {low:.3f}–{high:.3f}) "
+                f"{self.g.name} = {label}: accuracy {value:.3f} ({self.level:.0%} CI {low:.3f}–{high:.3f}) "
                 f"is below the {accuracy.overall:.3f} overall by more than sampling error "
                 f"explains; the gap to the best group is {gap}",
                 metric=key,
