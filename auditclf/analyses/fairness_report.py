@@ -400,9 +400,10 @@ class AttributeReport:
         if high < accuracy.overall:
             self.section.find(
                 "warning",
-                f"{self.g.name} = {label}: accuracy {value:.3f} ({self.level:.0%} CI {low:.3f}–{high:.3f}) "
-                f"is below the {accuracy.overall:.3f} overall by more than sampling error "
-                f"explains; the gap to the best group is {gap}",
+                f"{self.g.name} = {label}: accuracy {value:.3f} "
+                f"({self.level:.0%} CI {low:.3f}–{high:.3f}) is below the "
+                f"{accuracy.overall:.3f} overall by more than sampling error explains; "
+                f"the gap to the best group is {gap}",
                 metric=key,
             )
         else:
