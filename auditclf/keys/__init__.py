@@ -37,7 +37,9 @@ __all__ = [
     "adv_column",
     "attack_at",
     "check_distinct_key_parts",
+    "class_metric",
     "direction",
+    "fairness_key",
     "families_matching",
     "interval",
     "interval_keys",
@@ -48,6 +50,7 @@ __all__ = [
     "model_key",
     "parse",
     "parse_adv_column",
+    "robust_metric",
     "shown_in_points",
 ]
 
@@ -72,6 +75,24 @@ def parse_adv_column(name: str) -> tuple[str, str, str] | None:
     """``adv.fgsm@0.1.pred`` → ``("fgsm", "0.1", "pred")``; None for any other column."""
     found = _ADV_COLUMN.fullmatch(name)
     return None if found is None else (found["attack"], found["eps"], found["what"])
+
+
+def robust_metric(attack: str, eps: str) -> str:
+    """``fgsm@0.1.accuracy``: robust accuracy as it ends a robustness or fairness key."""
+    return f"{attack_at(attack, eps)}.accuracy"
+
+
+def class_metric(class_part: str, rate: str) -> str:
+    """``class.3.tpr``: a one-vs-rest rate of one class as it ends a fairness key."""
+    return f"class.{class_part}.{rate}"
+
+
+def fairness_key(attribute: str, metric: str, *, group: str | None = None) -> str:
+    """``fairness.<attribute>.<metric>`` (a summary over groups: ``accuracy.difference``,
+    ``equalized_odds_difference``), or with ``group`` the metric in one group
+    (``fairness.<attribute>.group.<value>.<metric>``); names already key parts."""
+    where = f"fairness.{attribute}" if group is None else f"fairness.{attribute}.group.{group}"
+    return f"{where}.{metric}"
 
 
 def model_key(model: str, key: str) -> str:
