@@ -32,8 +32,7 @@ WEAK_CLASS_GAP = 0.05  # a class whose recall trails accuracy by more than this 
 
 def _put_interval(section: Section, key: str, interval: tuple[float, float] | None) -> None:
     if interval is not None:
-        section.put(f"{key}.ci_low", interval[0], reason="no test images")
-        section.put(f"{key}.ci_high", interval[1], reason="no test images")
+        section.put_interval(key, interval, reason="no test images")
 
 
 def _fmt_ci(ci: tuple[float, float] | None) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from auditclf.keys.families import (
     FAMILIES,
@@ -30,6 +31,7 @@ from auditclf.keys.parts import check_distinct_key_parts, key_part
 
 __all__ = [
     "FAMILIES",
+    "AdvColumn",
     "HIGHER",
     "LOWER",
     "NEUTRAL",
@@ -71,10 +73,17 @@ def adv_column(attack: str, eps: str, what: str) -> str:
     return f"{ADV_PREFIX}{attack_at(attack, eps)}.{what}"
 
 
-def parse_adv_column(name: str) -> tuple[str, str, str] | None:
-    """``adv.fgsm@0.1.pred`` → ``("fgsm", "0.1", "pred")``; None for any other column."""
+class AdvColumn(NamedTuple):
+    attack: str
+    eps: str
+    what: str
+
+
+def parse_adv_column(name: str) -> AdvColumn | None:
+    """``adv.fgsm@0.1.pred`` → ``AdvColumn("fgsm", "0.1", "pred")``; None for any other
+    column."""
     found = _ADV_COLUMN.fullmatch(name)
-    return None if found is None else (found["attack"], found["eps"], found["what"])
+    return None if found is None else AdvColumn(found["attack"], found["eps"], found["what"])
 
 
 def robust_metric(attack: str, eps: str) -> str:

@@ -142,28 +142,31 @@ MIN_EPS_MEDIAN = F(
     True,
     unit="eps (pixel units)",
 )
+CLASS_MIN_EPS_MEDIAN = F(
+    "robustness.class.<class>.min_eps.median",
+    "median minimal L∞ perturbation per class",
+    HIGHER,
+    unit="eps (pixel units)",
+)
+SUCCESS_RATE = F(
+    "robustness.<attack>@<eps>.success_rate",
+    "share of correctly classified images the attack flips",
+    LOWER,
+)
+SAMPLES = F("robustness.samples", "images attacked", unit=COUNT)
 CLEAN_ACCURACY = F("robustness.clean_accuracy", "accuracy of the attacked subset", HIGHER, True, CI)
 RELIABLE = F("robustness.reliable", "1 when every sanity check passed", HIGHER, True, unit=FLAG)
 CHECK = F("robustness.check.<check>", "1 when this sanity check passed", HIGHER, unit=FLAG)
 ROBUSTNESS = (
     CLEAN_ACCURACY,
-    F("robustness.samples", "images attacked", unit=COUNT),
+    SAMPLES,
     ROBUST_ACCURACY,
-    F(
-        "robustness.<attack>@<eps>.success_rate",
-        "share of correctly classified images the attack flips",
-        LOWER,
-    ),
+    SUCCESS_RATE,
     WORST_ACCURACY,
     ROBUST_CLASS_ACCURACY,
     ROBUST_GROUP_ACCURACY,
     MIN_EPS_MEDIAN,
-    F(
-        "robustness.class.<class>.min_eps.median",
-        "median minimal L∞ perturbation per class",
-        HIGHER,
-        unit="eps (pixel units)",
-    ),
+    CLASS_MIN_EPS_MEDIAN,
     RELIABLE,
     CHECK,
 )
