@@ -43,6 +43,7 @@ __all__ = [
     "direction",
     "fairness_key",
     "families_matching",
+    "family_lines",
     "interval",
     "interval_keys",
     "is_bound",
@@ -195,3 +196,22 @@ def interval(metrics: dict, key: str) -> list | None:
         return None
     low, high = metrics.get(names[0]), metrics.get(names[1])
     return None if low is None or high is None else [low, high]
+
+
+def family_lines() -> list[str]:
+    """One line per key family, for ``auditclf metrics --list-keys``: pattern, which way
+    is better, headline or not, the interval siblings' spellings, meaning and unit."""
+    width = max(len(f.pattern) for f in FAMILIES)
+    ways = {HIGHER: "higher", LOWER: "lower", NEUTRAL: "-"}
+
+    def line(pattern: str, way: str, headline: str, siblings: str, meaning: str) -> str:
+        return f"{pattern:<{width}}  {way:<6}  {headline:<8}  {siblings:<27}  {meaning}"
+
+    lines = [line("key", "better", "headline", "interval", "meaning [unit]")]
+    for family in FAMILIES:
+        siblings = f"KEY{family.interval[0]} KEY{family.interval[1]}" if family.interval else "-"
+        headline = "yes" if family.headline else "-"
+        meaning = f"{family.meaning} [{family.unit}]"
+        lines.append(line(family.pattern, ways[family.direction], headline, siblings, meaning))
+    lines.append("hardened.<key>, rebalanced.<key>: the same metric of a retrained model")
+    return lines
