@@ -98,13 +98,16 @@ ECE = F(
     "calibration error (0–1)",
 )
 BRIER = F("performance.brier", "multiclass Brier score", LOWER, True, unit="Brier score (0–2)")
+TOP_K_ACCURACY = F(
+    "performance.top_k_accuracy@<k>", "true class among the k most probable", HIGHER, True
+)
 PERFORMANCE = (
     ACCURACY,
     BALANCED_ACCURACY,
     WORST_CLASS_RECALL,
     F("performance.f1_macro", "F1 averaged over classes", HIGHER, True),
     F("performance.f1_weighted", "F1 averaged over classes, weighted by support", HIGHER, True),
-    F("performance.top_k_accuracy@<k>", "true class among the k most probable", HIGHER, True),
+    TOP_K_ACCURACY,
     F("performance.class.<class>.precision", "precision of one class", HIGHER),
     CLASS_RECALL,
     F("performance.class.<class>.f1", "F1 of one class", HIGHER),
