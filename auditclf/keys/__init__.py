@@ -59,7 +59,8 @@ __all__ = [
 
 ADV_PREFIX = "adv."
 _ADV_COLUMN = re.compile(
-    rf"adv\.(?P<attack>{PLACEHOLDERS['attack']})@(?P<eps>{PLACEHOLDERS['eps']})\.(?P<what>[a-z_]+)"
+    re.escape(ADV_PREFIX)
+    + rf"(?P<attack>{PLACEHOLDERS['attack']})@(?P<eps>{PLACEHOLDERS['eps']})\.(?P<what>[a-z_]+)"
 )
 
 
@@ -75,6 +76,8 @@ def adv_column(attack: str, eps: str, what: str) -> str:
 
 
 class AdvColumn(NamedTuple):
+    """An attack column read back: which attack, at which eps, and what it holds."""
+
     attack: str
     eps: str
     what: str
