@@ -189,8 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--debug", action="store_true", help="show tracebacks")
 
     metrics = commands.add_parser("metrics", help="print every metric key of a report.json")
-    metrics.add_argument("report", type=Path, help="a report.json, or the folder holding it")
+    metrics.add_argument(
+        "report", type=Path, nargs="?", help="a report.json, or the folder holding it"
+    )
     metrics.add_argument("--model", default=None, help="which audited model (default: baseline)")
+    metrics.add_argument(
+        "--list-keys",
+        action="store_true",
+        help="print every key family (which way is better, headline, interval keys, meaning); "
+        "no report needed",
+    )
     metrics.add_argument("--debug", action="store_true", help="show tracebacks")
 
     gate = commands.add_parser(
@@ -481,8 +489,14 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
+    from auditclf.keys import family_lines
     from auditclf.results import AuditResult
 
+    if args.list_keys:
+        out.write("".join(line + "\n" for line in family_lines()))
+        return ExitStatus.OK
+    if args.report is None:
+        raise UsageError("metrics: give a report.json (or the folder holding it), or --list-keys")
     path = args.report / "report.json" if args.report.is_dir() else args.report
     result = AuditResult.load(path)
     name = args.model or "baseline"

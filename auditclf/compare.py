@@ -1,9 +1,11 @@
-"""Comparing audits: which way each metric is better, and what got worse by how much.
+"""Comparing audits: what got worse by how much.
 
-One direction table serves ``auditclf compare A B``, the baseline regression
-check of ``run/gate --baseline OLD/report.json --max-drop X`` and the ledgers.
+Serves ``auditclf compare A B`` and the baseline regression check of
+``run/gate --baseline OLD/report.json --max-drop X``. Which way each key is
+better, whether it is a headline and how its interval is spelt come from its
+family in :mod:`auditclf.keys`, as for the ledgers and gates.
 
-Which keys are compared by default (the *headline* metrics): every
+Which keys are compared by default (the *headline* families): every
 ``performance.*`` key that is not per class; robust accuracy per attack and
 eps (``robustness.<attack>@<eps>.accuracy``, ``worst@<eps>``),
 ``robustness.clean_accuracy``, ``robustness.min_eps.median`` and
@@ -20,78 +22,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from auditclf.errors import UsageError
 from auditclf.gates import gate_metrics
+from auditclf.keys import HIGHER, LOWER, NEUTRAL, direction, interval, is_bound, is_headline
 from auditclf.results import AuditResult
 
-HIGHER, LOWER, NEUTRAL = 1, -1, 0
-SECTIONS = ("performance", "robustness", "fairness", "explain", "data")
-_BOUND = re.compile(r"(\.ci_low|\.ci_high|_ci_low|_ci_high)$")
-# First match wins; matched against the key without its model prefix and CI suffix.
-DIRECTIONS: tuple[tuple[re.Pattern, int], ...] = tuple(
-    (re.compile(pattern), direction)
-    for pattern, direction in (
-        (r"^data\.", NEUTRAL),  # the data, not the model
-        (r"\.(support|size|samples|maps)$", NEUTRAL),  # counts
-        (
-            r"(mean_confidence|selection_rate|random_deletion_auc|random_insertion_auc"
-            r"|mask_area)$",
-            NEUTRAL,
-        ),
-        (
-            r"(difference|(^|\.)(ece|mce|brier|nll|fpr|success_rate)|deletion_auc"
-            r"|randomization_correlation|convergence_delta|swap_flip_rate|region_share"
-            r"|region_enrichment|flagged_classes)$",
-            LOWER,
-        ),
-        (
-            r"(accuracy|accuracy@\d+|recall|precision|f1|f1_macro|f1_weighted|tpr|ratio"
-            r"|min_eps\.median|reliable|check\.[a-z_]+|insertion_auc|deletion_gain"
-            r"|insertion_gain|correlation|overlap|mask_mass)$",
-            HIGHER,
-        ),
-    )
-)
-HEADLINE = re.compile(
-    r"^(performance\.(?!class\.)[^.]+"
-    r"|robustness\.[a-z0-9_]+@[^.]+(\.\d+)?\.accuracy"
-    r"|robustness\.(clean_accuracy|min_eps\.median|reliable)"
-    r"|fairness\.[^.]+\.(?!group\.|class\.).*difference"
-    r"|explain\.[a-z_]+\.(deletion_auc|insertion_auc))$"
-)
 SAME = 1e-12  # deltas below this are float noise, not a change
-
-
-def model_free(key: str) -> str:
-    """``hardened.performance.accuracy`` → ``performance.accuracy``."""
-    head, _, rest = key.partition(".")
-    if head not in SECTIONS and rest.partition(".")[0] in SECTIONS:
-        return rest
-    return key
-
-
-def is_bound(key: str) -> bool:
-    return bool(_BOUND.search(key))
-
-
-def direction(key: str) -> int:
-    """HIGHER (+1) when a larger value is better, LOWER (-1) when smaller is, else NEUTRAL."""
-    key = _BOUND.sub("", model_free(key))
-    if key.startswith("fairness.") and key.endswith((".min", ".max")):
-        key = key[: -len(".min")]  # the extreme group's value: the metric's own direction
-    for pattern, way in DIRECTIONS:
-        if pattern.search(key):
-            return way
-    return NEUTRAL
-
-
-def is_headline(key: str) -> bool:
-    """Whether ``key`` is compared by default (see the module docstring)."""
-    return not is_bound(key) and direction(key) != NEUTRAL and bool(HEADLINE.match(model_free(key)))
 
 
 def parse_max_drop(text: str) -> tuple[str | None, float]:
@@ -188,8 +127,8 @@ def compare_metrics(
                 "delta": delta,
                 "direction": {HIGHER: "higher", LOWER: "lower"}.get(way),
                 "change": change,
-                "ci_a": _ci(old, key),
-                "ci_b": _ci(new, key),
+                "ci_a": interval(old, key),
+                "ci_b": interval(new, key),
                 "in_a": key in old,
                 "in_b": key in new,
                 "tolerance": tolerance,
@@ -198,13 +137,6 @@ def compare_metrics(
             }
         )
     return rows
-
-
-def _ci(metrics: dict, key: str) -> list | None:
-    for low, high in ((f"{key}.ci_low", f"{key}.ci_high"), (f"{key}_ci_low", f"{key}_ci_high")):
-        if metrics.get(low) is not None and metrics.get(high) is not None:
-            return [metrics[low], metrics[high]]
-    return None
 
 
 @dataclass

@@ -4,12 +4,13 @@ A gate is written ``KEY OP VALUE`` with OP one of ``>= > <= < ==``, e.g.
 ``performance.accuracy>=0.97``, or, in a config's ``gates:`` list, as a
 mapping ``{metric: KEY, min: X | max: X, severity: fail|warn, on:
 value|lower_ci|upper_ci, missing: fail|pass}``. ``on: lower_ci`` compares the
-lower bound of the metric's confidence interval (the sibling key
-``KEY.ci_low``; ``KEY_ci_low`` for a fairness ``difference``) instead of the
-point estimate. A gate on a key the run did not produce is a usage error (with
-the closest keys suggested), never a silent pass; a gate on a metric that is
-``null`` fails with the metric's reason unless it says ``missing: pass``. A
-failing ``warn`` gate is reported but does not change the verdict.
+lower bound of the metric's confidence interval (the sibling key its family
+names in :mod:`auditclf.keys`: ``KEY.ci_low``, or ``KEY_ci_low`` for a fairness
+``difference``) instead of the point estimate. A gate on a key the run did not
+produce is a usage error (with the closest keys suggested), never a silent
+pass; a gate on a metric that is ``null`` fails with the metric's reason unless
+it says ``missing: pass``. A failing ``warn`` gate is reported but does not
+change the verdict.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from auditclf.errors import ModelRefused, UsageError
+from auditclf.keys import interval, interval_keys, model_key
+from auditclf.keys.families import CI, RELIABLE
 
 OPERATORS = {
     ">=": operator.ge,
@@ -30,7 +33,7 @@ OPERATORS = {
     "<": operator.lt,
     "==": operator.eq,
 }
-BOUNDS = {"value": None, "lower_ci": "ci_low", "upper_ci": "ci_high"}
+BOUNDS = {"value": None, "lower_ci": 0, "upper_ci": 1}  # which of the interval keys
 _NUMBER = r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?"
 _GATE = re.compile(
     r"^\s*(?P<key>[A-Za-z0-9_.@/\-]+)\s*(?P<op>>=|<=|==|>|<)\s*"
@@ -98,19 +101,17 @@ def gates_from_config(entries: Iterable[Any]) -> list[Gate]:
 
 def bound_key(gate: Gate, known: set[str] | dict) -> str:
     """The key a gate reads: the metric, or its CI-bound sibling (usage error if absent)."""
-    suffix = BOUNDS[gate.on]
-    if suffix is None:
+    which = BOUNDS[gate.on]
+    if which is None:
         return gate.metric
-    candidates = [f"{gate.metric}.{suffix}"]
-    if gate.metric.endswith("difference"):  # fairness differences: KEY_ci_low
-        candidates.append(f"{gate.metric}_{suffix}")
-    for key in candidates:
-        if key in known:
-            return key
-    raise UsageError(
-        f"gate {gate.expression!r}: on: {gate.on} reads {candidates[0]!r}, which this run does "
-        f"not have ({gate.metric!r} has no confidence interval); gate on the value instead"
-    )
+    names = interval_keys(gate.metric)
+    key = names[which] if names else f"{gate.metric}{CI[which]}"
+    if names is None or key not in known:
+        raise UsageError(
+            f"gate {gate.expression!r}: on: {gate.on} reads {key!r}, which this run does "
+            f"not have ({gate.metric!r} has no confidence interval); gate on the value instead"
+        )
+    return key
 
 
 def check_gate_keys(gates: list[Gate], known: set[str] | dict) -> None:
@@ -132,13 +133,6 @@ def blocking(outcome: dict) -> bool:
     return outcome.get("severity", "fail") != "warn"
 
 
-def _interval(metrics: dict, key: str) -> list | None:
-    low, high = metrics.get(f"{key}.ci_low"), metrics.get(f"{key}.ci_high")
-    if low is None and key.endswith("difference"):
-        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
-    return None if low is None or high is None else [low, high]
-
-
 def _measured(gate: Gate, value: float, estimate: float | None, ci: list | None) -> str:
     interval = f"CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
     if gate.on == "value":
@@ -151,7 +145,7 @@ def _measured(gate: Gate, value: float, estimate: float | None, ci: list | None)
 def evaluate_gate(gate: Gate, metrics: dict[str, float | None], notes: dict[str, str]) -> dict:
     """One gate's outcome: what was read, whether it passed, and why, in one line."""
     key = bound_key(gate, metrics)
-    value, ci = metrics[key], _interval(metrics, gate.metric)
+    value, ci = metrics[key], interval(metrics, gate.metric)
     if value is None:
         why = notes.get(key) or notes.get(gate.metric) or "undefined"
         passed = gate.missing == "pass"
@@ -191,9 +185,8 @@ def gate_metrics(models: dict) -> tuple[dict, dict]:
     """
     metrics, notes = {}, {}
     for name, model in models.items():
-        prefix = "" if name == "baseline" else f"{name}."
-        metrics.update({prefix + k: v for k, v in model.metrics.items()})
-        notes.update({prefix + k: v for k, v in model.notes.items()})
+        metrics.update({model_key(name, k): v for k, v in model.metrics.items()})
+        notes.update({model_key(name, k): v for k, v in model.notes.items()})
     return metrics, notes
 
 
@@ -203,9 +196,7 @@ def decide_verdict(models: dict, gates: list[dict]) -> str:
     if any(section.get("error") for m in models.values() for section in m.sections):
         return "error"
     unreliable = {
-        f"{'' if n == 'baseline' else n + '.'}robustness."
-        for n, m in models.items()
-        if m.metrics.get("robustness.reliable") == 0
+        model_key(n, "robustness.") for n, m in models.items() if m.metrics.get(RELIABLE.key()) == 0
     }
     gated = [gate for gate in gates if blocking(gate)]
     if any(gate["metric"].startswith(prefix) for gate in gated for prefix in unreliable):

@@ -34,6 +34,7 @@ from auditclf.gates import (
     gate_metrics,
     gates_from_config,
 )
+from auditclf.keys import model_key
 from auditclf.models import ModelAdapter, PreparedModel, prepare_model, wrap_module
 from auditclf.models.loading import build_architecture
 from auditclf.probes import PROBES, ProbeContext
@@ -241,9 +242,11 @@ def training_findings(history: TrainHistory, max_epochs: int) -> list[dict]:
 def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
     """The metric keys a run will produce, from a dry run of the analyses.
 
-    The analyses are pure functions of the sample table, so running them on a
-    stand-in table (every prediction right, uniform confidence) yields the
-    same keys without the model; no second list of keys to keep in step.
+    The key families (:mod:`auditclf.keys`) say how keys are spelt, not which
+    classes, groups, attacks and eps a run has. The analyses are pure functions of
+    the sample table, so running them on a stand-in table (every prediction right,
+    uniform confidence; attack columns spelt by the keys module) yields exactly the
+    keys of this run without the model.
     """
     classes = data_summary["classes"]
     attribute_values = data_summary.get("attribute_counts", {}).get("test", {})
@@ -295,9 +298,9 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
     # explanations run on the baseline only unless explain.all_models
     retrained = [k for k in metrics if config.explain.all_models or not k.startswith("explain.")]
     if config.harden.method != "none":
-        keys |= {f"hardened.{key}" for key in retrained}
+        keys |= {model_key("hardened", key) for key in retrained}
     if config.fairness.rebalance:
-        keys |= {f"rebalanced.{key}" for key in retrained}
+        keys |= {model_key("rebalanced", key) for key in retrained}
     return keys
 
 

@@ -257,6 +257,21 @@ def test_robust_accuracy_per_group_appears_only_with_attack_columns(audited) -> 
     assert "site.robust" not in plain.tables
 
 
+def test_fairness_sentences_name_the_configured_confidence_level(audited) -> None:
+    """The headline and the gap warning give analyses.confidence_level, not a fixed 95%."""
+    rows, _ = audited
+    settings = FairnessConfig(n_boot=50).model_dump(mode="json")
+    context = AnalysisContext(
+        list(CLASSES), AnalysisConfig(confidence_level=0.9), 0, {}, fairness=settings
+    )
+    section = fairness(rows, context)
+    headline = section.attributes[0]["headline"]
+    warning = next(f.message for f in section.findings if f.severity == "warning")
+    assert "(90% CI " in headline
+    assert warning.count("(90% CI ") == 2  # the lowest group's interval and the gap's
+    assert "95%" not in headline + warning
+
+
 def test_count_formulas_match_metricframe_so_the_bootstrap_resamples_the_same_metrics(
     audited,
 ) -> None:

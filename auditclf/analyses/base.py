@@ -18,7 +18,7 @@ import pandas as pd
 
 from auditclf.config import AnalysisConfig, FairnessConfig, RobustnessConfig
 from auditclf.evidence import ATTR_PREFIX
-from auditclf.keys import check_distinct_key_parts
+from auditclf.keys import check_distinct_key_parts, interval_keys
 from auditclf.keys import key_part as key_part  # re-exported: the analyses build keys with it
 from auditclf.registry import Registry
 
@@ -68,6 +68,17 @@ class Section:
             self.notes[key] = reason or "undefined"
         else:
             self.metrics[key] = float(value)
+
+    def put_interval(
+        self, key: str, interval: tuple[float | None, float | None], *, reason: str | None = None
+    ) -> None:
+        """Record the bounds of ``key``'s interval under the names its key family gives them
+        (``KEY.ci_low``, or ``KEY_ci_low`` for a fairness difference)."""
+        names = interval_keys(key)
+        if names is None:
+            raise KeyError(f"{key}: its key family has no interval")
+        for name, bound in zip(names, interval, strict=True):
+            self.put(name, bound, reason=reason)
 
     def find(self, severity: str, message: str, metric: str | None = None) -> None:
         self.findings.append(Finding(severity, message, self.name, metric))

@@ -89,8 +89,7 @@ def calibration(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             confidence, correct, n_bins, n_boot=ctx.config.bootstrap, seed=ctx.seed
         )
         ece_ci = percentile_interval(draws, level)
-        section.put("performance.ece.ci_low", ece_ci[0])
-        section.put("performance.ece.ci_high", ece_ci[1])
+        section.put_interval("performance.ece", ece_ci)
     section.put("performance.mce", mce, reason="no test images")
     section.put(
         "performance.brier", brier_score_loss(y_true, proba, labels=labels, scale_by_half=False)

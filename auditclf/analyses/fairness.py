@@ -87,6 +87,7 @@ from auditclf.analyses.robustness import attack_columns
 from auditclf.data.attributes import MISSING, audited_attributes, sorted_values
 from auditclf.errors import DataError
 from auditclf.evidence import ATTR_PREFIX
+from auditclf.keys import adv_column, class_metric, robust_metric
 from auditclf.seeding import numpy_rng
 
 LOWER_IS_BETTER = ("ece", "fpr")
@@ -377,7 +378,7 @@ class AttributeAudit:
                 reasons = [self._reason(rate, counts[i], c) for i in range(size)]
                 self._add(
                     GroupMetric(
-                        f"class.{key_part(cls)}.{rate}",
+                        class_metric(key_part(cls), rate),
                         f"{TITLES[rate]} of class {cls}",
                         column(f"class.{c}.{rate}"),
                         self.eligible,
@@ -457,7 +458,7 @@ class AttributeAudit:
         metrics, params, cells = {}, {}, []
         per_column = []
         for j, (attack, eps) in enumerate(columns):
-            adv = table[f"adv.{attack}@{eps}.pred"].to_numpy(np.float64)
+            adv = table[adv_column(attack, eps, "pred")].to_numpy(np.float64)
             ran = np.isfinite(adv)
             adv_pred = np.where(ran, adv, 0).astype(np.int64)
             flat = (self.g.codes[ran] * k + self.labels[ran]) * k + adv_pred[ran]
@@ -493,7 +494,7 @@ class AttributeAudit:
             ]
             self._add(
                 GroupMetric(
-                    f"{attack}@{eps}.accuracy",
+                    robust_metric(attack, eps),
                     f"robust accuracy, {attack} @ {eps}",
                     values,
                     eligible,

@@ -14,6 +14,7 @@ import numpy as np
 from auditclf.analyses.base import AnalysisContext, Section, Table, key_part
 from auditclf.analyses.bootstrap import clopper_pearson, percentile_interval
 from auditclf.analyses.cells import GroupMetric, spread
+from auditclf.keys import class_metric, fairness_key, robust_metric
 
 if TYPE_CHECKING:
     from auditclf.analyses.fairness import AttributeAudit
@@ -52,7 +53,7 @@ class AttributeReport:
 
     def __init__(self, section: FairnessSection, audit: AttributeAudit, ctx: AnalysisContext):
         self.section, self.audit, self.g = section, audit, audit.g
-        self.prefix = f"fairness.{audit.g.key}"
+        self.attr = audit.g.key  # the attribute as a key part
         self.level = ctx.config.confidence_level
         self.reference = ctx.artifacts.get("robustness", {}).get("reference_eps")
         for metric in audit.metrics.values():
@@ -67,12 +68,12 @@ class AttributeReport:
     def record(self) -> None:
         put, audit = self.section.put, self.audit
         for i, key in enumerate(self.g.keys):
-            put(f"{self.prefix}.group.{key}.size", float(audit.sizes[i]))
+            put(fairness_key(self.attr, "size", group=key), float(audit.sizes[i]))
         for metric in audit.metrics.values():
             for i, key in enumerate(self.g.keys):
                 value = metric.values[i] if metric.eligible[i] else None
-                put(f"{self.prefix}.group.{key}.{metric.key}", value, reason=metric.reasons[i])
-            base = f"{self.prefix}.{metric.key}"
+                put(fairness_key(self.attr, metric.key, group=key), value, reason=metric.reasons[i])
+            base = fairness_key(self.attr, metric.key)
             aggregates = metric.aggregates
             none = self.none_qualify(metric, "no group")
             for stat in ("min", "max"):
@@ -84,8 +85,7 @@ class AttributeReport:
             )
             put(f"{base}.ratio", aggregates["ratio"], reason=ratio_reason)
             reason = self._interval_reason(aggregates["difference"], too_few)
-            put(f"{base}.difference_ci_low", metric.interval[0], reason=reason)
-            put(f"{base}.difference_ci_high", metric.interval[1], reason=reason)
+            self.section.put_interval(f"{base}.difference", metric.interval, reason=reason)
         self._accuracy_intervals()
         self._parity()
 
@@ -102,8 +102,9 @@ class AttributeReport:
             eligible = bool(self.audit.eligible[i])
             ci = clopper_pearson(int(hits[i]), n, self.level) if eligible else (None, None)
             reason = self.audit.too_small(n)
-            self.section.put(f"{self.prefix}.group.{key}.accuracy.ci_low", ci[0], reason=reason)
-            self.section.put(f"{self.prefix}.group.{key}.accuracy.ci_high", ci[1], reason=reason)
+            self.section.put_interval(
+                fairness_key(self.attr, "accuracy", group=key), ci, reason=reason
+            )
             self.accuracy_ci.append(ci if eligible else None)
 
     def _parity(self) -> None:
@@ -114,7 +115,7 @@ class AttributeReport:
             ("equalized_odds_difference", ("tpr", "fpr")),
             ("demographic_parity_difference", ("selection_rate",)),
         ):
-            chosen = [self.audit.metrics[f"class.{c}.{r}"] for c in classes for r in rates]
+            chosen = [self.audit.metrics[class_metric(c, r)] for c in classes for r in rates]
             value = float(np.fmax.reduce([m.aggregates["difference"] for m in chosen]))
             interval = (float("nan"), float("nan"))
             if all(m.draws is not None for m in chosen):
@@ -126,11 +127,10 @@ class AttributeReport:
                 f"no class has a {'/'.join(TITLES[r] for r in rates)} difference: fewer than "
                 f"two groups with at least {self.audit.min_size} test images"
             )
-            key = f"{self.prefix}.{name}"
+            key = fairness_key(self.attr, name)
             self.section.put(key, value, reason=too_few)
             reason = self._interval_reason(value, too_few)
-            self.section.put(f"{key}.ci_low", interval[0], reason=reason)
-            self.section.put(f"{key}.ci_high", interval[1], reason=reason)
+            self.section.put_interval(key, interval, reason=reason)
             self.parity[name] = (value, interval)
 
     # --- what the reader sees ---
@@ -170,7 +170,7 @@ class AttributeReport:
 
     def _groups_table(self) -> Table:
         audit, metrics = self.audit, self.audit.metrics
-        reference = f"pgd_linf@{self.reference}.accuracy"
+        reference = robust_metric("pgd_linf", self.reference)
         robust = [metrics[reference]] if reference in metrics else []
         shown = [metrics[k] for k in ("balanced_accuracy", "macro_recall", "ece")] + robust
         hits = int(np.trace(audit.counts.sum(axis=0)))
@@ -256,9 +256,9 @@ class AttributeReport:
         for cls in self.audit.classes:
             row = [cls]
             for rate in RATES:
-                metric = self.audit.metrics[f"class.{key_part(cls)}.{rate}"]
+                metric = self.audit.metrics[class_metric(key_part(cls), rate)]
                 row += [metric.aggregates["difference"], _interval(metric.interval)]
-            row.append(self.worst_label(self.audit.metrics[f"class.{key_part(cls)}.tpr"]))
+            row.append(self.worst_label(self.audit.metrics[class_metric(key_part(cls), "tpr")]))
             rows.append(row)
         interval = f"{self.level:.0%} CI"
         return Table(
@@ -285,7 +285,7 @@ class AttributeReport:
         wide = len(eligible) <= MAX_GROUP_COLUMNS
         rows, all_zero = [], []
         for attack, eps in self.audit.robust:
-            metric = self.audit.metrics[f"{attack}@{eps}.accuracy"]
+            metric = self.audit.metrics[robust_metric(attack, eps)]
             if metric.aggregates["max"] == 0:
                 all_zero.append(f"{attack} @ {eps}")
                 continue
@@ -348,7 +348,7 @@ class AttributeReport:
         worst = accuracy.worst()
         best = int(np.nanargmax(np.where(self.audit.eligible, accuracy.values, np.nan)))
         low, high = accuracy.interval
-        interval = f" (95% CI {low:.3f}–{high:.3f})" if np.isfinite(low) else ""
+        interval = f" ({self.level:.0%} CI {low:.3f}–{high:.3f})" if np.isfinite(low) else ""
         sentence = (
             f"{name} = {self.g.labels[worst]} has the lowest accuracy, "
             f"{accuracy.values[worst]:.3f} against {accuracy.overall:.3f} overall; the gap to "
@@ -386,7 +386,7 @@ class AttributeReport:
                 f"{self.g.name}: {_count(len(small), 'group')} with fewer than "
                 f"{self.audit.min_size} test images, {listed}: insufficient data, left out of "
                 "min, max, difference and ratio",
-                metric=f"{self.prefix}.group",
+                metric=fairness_key(self.attr, "group"),
             )
 
     def _gap_finding(self, accuracy: GroupMetric, worst: int) -> None:
@@ -395,14 +395,15 @@ class AttributeReport:
         gap_low, gap_high = accuracy.interval
         gap = f"{accuracy.aggregates['difference']:.3f}"
         if np.isfinite(gap_low):
-            gap += f" (95% CI {gap_low:.3f}–{gap_high:.3f})"
-        key = f"{self.prefix}.accuracy.difference"
+            gap += f" ({self.level:.0%} CI {gap_low:.3f}–{gap_high:.3f})"
+        key = fairness_key(self.attr, "accuracy.difference")
         if high < accuracy.overall:
             self.section.find(
                 "warning",
-                f"{self.g.name} = {label}: accuracy {value:.3f} (95% CI {low:.3f}–{high:.3f}) "
-                f"is below the {accuracy.overall:.3f} overall by more than sampling error "
-                f"explains; the gap to the best group is {gap}",
+                f"{self.g.name} = {label}: accuracy {value:.3f} "
+                f"({self.level:.0%} CI {low:.3f}–{high:.3f}) is below the "
+                f"{accuracy.overall:.3f} overall by more than sampling error explains; "
+                f"the gap to the best group is {gap}",
                 metric=key,
             )
         else:
@@ -422,7 +423,7 @@ class AttributeReport:
         return {
             "name": self.g.name,
             "key": self.g.key,
-            "prefix": f"{self.prefix}.",
+            "prefix": fairness_key(self.attr, ""),
             "definition": self.g.definition,
             "groups": [
                 {"label": label, "key": key}

@@ -26,14 +26,14 @@ from auditclf.analyses.bootstrap import (
     recall_posterior_draws,
 )
 from auditclf.evidence import probabilities
+from auditclf.keys.families import TOP_K_ACCURACY
 
 WEAK_CLASS_GAP = 0.05  # a class whose recall trails accuracy by more than this is named
 
 
 def _put_interval(section: Section, key: str, interval: tuple[float, float] | None) -> None:
     if interval is not None:
-        section.put(f"{key}.ci_low", interval[0], reason="no test images")
-        section.put(f"{key}.ci_high", interval[1], reason="no test images")
+        section.put_interval(key, interval, reason="no test images")
 
 
 def _fmt_ci(ci: tuple[float, float] | None) -> str:
@@ -79,8 +79,7 @@ def performance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     top_k = [k for k in cfg.top_k if 1 < k < len(classes)]
     for k in top_k:
         section.put(
-            f"performance.top_k_accuracy@{k}",
-            top_k_accuracy_score(y_true, proba, k=k, labels=labels),
+            TOP_K_ACCURACY.key(k=k), top_k_accuracy_score(y_true, proba, k=k, labels=labels)
         )
 
     rows = []
@@ -137,9 +136,9 @@ def performance(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         + [
             [
                 f"top-{k} accuracy",
-                section.metrics[f"performance.top_k_accuracy@{k}"],
+                section.metrics[TOP_K_ACCURACY.key(k=k)],
                 None,
-                f"performance.top_k_accuracy@{k}",
+                TOP_K_ACCURACY.key(k=k),
             ]
             for k in top_k
         ],

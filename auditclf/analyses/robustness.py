@@ -18,7 +18,6 @@ robustness number make the run exit 5.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -29,8 +28,21 @@ from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, ke
 from auditclf.analyses.bootstrap import clopper_pearson
 from auditclf.config import ATTACK_NORMS, parse_eps
 from auditclf.evidence import ATTR_PREFIX
+from auditclf.keys import adv_column, attack_at, parse_adv_column
+from auditclf.keys.families import (
+    CHECK,
+    CLASS_MIN_EPS_MEDIAN,
+    CLEAN_ACCURACY,
+    MIN_EPS_MEDIAN,
+    RELIABLE,
+    ROBUST_ACCURACY,
+    ROBUST_CLASS_ACCURACY,
+    ROBUST_GROUP_ACCURACY,
+    SAMPLES,
+    SUCCESS_RATE,
+    WORST_ACCURACY,
+)
 
-_COLUMN = re.compile(r"^adv\.(?P<attack>[a-z0-9_]+)@(?P<eps>[^.]+(?:\.[0-9]+)?)\.pred$")
 DLR_SLACK = 0.05  # a margin loss often finds a few more than CE; far more means CE is masked
 CHANCE_SLACK = 0.02
 BLACK_BOX_SLACK = 0.005
@@ -50,14 +62,14 @@ def attack_columns(table: pd.DataFrame) -> dict[str, list[str]]:
     """{attack: [eps labels in increasing order]} found in the sample table."""
     found: dict[str, list[str]] = defaultdict(list)
     for name in table.columns:
-        match = _COLUMN.match(name)
-        if match:
-            found[match["attack"]].append(match["eps"])
+        column = parse_adv_column(name)
+        if column and column.what == "pred":
+            found[column.attack].append(column.eps)
     return {a: sorted(e, key=parse_eps) for a, e in found.items()}
 
 
 def _rows(table: pd.DataFrame, attack: str, eps: str) -> pd.Series:
-    return table[f"adv.{attack}@{eps}.pred"].notna()
+    return table[adv_column(attack, eps, "pred")].notna()
 
 
 def _accuracy(
@@ -65,7 +77,7 @@ def _accuracy(
 ) -> tuple[float, int, int]:
     """(robust accuracy, hits, n) on the rows the attack ran on (∩ ``rows``)."""
     mask = _rows(table, attack, eps) if rows is None else rows & _rows(table, attack, eps)
-    hits = int((table.loc[mask, f"adv.{attack}@{eps}.pred"] == table.loc[mask, "label"]).sum())
+    hits = int((table.loc[mask, adv_column(attack, eps, "pred")] == table.loc[mask, "label"]).sum())
     n = int(mask.sum())
     return (hits / n if n else float("nan")), hits, n
 
@@ -73,7 +85,7 @@ def _accuracy(
 def worst_case(table: pd.DataFrame, grid: dict[str, list[str]], eps: str) -> pd.Series:
     """Per image: 1 if every L∞ attack run at ``eps`` left it correct, else 0 (NaN: none ran)."""
     results = [
-        (table[f"adv.{a}@{eps}.pred"] == table["label"]).where(_rows(table, a, eps))
+        (table[adv_column(a, eps, "pred")] == table["label"]).where(_rows(table, a, eps))
         for a, radii in grid.items()
         if ATTACK_NORMS.get(a) == "linf" and eps in radii
     ]
@@ -88,8 +100,7 @@ def _put_proportion(section: Section, key: str, hits: int, n: int, level: float)
         return None
     section.put(key, hits / n)
     ci = clopper_pearson(hits, n, level)
-    section.put(f"{key}.ci_low", ci[0])
-    section.put(f"{key}.ci_high", ci[1])
+    section.put_interval(key, ci)
     return ci
 
 
@@ -102,7 +113,11 @@ def sanity_checks(
     tol = 1.0 / max(n, 1)
     checks = []
 
-    valid_columns = [c for c in table.columns if c.startswith("adv.") and c.endswith(".valid")]
+    valid_columns = [
+        name
+        for name in table.columns
+        if (column := parse_adv_column(name)) is not None and column.what == "valid"
+    ]
     invalid = int(sum((table[c] == 0).sum() for c in valid_columns))
     checks.append(
         Check(
@@ -125,7 +140,7 @@ def sanity_checks(
                 ).mean()
             )
             if acc - clean_here > worst_gap:
-                worst_gap, where = acc - clean_here, f"{attack}@{eps}"
+                worst_gap, where = acc - clean_here, attack_at(attack, eps)
     checks.append(
         Check(
             "below_clean",
@@ -279,21 +294,22 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     attacked = table["attacked"] == 1
     n = int(attacked.sum())
     clean_hits = int((table.loc[attacked, "pred"] == table.loc[attacked, "label"]).sum())
-    _put_proportion(section, "robustness.clean_accuracy", clean_hits, n, level)
-    section.put("robustness.samples", n)
+    _put_proportion(section, CLEAN_ACCURACY.key(), clean_hits, n, level)
+    section.put(SAMPLES.key(), n)
 
     rows, curves = [], defaultdict(list)
     for attack, radii in grid.items():
         for eps in radii:
-            key = f"robustness.{attack}@{eps}"
             acc, hits, n_attack = _accuracy(table, attack, eps)
-            ci = _put_proportion(section, f"{key}.accuracy", hits, n_attack, level)
+            key = ROBUST_ACCURACY.key(attack=attack, eps=eps)
+            ci = _put_proportion(section, key, hits, n_attack, level)
             mask = _rows(table, attack, eps) & (table["pred"] == table["label"])
             flipped = int(
-                (table.loc[mask, f"adv.{attack}@{eps}.pred"] != table.loc[mask, "label"]).sum()
+                (table.loc[mask, adv_column(attack, eps, "pred")] != table.loc[mask, "label"]).sum()
             )
+            success = SUCCESS_RATE.key(attack=attack, eps=eps)
             section.put(
-                f"{key}.success_rate",
+                success,
                 flipped / mask.sum() if mask.sum() else None,
                 reason="no correctly classified image was attacked",
             )
@@ -304,7 +320,7 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
                     eps,
                     acc,
                     ci,
-                    section.metrics[f"{key}.success_rate"],
+                    section.metrics[success],
                     n_attack,
                 ]
             )
@@ -317,7 +333,7 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         worst = worst_case(table, grid, eps)
         valid = worst.notna()
         hits, n_worst = int(worst[valid].sum()), int(valid.sum())
-        ci = _put_proportion(section, f"robustness.worst@{eps}.accuracy", hits, n_worst, level)
+        ci = _put_proportion(section, WORST_ACCURACY.key(eps=eps), hits, n_worst, level)
         worst_rows.append([eps, hits / n_worst if n_worst else None, ci, n_worst])
         curves["worst case (L∞)"].append([parse_eps(eps), hits / max(n_worst, 1), *(ci or (0, 0))])
     section.tables["attacks"] = Table(
@@ -344,10 +360,10 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
 
     checks = sanity_checks(table, grid, len(ctx.classes), artifacts)
     failed = [c for c in checks if c.passed is False]
-    section.put("robustness.reliable", 0.0 if failed else 1.0)
+    section.put(RELIABLE.key(), 0.0 if failed else 1.0)
     for check in checks:
         if check.passed is not None:
-            section.put(f"robustness.check.{check.name}", 1.0 if check.passed else 0.0)
+            section.put(CHECK.key(check=check.name), 1.0 if check.passed else 0.0)
     section.tables["checks"] = Table(
         ["check", "result", "measured", "why it matters"],
         [[c.name, "pass" if c.passed else "FAIL", c.measured, c.meaning] for c in checks],
@@ -359,7 +375,7 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             "robustness numbers are UNRELIABLE: "
             + "; ".join(f"{c.name} ({c.measured})" for c in failed)
             + ". A gate on a robustness metric makes the run exit 5.",
-            metric="robustness.reliable",
+            metric=RELIABLE.key(),
         )
     if (
         "sanity.softmax_output" in table
@@ -380,7 +396,7 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         f"numbers are {'NOT ' if failed else ''}trustworthy."
     ]
     if reference in linf_eps:
-        worst_acc = section.metrics.get(f"robustness.worst@{reference}.accuracy")
+        worst_acc = section.metrics.get(WORST_ACCURACY.key(eps=reference))
         parts.insert(
             0,
             f"Under attack at L∞ eps {reference}, accuracy falls from "
@@ -413,7 +429,7 @@ def _per_class(section: Section, table: pd.DataFrame, grid: dict, ctx: AnalysisC
         for eps in grid[attack]:
             acc, hits, n = _accuracy(table, attack, eps, in_class)
             section.put(
-                f"robustness.{attack}@{eps}.class.{key_part(name)}.accuracy",
+                ROBUST_CLASS_ACCURACY.key(attack=attack, eps=eps, **{"class": key_part(name)}),
                 acc if n else None,
                 reason=f"no attacked image of class {name!r}",
             )
@@ -436,9 +452,8 @@ def _per_group(section: Section, table: pd.DataFrame, grid: dict, level: float) 
             in_group = table.index.isin(members.index)
             for eps in grid[attack]:
                 acc, hits, n = _accuracy(table, attack, eps, pd.Series(in_group, index=table.index))
-                key = (
-                    f"robustness.{attack}@{eps}.group.{key_part(attribute)}."
-                    f"{key_part(value)}.accuracy"
+                key = ROBUST_GROUP_ACCURACY.key(
+                    attack=attack, eps=eps, attribute=key_part(attribute), value=key_part(value)
                 )
                 section.put(key, acc if n else None, reason="no attacked image in the group")
                 rows.append(
@@ -467,7 +482,7 @@ def _min_eps(section: Section, table: pd.DataFrame, ctx: AnalysisContext, artifa
     large = artifacts.get("large_eps", "?")
     median = float(np.median(values)) if len(values) else float("nan")
     section.put(
-        "robustness.min_eps.median",
+        MIN_EPS_MEDIAN.key(),
         median if np.isfinite(median) else None,
         reason=f"most images were not flipped even at eps {large}",
     )
@@ -476,7 +491,7 @@ def _min_eps(section: Section, table: pd.DataFrame, ctx: AnalysisContext, artifa
         mine = table.loc[measured & (table["label"] == c), "min_eps"].to_numpy()
         med = float(np.median(mine)) if len(mine) else float("nan")
         section.put(
-            f"robustness.class.{key_part(name)}.min_eps.median",
+            CLASS_MIN_EPS_MEDIAN.key(**{"class": key_part(name)}),
             med if np.isfinite(med) else None,
             reason=f"no measured image of class {name!r}"
             if not len(mine)

@@ -41,6 +41,7 @@ from torch.overrides import TorchFunctionMode
 from auditclf.config import ATTACK_NORMS, RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
 from auditclf.errors import DataError
+from auditclf.keys import adv_column as column  # the one spelling of adv.<attack>@<eps>.<what>
 from auditclf.probes.base import PROBES, FixedChunks, ProbeContext
 from auditclf.seeding import derive_seed, numpy_rng
 from auditclf.train.standard import to_unit_float
@@ -71,11 +72,6 @@ def reference_eps(cfg: RobustnessConfig, channels: int) -> str:
     grid = radii(cfg, "linf", channels)
     preferred = REFERENCE_EPS[1 if channels == 1 else 3]
     return preferred if preferred in grid else grid[len(grid) // 2]
-
-
-def column(attack: str, eps: str, what: str) -> str:
-    """The sample-table column of one attack × eps: adv.<attack>@<eps>.<what>."""
-    return f"adv.{attack}@{eps}.{what}"
 
 
 def build_attack(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from auditclf.compare import model_free
+from auditclf.keys import model_free
 from auditclf.report.html import environment, render_template
 
 TEMPLATE = "compare.html.j2"

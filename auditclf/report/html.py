@@ -27,17 +27,27 @@ from jinja2 import (
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from auditclf.errors import UsageError
+from auditclf.keys import interval_keys
+from auditclf.keys.families import (
+    ACCURACY,
+    BALANCED_ACCURACY,
+    ECE,
+    IMBALANCE_RATIO,
+    RELIABLE,
+    WORST_ACCURACY,
+    WORST_CLASS_RECALL,
+)
 from auditclf.report.figures import FIGURE_TITLES, render_figure, training_curves
 from auditclf.report.ledger import group_ledger, ledger
 from auditclf.results import AuditResult, ModelResult
 
 TEMPLATE = "report.html.j2"
 KEY_NUMBERS = (
-    ("performance.accuracy", "Test accuracy", "pct"),
-    ("performance.balanced_accuracy", "Balanced accuracy", "pct"),
-    ("performance.worst_class_recall", "Worst-class recall", "pct"),
-    ("performance.ece", "Calibration error (ECE)", "num"),
-    ("data.imbalance_ratio", "Class imbalance ratio", "ratio"),
+    (ACCURACY.key(), "Test accuracy", "pct"),
+    (BALANCED_ACCURACY.key(), "Balanced accuracy", "pct"),
+    (WORST_CLASS_RECALL.key(), "Worst-class recall", "pct"),
+    (ECE.key(), "Calibration error (ECE)", "num"),
+    (IMBALANCE_RATIO.key(), "Class imbalance ratio", "ratio"),
 )
 
 
@@ -145,13 +155,14 @@ def key_numbers(metrics: dict, level: float, reference_eps: str | None = None) -
     With a robustness evaluation, worst-case robust accuracy replaces the imbalance ratio.
     """
     chosen = list(KEY_NUMBERS)
-    robust = f"robustness.worst@{reference_eps}.accuracy"
+    robust = WORST_ACCURACY.key(eps=reference_eps)
     if robust in metrics:
         chosen[-1] = (robust, f"Worst-case robust accuracy, L∞ eps {reference_eps}", "pct")
     tiles = []
     for key, label, style in chosen:
         if key in metrics:
-            low, high = metrics.get(f"{key}.ci_low"), metrics.get(f"{key}.ci_high")
+            bounds = interval_keys(key)
+            low, high = (metrics.get(bounds[0]), metrics.get(bounds[1])) if bounds else (None, None)
             tiles.append(
                 {
                     "key": key,
@@ -223,6 +234,7 @@ def render_html(
         title=page_title,
         ledger=hardened_ledger,
         fairness_ledger=fairness_ledger(result),
+        reliable_key=RELIABLE.key(),
     )
 
 

@@ -8,23 +8,30 @@ and gaps between groups are better lower).
 
 from __future__ import annotations
 
-import re
-
-from auditclf.compare import LOWER, direction
+from auditclf.keys import LOWER, direction, fairness_key, interval_keys, shown_in_points
+from auditclf.keys.families import (
+    ACCURACY,
+    BALANCED_ACCURACY,
+    BRIER,
+    CLASS_RECALL,
+    ECE,
+    MIN_EPS_MEDIAN,
+    ROBUST_ACCURACY,
+    ROBUST_CLASS_ACCURACY,
+    ROBUST_GROUP_ACCURACY,
+    WORST_ACCURACY,
+    WORST_CLASS_RECALL,
+)
 
 COST_KEYS = (
-    ("performance.accuracy", "clean accuracy"),
-    ("performance.balanced_accuracy", "balanced accuracy"),
-    ("performance.worst_class_recall", "worst-class recall"),
-    ("performance.ece", "calibration error (ECE)"),
-    ("performance.brier", "Brier score"),
+    (ACCURACY.key(), "clean accuracy"),
+    (BALANCED_ACCURACY.key(), "balanced accuracy"),
+    (WORST_CLASS_RECALL.key(), "worst-class recall"),
+    (ECE.key(), "calibration error (ECE)"),
+    (BRIER.key(), "Brier score"),
 )
-_ROBUST = re.compile(r"^robustness\.(?P<attack>[a-z0-9_]+)@(?P<eps>[^.]+(?:\.[0-9]+)?)\.accuracy$")
-_CLASS = re.compile(r"^performance\.class\.(?P<c>[^.]+)\.recall$")
-
-
-def _lower_is_better(key: str) -> bool:
-    return direction(key) == LOWER  # the one direction table, shared with `auditclf compare`
+CLEAN = ACCURACY.key()
+REFERENCE_ATTACK = "pgd_linf"  # per class and per group, robust accuracy under PGD-L∞
 
 
 def _row(key: str, label: str, base: dict, hard: dict) -> dict | None:
@@ -35,8 +42,9 @@ def _row(key: str, label: str, base: dict, hard: dict) -> dict | None:
     better = (
         None
         if delta is None or abs(delta) < 5e-4  # below what the report displays
-        else ((delta < 0) if _lower_is_better(key) else (delta > 0))
+        else ((delta < 0) if direction(key) == LOWER else (delta > 0))
     )
+    bounds = interval_keys(key)
     return {
         "key": key,
         "label": label,
@@ -44,7 +52,10 @@ def _row(key: str, label: str, base: dict, hard: dict) -> dict | None:
         "after": after,
         "delta": delta,
         "better": better,
-        "ci": [(m.get(f"{key}.ci_low"), m.get(f"{key}.ci_high")) for m in (base, hard)],
+        "ci": [
+            (m.get(bounds[0]), m.get(bounds[1])) if bounds else (None, None) for m in (base, hard)
+        ],
+        "points": shown_in_points(key),  # a proportion: its change is shown in points
     }
 
 
@@ -53,32 +64,32 @@ def ledger(base: dict, hard: dict, reference_eps: str | None) -> dict:
     cost = [r for k, label in COST_KEYS if (r := _row(k, label, base, hard))]
     gain = []
     for key in base:
-        match = _ROBUST.match(key)
-        if match and ".class." not in key and ".group." not in key:
-            attack = "worst case" if match["attack"] == "worst" else match["attack"]
-            row = _row(key, f"{attack} @ {match['eps']}", base, hard)
-            if row:
-                gain.append(row)
-    if row := _row("robustness.min_eps.median", "median minimal L∞ eps", base, hard):
+        if robust := ROBUST_ACCURACY.match(key):
+            label = f"{robust['attack']} @ {robust['eps']}"
+        elif worst := WORST_ACCURACY.match(key):
+            label = f"worst case @ {worst['eps']}"
+        else:
+            continue
+        if row := _row(key, label, base, hard):
+            gain.append(row)
+    if row := _row(MIN_EPS_MEDIAN.key(), "median minimal L∞ eps", base, hard):
         gain.append(row)
+    reference = {"attack": REFERENCE_ATTACK, "eps": reference_eps}
     per_class = []
     for key in base:
-        match = _CLASS.match(key)
-        if match:
-            robust_key = f"robustness.pgd_linf@{reference_eps}.class.{match['c']}.accuracy"
-            clean, robust = (
-                _row(key, match["c"], base, hard),
-                _row(robust_key, match["c"], base, hard),
-            )
+        if recall := CLASS_RECALL.match(key):
+            name = recall["class"]
+            robust_key = ROBUST_CLASS_ACCURACY.key(**reference, **{"class": name})
+            clean, robust = _row(key, name, base, hard), _row(robust_key, name, base, hard)
             if clean:
-                per_class.append({"class": match["c"], "clean": clean, "robust": robust})
-    prefix = f"robustness.pgd_linf@{reference_eps}.group."
+                per_class.append({"class": name, "clean": clean, "robust": robust})
     per_group = []
     for key in base:
-        if key.startswith(prefix) and key.endswith(".accuracy"):
-            label = key[len(prefix) : -len(".accuracy")].replace(".", " = ", 1)
-            if row := _row(key, label, base, hard):
-                per_group.append(row)
+        group = ROBUST_GROUP_ACCURACY.match(key)
+        if not group or (group["attack"], group["eps"]) != (REFERENCE_ATTACK, reference_eps):
+            continue
+        if row := _row(key, f"{group['attribute']} = {group['value']}", base, hard):
+            per_group.append(row)
     return {
         "cost": cost,
         "gain": gain,
@@ -89,8 +100,7 @@ def ledger(base: dict, hard: dict, reference_eps: str | None) -> dict:
 
 
 def _headline(base: dict, hard: dict, eps: str | None) -> str:
-    key = f"robustness.worst@{eps}.accuracy"
-    clean = "performance.accuracy"
+    key, clean = WORST_ACCURACY.key(eps=eps), CLEAN
     if None in (base.get(key), hard.get(key), base.get(clean), hard.get(clean)):
         return "Hardening changed the metrics below."
     change = 100 * (hard[clean] - base[clean])
@@ -112,19 +122,19 @@ def group_ledger(base: dict, after: dict, block: dict, attribute: str) -> dict:
     ``block`` is the baseline fairness section's block for the attribute (its
     groups' labels and keys). {"summary": rows, "per_group": rows, "headline": str}.
     """
-    prefix = f"fairness.{block['key']}"
+    attr = block["key"]
     summary_keys = (
-        ("performance.accuracy", "overall accuracy"),
-        ("performance.balanced_accuracy", "balanced accuracy"),
-        (f"{prefix}.accuracy.min", "accuracy of the lowest group"),
-        (f"{prefix}.accuracy.difference", "accuracy gap between groups"),
-        (f"{prefix}.equalized_odds_difference", "equalized-odds difference"),
+        (CLEAN, "overall accuracy"),
+        (BALANCED_ACCURACY.key(), "balanced accuracy"),
+        (fairness_key(attr, "accuracy.min"), "accuracy of the lowest group"),
+        (fairness_key(attr, "accuracy.difference"), "accuracy gap between groups"),
+        (fairness_key(attr, "equalized_odds_difference"), "equalized-odds difference"),
     )
     summary = [r for key, label in summary_keys if (r := _row(key, label, base, after))]
     per_group = []
     for group in block["groups"]:
-        key = f"{prefix}.group.{group['key']}.accuracy"
-        size = base.get(f"{prefix}.group.{group['key']}.size")
+        key = fairness_key(attr, "accuracy", group=group["key"])
+        size = base.get(fairness_key(attr, "size", group=group["key"]))
         label = group["label"] if size is None else f"{group['label']} ({size:.0f} test images)"
         if row := _row(key, label, base, after):
             row["group"] = group["label"]
@@ -132,7 +142,7 @@ def group_ledger(base: dict, after: dict, block: dict, attribute: str) -> dict:
     return {
         "summary": summary,
         "per_group": per_group,
-        "headline": _group_headline(per_group, base, after, attribute, prefix),
+        "headline": _group_headline(per_group, base, after, attribute, attr),
     }
 
 
@@ -141,12 +151,12 @@ def _lowest(rows: list[dict], side: str) -> dict | None:
     return min(defined, key=lambda r: r[side]) if defined else None
 
 
-def _group_headline(rows: list[dict], base: dict, after: dict, attribute: str, prefix: str) -> str:
+def _group_headline(rows: list[dict], base: dict, after: dict, attribute: str, attr: str) -> str:
     before_worst, after_worst = _lowest(rows, "baseline"), _lowest(rows, "after")
-    clean = "performance.accuracy"
+    clean = CLEAN
     if before_worst is None or after_worst is None or None in (base.get(clean), after.get(clean)):
         return f"Group-balanced retraining over {attribute} changed the metrics below."
-    gap = f"{prefix}.accuracy.difference"
+    gap = fairness_key(attr, "accuracy.difference")
     gaps = ""
     if base.get(gap) is not None and after.get(gap) is not None:
         gaps = f"; the gap between groups went from {base[gap]:.3f} to {after[gap]:.3f}"

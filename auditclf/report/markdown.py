@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 
+from auditclf.keys.families import RELIABLE, WORST_ACCURACY
 from auditclf.report.html import fairness_ledger, fmt_cell, key_numbers
 from auditclf.report.ledger import ledger
 from auditclf.results import AuditResult
@@ -93,13 +94,14 @@ def render_markdown(result: AuditResult) -> str:
             f"| {_escape(tile['label'])} ({_code(tile['key'])}) | "
             f"{_escape(fmt_cell(tile['value']))} | {_escape(interval)} |"
         )
-    if "robustness.reliable" in baseline.metrics:
-        reliable = "reliable" if baseline.metrics["robustness.reliable"] == 1 else "UNRELIABLE"
-        worst = baseline.metrics.get(f"robustness.worst@{reference}.accuracy")
+    if RELIABLE.key() in baseline.metrics:
+        reliable = "reliable" if baseline.metrics[RELIABLE.key()] == 1 else "UNRELIABLE"
+        worst_key = WORST_ACCURACY.key(eps=reference)
+        worst = baseline.metrics.get(worst_key)
         lines += [
             "",
             f"Robustness ({reliable}): worst-case accuracy at L∞ eps {_escape(reference)} "
-            f"{_escape(fmt_cell(worst))} ({_code(f'robustness.worst@{reference}.accuracy')}).",
+            f"{_escape(fmt_cell(worst))} ({_code(worst_key)}).",
         ]
     if "hardened" in result.models:
         lines += [
