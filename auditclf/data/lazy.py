@@ -140,6 +140,8 @@ def read_files(
     """``stack([read(paths[i]) for i in rows])`` for each ``rows`` of ``blocks``, in order.
 
     Raises the DataError of the first file that fails, in the order of ``blocks``.
+    The loader draws its workers' base seed from a generator of its own: from
+    the global one, it would shift dropout and every later global draw.
     """
     loader = DataLoader(
         _FileBlocks(paths, read),
@@ -147,6 +149,7 @@ def read_files(
         batch_size=None,
         num_workers=_workers(sum(len(rows) for rows in blocks)),
         pin_memory=pin,
+        generator=torch.Generator(),
     )
     for block in loader:
         if isinstance(block, DataError):
