@@ -23,6 +23,7 @@ twice) over the tree, sampled every 0.1 s. Targets: memory ratio (largest / smal
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -100,6 +101,7 @@ def train_checkpoint(work: Path, size: int) -> Path:
     subprocess.run(
         _auditclf("train", "--dataset", folder, "--epochs", "1", "--out", out, "--quiet"),
         check=True,
+        stdout=subprocess.DEVNULL,
     )
     return out / "model.safetensors"
 
@@ -131,15 +133,17 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def audit(folder: Path, checkpoint: Path, config: Path, out: Path) -> tuple[float, float]:
-    """(wall seconds, peak summed PSS in MiB) of one audit in a fresh process."""
+def audit(folder: Path, checkpoint: Path, config: Path, out: Path) -> tuple[float, float, dict]:
+    """(wall seconds, peak summed PSS in MiB, seconds by phase) of one audit in a fresh process."""
     command = _auditclf(
         "run",
         *("--config", config, "--dataset", folder, "--checkpoint", checkpoint),
         *("--harden", "none", "--out", out, "--quiet"),
     )
     started = time.perf_counter()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     peak = 0
     while process.poll() is None:
         peak = max(peak, sum(_pss_kib(pid) for pid in _tree(process.pid)))
@@ -148,7 +152,8 @@ def audit(folder: Path, checkpoint: Path, config: Path, out: Path) -> tuple[floa
     stderr = process.stderr.read()
     if process.returncode not in (0, 1):
         raise SystemExit(f"auditclf run on {folder} failed ({process.returncode}): {stderr}")
-    return wall, peak / 1024
+    phases = json.loads((out / "report.json").read_text())["run"]["durations"]
+    return wall, peak / 1024, phases
 
 
 def main() -> None:
@@ -166,7 +171,7 @@ def main() -> None:
         generate(largest, sizes[-1], args.image_size, args.seed)
         for n in sizes[:-1]:
             link_subset(largest, work / f"n{n}", n)
-        print(f"generated {sizes[-1]} images in {time.perf_counter() - started:.0f} s")
+        print(f"generated {sizes[-1]} images in {time.perf_counter() - started:.0f} s", flush=True)
         checkpoint = train_checkpoint(work, args.image_size)
         config = work / "audit.yaml"
         switches = (
@@ -175,9 +180,11 @@ def main() -> None:
         config.write_text(f"seed: {args.seed}\n{switches}")
         rows = []
         for n in sizes:
-            wall, peak = audit(work / f"n{n}", checkpoint, config, work / f"out{n}")
+            wall, peak, phases = audit(work / f"n{n}", checkpoint, config, work / f"out{n}")
             rows.append((n, wall, peak))
+            shown = ", ".join(f"{name} {seconds:.1f}" for name, seconds in phases.items())
             print(f"{n:>8} images  {wall:8.1f} s  peak {peak:8.0f} MiB (process tree, PSS)")
+            print(f"{'':>8} phases (s): {shown}", flush=True)
     (n0, wall0, peak0), (n1, wall1, peak1) = rows[0], rows[-1]
     memory, timing = peak1 / peak0, wall1 / wall0
     what = (
