@@ -99,6 +99,10 @@ def test_indexing_decodes_only_what_is_read(tmp_path) -> None:
         images[:, 0]
     with pytest.raises(ValueError):
         np.asarray(images[:2], copy=False)
+    Path(images.paths[0]).unlink()  # reading other rows never touches it
+    assert np.array_equal(np.asarray(images[1:4]), eager[1:4])
+    with pytest.raises(DataError, match="no such file"):
+        np.asarray(images[:1])
 
 
 def test_a_file_that_breaks_later_is_one_data_error_from_a_worker(tmp_path, workers) -> None:
