@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,25 @@ def test_attack_batch_size_changes_no_number_on_cuda(tmp_path):
         assert result.status in (0, 5), result
         found.append(_metrics(out))
     assert found[0] == found[1]
+
+
+def test_lazy_folder_blocks_come_pinned_and_exact_on_cuda(tmp_path, monkeypatch):
+    """A folder decoded by DataLoader workers reaches CUDA through pinned memory, with the
+    pixels of a decode into memory."""
+    from PIL import Image
+
+    from auditclf.config import DataConfig
+    from auditclf.data import lazy, prepare_data
+
+    monkeypatch.setattr(lazy, "MIN_IMAGES_FOR_WORKERS", 0)
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 12, 12, 3), dtype=np.uint8)
+    for i, image in enumerate(pixels):
+        (tmp_path / f"c{i % 2}").mkdir(exist_ok=True)
+        Image.fromarray(image).save(tmp_path / f"c{i % 2}" / f"{i:02d}.png")
+    images = prepare_data(DataConfig(dataset=str(tmp_path)), seed=0).imageset.images
+    eager, device = np.asarray(images), torch.device("cuda")
+    blocks = lazy.row_blocks(len(images), 16)
+    for rows, block in zip(blocks, lazy.image_blocks(images, blocks, device=device), strict=True):
+        assert block.is_pinned()
+        on_device = block.to(device, non_blocking=True)
+        assert torch.equal(on_device.cpu(), torch.from_numpy(eager[rows]))

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auditclf.data.duplicates import scan_duplicates
+from auditclf.data.duplicates import content_hashes, scan_duplicates
 from auditclf.data.splits import SPLITS, assign_splits, split_train_val, stratified_subsample
 from auditclf.errors import DataError
 
 FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
 
 
-def _images(pixels: list[int]) -> np.ndarray:
-    """(N, 1, 2, 2) uint8 images; images with the same pixel value are exact copies."""
-    return np.repeat(np.asarray(pixels, dtype=np.uint8), 4).reshape(-1, 1, 2, 2)
+def _images(pixels: list[int]) -> list[str]:
+    """Content hashes of (N, 1, 2, 2) uint8 images; the same pixel value, the same image."""
+    return content_hashes(np.repeat(np.asarray(pixels, dtype=np.uint8), 4).reshape(-1, 1, 2, 2))
 
 
 def test_scan_counts_planted_duplicates() -> None:

@@ -18,19 +18,21 @@ from auditclf.data.attributes import (
     value_counts,
 )
 from auditclf.data.datasets import DATASETS, ImageSet, load_imageset
-from auditclf.data.duplicates import scan_duplicates
+from auditclf.data.duplicates import content_hashes, scan_duplicates
+from auditclf.data.lazy import LazyImages
 from auditclf.data.splits import SPLITS, assign_splits, split_train_val, stratified_subsample
 from auditclf.errors import DataError
 from auditclf.keys import check_distinct_key_parts
 
-__all__ = ["DATASETS", "ImageSet", "PreparedData", "SplitView", "prepare_data"]
+__all__ = ["DATASETS", "ImageSet", "LazyImages", "PreparedData", "SplitView", "prepare_data"]
 
 
 @dataclass
 class SplitView:
-    """One split's arrays: images (n, C, H, W) uint8, labels (n,), ids (n,), attributes."""
+    """One split's arrays: images (n, C, H, W) uint8 (in memory or lazy), labels (n,),
+    ids (n,), attributes."""
 
-    images: np.ndarray
+    images: np.ndarray | LazyImages
     labels: np.ndarray
     ids: np.ndarray
     attributes: pd.DataFrame
@@ -63,10 +65,13 @@ class PreparedData:
         )
 
 
-def data_hash(imageset: ImageSet, split: np.ndarray) -> str:
-    """SHA-256 over pixels, labels, class names and the split: what the model saw."""
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(imageset.images).tobytes())
+def data_hash(pixels: hashlib._Hash, imageset: ImageSet, split: np.ndarray) -> str:
+    """SHA-256 over pixels, labels, class names and the split: what the model saw.
+
+    ``pixels`` is a SHA-256 already fed every image's bytes in order (by
+    :func:`content_hashes`, in the pass that scans for duplicates).
+    """
+    digest = pixels.copy()
     digest.update(imageset.labels.astype("<i8").tobytes())
     digest.update("\x1f".join(imageset.classes).encode())
     digest.update("\x1f".join(map(str, split)).encode())
@@ -235,7 +240,9 @@ def prepare_data(
         imageset = _subsample(imageset, cfg.max_samples, seed)
     split, scope = _resolve_split(imageset, cfg, seed, trains)
     definitions = attach_attributes(imageset, split, metadata)
-    duplicates = scan_duplicates(imageset.images, imageset.labels, split, imageset.ids)
+    pixels = hashlib.sha256()
+    hashes = content_hashes(imageset.images, whole=pixels)  # the one pass over every pixel
+    duplicates = scan_duplicates(hashes, imageset.labels, split, imageset.ids)
     summary = {
         "dataset": imageset.name,
         "description": imageset.description,
@@ -254,7 +261,7 @@ def prepare_data(
         },
         "has_masks": imageset.masks is not None,
         "duplicates": duplicates,
-        "hash": data_hash(imageset, split),
+        "hash": data_hash(pixels, imageset, split),
         "notes": imageset.notes,
     }
     return PreparedData(imageset, split, summary)

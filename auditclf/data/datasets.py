@@ -1,7 +1,8 @@
 """Datasets: the built-in sets, folders, CSV manifests and torchvision sets on disk.
 
-Every loader returns an :class:`ImageSet` held in memory as uint8 pixels; the
-model adapter scales to [0, 1] and normalises. Nothing is ever downloaded.
+Every loader returns an :class:`ImageSet` of uint8 pixels: the built-in sets in
+memory, folders and manifests as files decoded when read (:class:`LazyImages`).
+The model adapter scales to [0, 1] and normalises. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pandas as pd
 
 from auditclf.config import DataConfig
 from auditclf.data.csvfile import read_csv_rows
-from auditclf.data.images import decode_image, to_chw_uint8
+from auditclf.data.images import target_shape
+from auditclf.data.lazy import LazyImages, scan_shapes
 from auditclf.errors import DataError, UsageError
 from auditclf.registry import Registry
 
@@ -25,18 +27,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class ImageSet:
-    """A labelled image set in memory.
+    """A labelled image set.
 
-    images: (N, C, H, W) uint8; labels: (N,) int64 indices into ``classes``;
-    ids: (N,) stable sample ids (relative paths or ``set/index``); split: given
-    "train"/"val"/"test" per image, or None to split stratified; attributes:
-    per-image group attributes (strings), one column each; masks: (N, H, W)
-    bool object masks where known.
+    images: (N, C, H, W) uint8, an array in memory or :class:`LazyImages`;
+    labels: (N,) int64 indices into ``classes``; ids: (N,) stable sample ids
+    (relative paths or ``set/index``); split: given "train"/"val"/"test" per
+    image, or None to split stratified; attributes: per-image group attributes
+    (strings), one column each; masks: (N, H, W) bool object masks where known.
     """
 
     name: str
     description: str
-    images: np.ndarray
+    images: np.ndarray | LazyImages
     labels: np.ndarray
     classes: list[str]
     ids: np.ndarray
@@ -197,20 +199,28 @@ def _natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def _stack(paths: list[Path], cfg: DataConfig) -> tuple[np.ndarray, list[str]]:
-    decoded = [decode_image(path, max_pixels=cfg.max_pixels) for path in paths]
+def _file_images(paths: list[Path], cfg: DataConfig) -> tuple[LazyImages, list[str]]:
+    """The files as images decoded when read, and notes on what decoding changes.
+
+    Every file is decoded once here, keeping only its shape: a bad file is
+    refused now, before anything trains, and the common size and channel count
+    are picked from the shapes as :func:`to_chw_uint8` picks them.
+    """
+    files = [str(path) for path in paths]
+    shapes = scan_shapes(files, cfg.max_pixels)
     size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
-    images, info = to_chw_uint8(decoded, size=size, channels=cfg.channels)
+    channels, height, width = target_shape(shapes.tolist(), size=size, channels=cfg.channels)
     notes = []
-    if info["resized"]:
-        notes.append(f"{info['resized']} image(s) resized to {info['size'][0]}×{info['size'][1]}")
-    for key, what in (
-        ("converted_to_rgb", "grayscale → RGB"),
-        ("converted_to_gray", "RGB → grayscale"),
+    resized = int(((shapes[:, 0] != height) | (shapes[:, 1] != width)).sum())
+    if resized:
+        notes.append(f"{resized} image(s) resized to {height}×{width}")
+    for count, what in (
+        (int((shapes[:, 2] == 1).sum()) if channels == 3 else 0, "grayscale → RGB"),
+        (int((shapes[:, 2] == 3).sum()) if channels == 1 else 0, "RGB → grayscale"),
     ):
-        if info.get(key):
-            notes.append(f"{info[key]} image(s) converted {what}")
-    return images, notes
+        if count:
+            notes.append(f"{count} image(s) converted {what}")
+    return LazyImages(files, (channels, height, width), cfg.max_pixels), notes
 
 
 # Split names as data gives them (folders, a manifest's split column), any case.
@@ -319,7 +329,7 @@ def load_folder(root: Path, cfg: DataConfig) -> ImageSet:
         split += [name] * len(files)
     if not paths:
         raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    images, notes = _stack(paths, cfg)
+    images, notes = _file_images(paths, cfg)
     given = None
     if by_split is not None:
         given = np.array(split, dtype=object)
@@ -426,7 +436,7 @@ def load_manifest(path: Path, cfg: DataConfig) -> ImageSet:
                     f"{path} line {line}: split {row['split']!r} is not train, val or test"
                 )
             split.append(value)
-    images, notes = _stack(paths, cfg)
+    images, notes = _file_images(paths, cfg)
     attribute_columns = [c for c in columns if c not in ("path", "label", "split")]
     attributes = pd.DataFrame(
         {c: [(row[c] or "").strip() for row in rows] for c in attribute_columns}

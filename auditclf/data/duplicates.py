@@ -11,23 +11,36 @@ from collections import defaultdict
 
 import numpy as np
 
+from auditclf.data.lazy import SCAN_BLOCK, LazyImages, image_blocks, row_blocks
 from auditclf.data.splits import SPLITS
 
 MAX_EXAMPLES = 5
 
 
-def content_hashes(images: np.ndarray) -> list[str]:
-    """One BLAKE2b digest per image of an (N, C, H, W) uint8 array."""
-    return [
-        hashlib.blake2b(np.ascontiguousarray(img).tobytes(), digest_size=16).hexdigest()
-        for img in images
-    ]
+def content_hashes(
+    images: np.ndarray | LazyImages, whole: hashlib._Hash | None = None
+) -> list[str]:
+    """One BLAKE2b digest per image of (N, C, H, W) uint8 images, read block by block.
+
+    ``whole``, when given, is fed every image's bytes in order too: the data
+    hash comes out of the same single pass.
+    """
+    hashes = []
+    for block in image_blocks(images, row_blocks(len(images), SCAN_BLOCK)):
+        for img in block.numpy():
+            data = img.tobytes()
+            if whole is not None:
+                whole.update(data)
+            hashes.append(hashlib.blake2b(data, digest_size=16).hexdigest())
+    return hashes
 
 
 def scan_duplicates(
-    images: np.ndarray, labels: np.ndarray, split: np.ndarray, ids: np.ndarray
+    hashes: list[str], labels: np.ndarray, split: np.ndarray, ids: np.ndarray
 ) -> dict:
     """Count exact duplicates within each split, across splits (leakage), and label conflicts.
+
+    ``hashes`` are the images' :func:`content_hashes`.
 
     Returns a JSON-ready dict:
     ``within``: {split: number of extra copies inside that split},
@@ -36,7 +49,7 @@ def scan_duplicates(
     ``examples``: up to five id pairs per kind.
     """
     groups: dict[str, list[int]] = defaultdict(list)
-    for index, digest in enumerate(content_hashes(images)):
+    for index, digest in enumerate(hashes):
         groups[digest].append(index)
     within = dict.fromkeys(SPLITS, 0)
     across = {"train-val": 0, "train-test": 0, "val-test": 0}

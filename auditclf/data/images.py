@@ -3,7 +3,9 @@
 ``decode_image`` turns one file into an upright ``uint8`` array of shape
 ``(H, W, C)`` with ``C`` in ``{1, 3}``, or raises :class:`DataError` with one
 line that names the file. ``to_chw_uint8`` stacks such arrays into one
-``(N, C, H, W)`` batch of a common size and channel count.
+``(N, C, H, W)`` batch of a common size and channel count; ``target_shape``
+picks that size and count from the decoded shapes alone, and ``to_chw`` brings
+one image to it.
 
 Pixel values are always 8-bit intensities, 0..255; sizes are in pixels and
 tuples are ``(H, W)`` (NumPy order), except where Pillow itself wants ``(W, H)``.
@@ -354,9 +356,9 @@ def to_chw_uint8(
     """
     for i, arr in enumerate(images):
         _check_hwc(i, arr)
-    target_hw = _target_size(images, size)
-    target_c = _target_channels(images, channels)
-    height, width = target_hw
+    target_c, height, width = target_shape(
+        [arr.shape for arr in images], size=size, channels=channels
+    )
     batch = np.empty((len(images), target_c, height, width), dtype=np.uint8)
     info = {
         "resized": 0,
@@ -366,16 +368,42 @@ def to_chw_uint8(
         "converted_to_gray": 0,
     }
     for i, arr in enumerate(images):
-        if arr.shape[2] == 3 and target_c == 1:
-            arr = _rgb_to_luma(arr)
-            info["converted_to_gray"] += 1
-        elif arr.shape[2] == 1 and target_c == 3:
-            info["converted_to_rgb"] += 1  # the broadcast below repeats the channel
-        if arr.shape[:2] != target_hw:
-            arr = _resize(arr, target_hw)
-            info["resized"] += 1
-        batch[i] = arr.transpose(2, 0, 1)  # (1, H, W) broadcasts to (3, H, W)
+        batch[i] = to_chw(arr, (target_c, height, width))
+        info["resized"] += arr.shape[:2] != (height, width)
+        info["converted_to_gray"] += arr.shape[2] == 3 and target_c == 1
+        info["converted_to_rgb"] += arr.shape[2] == 1 and target_c == 3
     return batch, info
+
+
+def target_shape(
+    shapes: list[tuple[int, int, int]],
+    *,
+    size: tuple[int, int] | None,
+    channels: int | None,
+) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` that images of the decoded ``(H, W, C)`` ``shapes`` are stacked at.
+
+    The rules of :func:`to_chw_uint8`; shapes suffice, so a folder too large to
+    hold decoded is sized from one pass that keeps only each image's shape.
+    """
+    height, width = _target_size([shape[:2] for shape in shapes], size)
+    return _target_channels([shape[2] for shape in shapes], channels), height, width
+
+
+def to_chw(arr: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """One decoded ``(H, W, 1|3)`` uint8 image as ``(C, H, W)`` uint8 of the target ``shape``.
+
+    RGB becomes L before resizing (which is then done on one channel); gray is
+    repeated to 3 channels.
+    """
+    channels, height, width = shape
+    if arr.shape[2] == 3 and channels == 1:
+        arr = _rgb_to_luma(arr)
+    if arr.shape[:2] != (height, width):
+        arr = _resize(arr, (height, width))
+    out = np.empty(shape, dtype=np.uint8)
+    out[:] = arr.transpose(2, 0, 1)  # (1, H, W) broadcasts to (3, H, W)
+    return out
 
 
 def _check_hwc(index: int, arr: np.ndarray) -> None:
@@ -387,28 +415,28 @@ def _check_hwc(index: int, arr: np.ndarray) -> None:
         raise ValueError(f"images[{index}]: expected (H, W, 1|3) with H, W > 0, got {arr.shape}")
 
 
-def _target_size(images: list[np.ndarray], size: tuple[int, int] | None) -> tuple[int, int]:
+def _target_size(sizes: list[tuple[int, int]], size: tuple[int, int] | None) -> tuple[int, int]:
     """The ``(H, W)`` to stack at: ``size`` if given, else the most common one."""
     if size is not None:
         if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
             raise ValueError(f"size must be (H, W) with positive integers, got {size!r}")
         return int(size[0]), int(size[1])
-    if not images:
+    if not sizes:
         raise ValueError("cannot infer size from zero images; pass size=(H, W)")
     # Counter keeps first-seen order among equal counts, so ties go to the earliest.
-    (height, width), _ = Counter(arr.shape[:2] for arr in images).most_common(1)[0]
+    (height, width), _ = Counter(tuple(map(int, hw)) for hw in sizes).most_common(1)[0]
     return int(height), int(width)
 
 
-def _target_channels(images: list[np.ndarray], channels: int | None) -> int:
+def _target_channels(counts: list[int], channels: int | None) -> int:
     """1 or 3: ``channels`` if given, else 3 if any image is RGB."""
     if channels is not None:
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels!r}")
         return channels
-    if not images:
+    if not counts:
         raise ValueError("cannot infer channels from zero images; pass channels=1 or 3")
-    return 3 if any(arr.shape[2] == 3 for arr in images) else 1
+    return 3 if 3 in counts else 1
 
 
 def _rgb_to_luma(arr: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 
 from auditclf import __version__
 from auditclf.config import ModelConfig
+from auditclf.data.lazy import SCAN_BLOCK, LazyImages, image_blocks, row_blocks
 from auditclf.errors import ModelRefused, UsageError
 from auditclf.models.adapter import ModelAdapter, conv_layers
 from auditclf.models.loading import (
@@ -62,12 +63,29 @@ class PreparedModel:
         }
 
 
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of (N, C, H, W) uint8 images, in [0, 1] units."""
-    scaled = images.astype(np.float64) / 255.0
-    mean = scaled.mean(axis=(0, 2, 3))
-    std = np.maximum(scaled.std(axis=(0, 2, 3)), 1e-3)
-    return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
+def channel_stats(images: np.ndarray | LazyImages) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of (N, C, H, W) uint8 images, in [0, 1] units.
+
+    Read block by block and summed exactly in integers (Python ints: the sums
+    of squares of a large set overflow int64 when multiplied out), so a set
+    too large for memory needs no more than one block of it.
+    """
+    channels = images.shape[1]
+    sums, squares = [0] * channels, [0] * channels
+    for block in image_blocks(images, row_blocks(len(images), SCAN_BLOCK)):
+        pixels = block.numpy()
+        block_sums = pixels.sum(axis=(0, 2, 3), dtype=np.int64)
+        block_squares = np.square(pixels, dtype=np.uint16).sum(axis=(0, 2, 3), dtype=np.int64)
+        for c in range(channels):
+            sums[c] += int(block_sums[c])
+            squares[c] += int(block_squares[c])
+    count = len(images) * images.shape[2] * images.shape[3]
+    mean = [s / count / 255.0 for s in sums]
+    std = [
+        max(((q * count - s * s) / (count * count)) ** 0.5 / 255.0, 1e-3)
+        for s, q in zip(sums, squares, strict=True)
+    ]
+    return [round(m, 6) for m in mean], [round(s, 6) for s in std]
 
 
 def _normalization(cfg: ModelConfig, channels: int, fallback: tuple[list, list]) -> dict:
@@ -137,7 +155,7 @@ def prepare_model(
     *,
     classes: list[str],
     input_shape: tuple[int, int, int],
-    train_images: np.ndarray,
+    train_images: np.ndarray | LazyImages,
     data_hash: str,
     seed: int,
     forbid_unsafe: bool = False,

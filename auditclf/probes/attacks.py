@@ -239,7 +239,7 @@ class AttackRunner:
         self.ctx, self.cfg = ctx, ctx.robustness
         self.model = AttackedModel(ctx.model)
         self.subset = subset
-        self.images = torch.from_numpy(ctx.test.images[subset])
+        self.images = torch.from_numpy(np.asarray(ctx.test.images[subset]))
         self.labels = torch.from_numpy(ctx.test.labels[subset])
         self.ids = ctx.test.ids[subset]
 

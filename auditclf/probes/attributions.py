@@ -283,7 +283,7 @@ def _donors(ctx: ProbeContext, rows: list[int], region_of) -> tuple[torch.Tensor
         choices = numpy_rng(derive_seed(ctx.seed, "donors", ctx.test.ids[row])).permutation(total)
         picks.append([c for c in choices[: SWAP_DONORS + 1] if c != row][:SWAP_DONORS])
     picks = np.array(picks)
-    images = to_unit_float(torch.from_numpy(ctx.test.images[picks.ravel()]), ctx.device)
+    images = to_unit_float(torch.from_numpy(np.asarray(ctx.test.images[picks.ravel()])), ctx.device)
     return images.view(*picks.shape, *images.shape[1:]), region_of(picks)
 
 
@@ -368,7 +368,7 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return table
     model = ctx.model.eval()
-    x = to_unit_float(torch.from_numpy(ctx.test.images[rows]), ctx.device)
+    x = to_unit_float(torch.from_numpy(np.asarray(ctx.test.images[rows])), ctx.device)
     target = torch.tensor(table.loc[rows, "pred"].to_numpy(np.int64), device=ctx.device)
     ids = [ctx.test.ids[r] for r in rows]
     n, _, h, w = x.shape

@@ -1,9 +1,9 @@
 """The clean probe: one batched eval-mode pass over the test split.
 
 It is the only place clean logits are computed; later probes reuse its columns.
-``analyses.batch_size`` images are moved to the device at a time; the model sees
-them in passes of a fixed size (:class:`FixedChunks`), so the logits, to the last
-bit, do not depend on it.
+``analyses.batch_size`` images are read (decoded, for a folder) and moved to the
+device at a time; the model sees them in passes of a fixed size
+(:class:`FixedChunks`), so the logits, to the last bit, do not depend on it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.errors import UnreliableEvaluation
 from auditclf.evidence import PROBA_PREFIX
 from auditclf.probes.base import PROBES, FixedChunks, ProbeContext
@@ -22,12 +23,12 @@ from auditclf.train.standard import to_unit_float
 def predict_logits(ctx: ProbeContext) -> np.ndarray:
     """(N, K) float64 logits of the test images, batched on the model's device."""
     model = FixedChunks(ctx.model.eval())
-    images = torch.from_numpy(ctx.test.images)
-    chunks = []
-    for start in range(0, len(images), ctx.batch_size):
-        x = to_unit_float(images[start : start + ctx.batch_size], ctx.device)
-        chunks.append(model(x).double().cpu())
-    return torch.cat(chunks).numpy()
+    blocks = row_blocks(len(ctx.test.labels), ctx.batch_size)
+    chunks = [
+        model(to_unit_float(pixels, ctx.device)).double()
+        for pixels in image_blocks(ctx.test.images, blocks, device=ctx.device)
+    ]
+    return torch.cat(chunks).cpu().numpy()
 
 
 @PROBES.register("clean")

@@ -4,7 +4,8 @@ Optional inverse-frequency class weights, class-balanced oversampling for
 imbalanced data, or per-image sampling weights (group-balanced retraining);
 early stopping on the validation loss (the best epoch's weights are kept). On
 CUDA: bf16 autocast, ``channels_last`` and pinned host memory; on the CPU,
-plain float32.
+plain float32. Batches are read block by block (:func:`image_blocks`), so a
+set decoded from files is never held in memory whole.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from auditclf.config import TrainConfig
-from auditclf.data import SplitView
+from auditclf.data import LazyImages, SplitView
+from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.models.adapter import ModelAdapter
 from auditclf.seeding import torch_generator
 from auditclf.train.augment import random_affine
@@ -77,17 +79,18 @@ def _epoch_order(
 @torch.no_grad()
 def evaluate_loss(
     adapter: ModelAdapter,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images: np.ndarray | LazyImages,
+    labels: np.ndarray,
     device: torch.device,
     batch_size: int = 512,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of the eval-mode model on uint8 images."""
     adapter.eval()
     total_loss, correct = 0.0, 0
-    for start in range(0, len(labels), batch_size):
-        x = to_unit_float(images[start : start + batch_size], device)
-        y = labels[start : start + batch_size].to(device)
+    blocks = row_blocks(len(labels), batch_size)
+    for rows, pixels in zip(blocks, image_blocks(images, blocks, device=device), strict=True):
+        x = to_unit_float(pixels, device)
+        y = torch.from_numpy(labels[rows]).to(device)
         logits = adapter(x).float()
         total_loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
@@ -124,11 +127,7 @@ def train_classifier(
     if cuda:
         adapter.to(memory_format=torch.channels_last)
     history = TrainHistory(device=str(device), mixed_precision="bf16" if cuda else None)
-    images = torch.from_numpy(train.images)
     labels = torch.from_numpy(train.labels)
-    val_images, val_labels = torch.from_numpy(val.images), torch.from_numpy(val.labels)
-    if cuda:
-        images, val_images = images.pin_memory(), val_images.pin_memory()
     weight = _class_weights(train.labels, num_classes).to(device) if cfg.class_weighted else None
     draw_weights = None if sample_weights is None else torch.as_tensor(sample_weights).double()
     optimizer = torch.optim.Adam(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -136,19 +135,20 @@ def train_classifier(
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         generator = torch_generator(seed, "train", epoch)
-        order = _epoch_order(labels, cfg, generator, num_classes, draw_weights)
+        order = _epoch_order(labels, cfg, generator, num_classes, draw_weights).numpy()
         adapter.train()
         seen, loss_sum, hits = 0, 0.0, 0
+        blocks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         batches = tqdm(
-            range(0, len(order), cfg.batch_size),
+            zip(blocks, image_blocks(train.images, blocks, device=device), strict=True),
+            total=len(blocks),
             disable=None if progress else True,  # None: auto-off when not a TTY
             leave=False,
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="batch",
         )
-        for start in batches:
-            idx = order[start : start + cfg.batch_size]
-            x = to_unit_float(images[idx], device)
+        for idx, pixels in batches:
+            x = to_unit_float(pixels, device)
             y = labels[idx].to(device, non_blocking=True)
             if cfg.augment:
                 x = random_affine(x, generator, hflip=hflip_ok)
@@ -167,8 +167,8 @@ def train_classifier(
             hits += (logits.argmax(1) == y).sum().item()
             batches.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / seen:.3f}")
         val_loss, val_acc = (
-            evaluate_loss(adapter, val_images, val_labels, device)
-            if len(val_labels)
+            evaluate_loss(adapter, val.images, val.labels, device)
+            if len(val.labels)
             else (float("nan"), float("nan"))
         )
         history.epochs.append(
@@ -186,7 +186,7 @@ def train_classifier(
                 f"epoch {epoch}/{cfg.epochs}: loss {loss_sum / seen:.4f} "
                 f"acc {hits / seen:.4f} val_loss {val_loss:.4f} val_acc {val_acc:.4f}"
             )
-        if keep_last or not len(val_labels):
+        if keep_last or not len(val.labels):
             continue
         if val_loss < best_loss:
             best_loss, best_state, waited = val_loss, copy.deepcopy(adapter.state_dict()), 0
