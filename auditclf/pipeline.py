@@ -25,6 +25,7 @@ from auditclf.compare import load_baseline
 from auditclf.config import AuditConfig, eps_label, parse_eps
 from auditclf.data import PreparedData, prepare_data
 from auditclf.data.attributes import audited_attributes, check_attributes
+from auditclf.device_defaults import describe_defaults, for_device, forward_chunk
 from auditclf.errors import UsageError
 from auditclf.evidence import ATTR_PREFIX, PROBA_PREFIX, new_table
 from auditclf.gates import (
@@ -57,6 +58,8 @@ ENGINES = (
     "matplotlib",
     "pillow",
 )
+
+
 @dataclass
 class PhaseTimer:
     """Wall-clock seconds per named phase of the run."""
@@ -188,6 +191,7 @@ def probe(
         device=device,
         seed=config.seed,
         batch_size=config.analyses.batch_size,
+        chunk=forward_chunk(device.type),
         robustness=config.robustness,
         explain=config.explain if name == "baseline" or config.explain.all_models else None,
     )
@@ -375,6 +379,17 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
             }
         )
     return items
+
+
+def device_limitations(device_counts: dict[str, int], device_type: str) -> list[dict]:
+    """The counts the device chose (how many images were attacked and explained), so that a
+    reviewer knows the coverage was a default and how to widen it."""
+    text = describe_defaults(device_counts, device_type)
+    return (
+        [{"section": "Coverage", "reason": f"{text}; set them in the config to change"}]
+        if (text)
+        else []
+    )
 
 
 def trains(config: AuditConfig, module: torch.nn.Module | None = None) -> bool:
@@ -582,6 +597,7 @@ def run_audit(
     baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
     seed_everything(config.seed)
     device = resolve_device(config.device)
+    config, device_counts = for_device(config, device.type)
     with timer.phase("data"):
         data = prepare_data(
             config.data,
@@ -633,6 +649,7 @@ def run_audit(
         "versions": _versions(),
         "durations": timer.durations,
         "config": config.model_dump(mode="json"),
+        "device_defaults": device_counts,
         "data_hash": data.summary["hash"],
         "model_hash": baseline.card["weights_sha256"],
         "unsafe_load": prepared.unsafe_load is not None,
@@ -643,7 +660,8 @@ def run_audit(
         data=data.summary,
         models=models,
         gates=gate_outcomes,
-        limitations=limitations(data.summary, config, baseline.artifacts),
+        limitations=limitations(data.summary, config, baseline.artifacts)
+        + device_limitations(device_counts, device.type),
     )
     samples = pd.concat(tables, ignore_index=True)
     return AuditOutcome(result, samples, prepared_models)

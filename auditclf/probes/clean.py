@@ -14,20 +14,24 @@ import torch
 
 from auditclf.errors import UnreliableEvaluation
 from auditclf.evidence import PROBA_PREFIX
-from auditclf.probes.base import PROBES, FixedChunks, ProbeContext
+from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
 from auditclf.train.standard import to_unit_float
 
 
 @torch.no_grad()
 def predict_logits(ctx: ProbeContext) -> np.ndarray:
-    """(N, K) float64 logits of the test images, batched on the model's device."""
-    model = FixedChunks(ctx.model.eval())
+    """(N, K) float64 logits of the test images, batched on the model's device (a batch
+    halves on a GPU out-of-memory error; the sizes that ran go to ``artifacts["passes"]``)."""
+    sizes = PassSizes(block=ctx.batch_size, chunk=ctx.chunk)
+    model = FixedChunks(ctx.model.eval(), sizes)
     images = torch.from_numpy(ctx.test.images)
-    chunks = []
-    for start in range(0, len(images), ctx.batch_size):
-        x = to_unit_float(images[start : start + ctx.batch_size], ctx.device)
-        chunks.append(model(x).double().cpu())
-    return torch.cat(chunks).numpy()
+
+    def work(block: np.ndarray) -> torch.Tensor:
+        return model(to_unit_float(images[block[0] : block[-1] + 1], ctx.device)).double()
+
+    chunks = in_blocks(np.arange(len(images)), sizes, work, "clean probe")
+    ctx.artifacts["passes"] = sizes.record()
+    return torch.cat(chunks).cpu().numpy()
 
 
 @PROBES.register("clean")
