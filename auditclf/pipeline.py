@@ -560,6 +560,7 @@ def audit_model(
     debug: bool,
 ) -> tuple[ModelResult, pd.DataFrame]:
     """Probes then analyses for one model → its result and its rows of the sample table."""
+    config = for_device(config, device.type)[0]  # a no-op for run_audit's, resolved already
     with timer.phase("probes"):
         table, artifacts = probe(prepared, data, config, device, name)
     with timer.phase("analyses"):

@@ -45,6 +45,9 @@ def to_unit_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
+PROGRESS_EVERY = 25  # training steps between progress-bar updates (each reads the device)
+
+
 def _class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
@@ -84,14 +87,18 @@ def evaluate_loss(
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of the eval-mode model on uint8 images."""
     adapter.eval()
-    total_loss, correct = 0.0, 0
+    # summed on the device in float64 (each batch's float32 sum widened, as a Python float
+    # would be), read once at the end: no synchronisation per batch
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for start in range(0, len(labels), batch_size):
         x = to_unit_float(images[start : start + batch_size], device)
         y = labels[start : start + batch_size].to(device)
         logits = adapter(x).float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / max(len(labels), 1), correct / max(len(labels), 1)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    n = max(len(labels), 1)
+    return total_loss.item() / n, correct.item() / n
 
 
 def train_classifier(
@@ -138,7 +145,11 @@ def train_classifier(
         generator = torch_generator(seed, "train", epoch)
         order = _epoch_order(labels, cfg, generator, num_classes, draw_weights)
         adapter.train()
-        seen, loss_sum, hits = 0, 0.0, 0
+        # running sums stay on the device (float64, as Python floats were): the progress bar
+        # reads them every PROGRESS_EVERY steps, not every step
+        seen = 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        hits = torch.zeros((), dtype=torch.int64, device=device)
         batches = tqdm(
             range(0, len(order), cfg.batch_size),
             disable=None if progress else True,  # None: auto-off when not a TTY
@@ -146,7 +157,7 @@ def train_classifier(
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="batch",
         )
-        for start in batches:
+        for step, start in enumerate(batches):
             idx = order[start : start + cfg.batch_size]
             x = to_unit_float(images[idx], device)
             y = labels[idx].to(device, non_blocking=True)
@@ -163,9 +174,13 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             seen += len(y)
-            loss_sum += loss.item() * len(y)
-            hits += (logits.argmax(1) == y).sum().item()
-            batches.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / seen:.3f}")
+            loss_sum += loss.detach().double() * len(y)
+            hits += (logits.argmax(1) == y).sum()
+            if progress and step % PROGRESS_EVERY == 0:
+                batches.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.4f}", acc=f"{hits.item() / seen:.3f}"
+                )
+        loss_sum, hits = loss_sum.item(), hits.item()
         val_loss, val_acc = (
             evaluate_loss(adapter, val_images, val_labels, device)
             if len(val_labels)
