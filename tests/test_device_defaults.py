@@ -71,7 +71,7 @@ def _context(limit: int | None, chunk: int) -> ProbeContext:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
     rng = np.random.default_rng(0)
-    n = 45
+    n = 20
     test = SplitView(
         rng.integers(0, 256, size=(n, 1, 8, 8)).astype(np.uint8),
         rng.integers(0, 3, size=n).astype(np.int64),
@@ -79,7 +79,9 @@ def _context(limit: int | None, chunk: int) -> ProbeContext:
         pd.DataFrame(index=range(n)),
         None,
     )
-    config = load_config(None, {"robustness": {"batch_size": 20, "steps": 3}})
+    config = load_config(
+        None, {"robustness": {"batch_size": 20, "steps": 2, "min_eps_iterations": 2}}
+    )
     return ProbeContext(
         model=ModelAdapter(RunsOutAbove(net, limit), [0.5], [0.25]),
         test=test,
@@ -97,9 +99,9 @@ def test_out_of_memory_halves_the_blocks_and_gives_the_numbers_of_a_run_that_fit
     runs_out = _context(limit=5, chunk=16)  # passes of 16 images: too many for it
     for ctx in (fits, runs_out):
         ctx.artifacts["logits"] = predict_logits(ctx)
-        runner = AttackRunner(ctx, np.arange(45))
+        runner = AttackRunner(ctx, np.arange(20))
         ctx.artifacts["pgd"] = runner.run("pgd_linf", "0.1")
-        ctx.artifacts["min_eps"] = runner.minimal_eps(np.arange(0, 45, 3), 0.5)
+        ctx.artifacts["min_eps"] = runner.minimal_eps(np.arange(0, 20, 2), 0.5)
         ctx.artifacts["attack_passes"] = runner.sizes.record()
     assert np.array_equal(fits.artifacts["logits"], runs_out.artifacts["logits"])
     for key, values in fits.artifacts["pgd"].items():
