@@ -157,11 +157,12 @@ class AnalysisConfig(_Strict):
     imbalance_threshold: float = Field(
         3.0, ge=1, description="largest/smallest class count ratio that raises a finding"
     )
-    batch_size: int = Field(
-        256,
+    batch_size: int | None = Field(
+        None,
         ge=1,
-        description="test images moved to the device at a time by the clean probe; "
-        "no number depends on it (the model sees passes of 32)",
+        description="test images moved to the device at a time by the clean probe; null = the "
+        "device's default (256 on CPU, 2048 on CUDA); no number depends on it (the model sees "
+        "passes of a fixed size)",
     )
 
 
@@ -253,26 +254,37 @@ class RobustnessConfig(_Strict):
     )
     restarts: int = Field(1, ge=1, description="random restarts of PGD and APGD")
     random_start: bool = Field(True, description="PGD starts at a random point in the eps ball")
-    samples: int | None = Field(
-        300, ge=1, description="test images attacked (stratified subset); null = all"
+    samples: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        None,
+        description="test images attacked (stratified subset); 'all' = every test image; null = "
+        "the device's default (300 on CPU, every test image up to 10,000 on CUDA)",
     )
-    square_samples: int = Field(100, ge=1, description="images for the black-box Square check")
+    square_samples: int | None = Field(
+        None,
+        ge=1,
+        description="images for the black-box Square check; null = the device's default "
+        "(100 on CPU, 1,000 on CUDA)",
+    )
     square_queries: int = Field(300, ge=1, description="queries per image for Square")
     large_eps: EpsValue = Field(
         0.5, description="L∞ radius in (0, 1] at which accuracy must reach chance"
     )
-    min_eps_samples: int = Field(
-        100, ge=0, description="images whose minimal L∞ perturbation is bisected; 0 disables"
+    min_eps_samples: int | None = Field(
+        None,
+        ge=0,
+        description="images whose minimal L∞ perturbation is bisected; 0 disables; null = the "
+        "device's default (100 on CPU, 1,000 on CUDA)",
     )
     min_eps_iterations: int = Field(10, ge=1, description="bisection steps (tolerance halves)")
     gallery_per_class: int = Field(
         2, ge=0, description="adversarial examples shown per class in the report"
     )
-    batch_size: int = Field(
-        100,
+    batch_size: int | None = Field(
+        None,
         ge=1,
-        description="images attacked together (memory); no number depends on it: "
-        "randomness is drawn per image and the model sees passes of 32",
+        description="images attacked together (memory; halved on a GPU out-of-memory error); "
+        "null = the device's default (100 on CPU, 512 on CUDA); no number depends on it: "
+        "randomness is drawn per image and the model sees passes of a fixed size",
     )
 
     @field_validator("eps_linf")
@@ -328,8 +340,18 @@ class ExplainConfig(_Strict):
         description="attribution methods (captum)",
     )
     lime_samples: int = Field(500, ge=10, description="perturbed images per LIME explanation")
-    correct_per_class: int = Field(2, ge=0, description="most confident correct predictions")
-    errors_per_class: int = Field(1, ge=0, description="most confident errors")
+    correct_per_class: int | None = Field(
+        None,
+        ge=0,
+        description="most confident correct predictions per class; null = the device's default "
+        "(2 on CPU, 10 on CUDA)",
+    )
+    errors_per_class: int | None = Field(
+        None,
+        ge=0,
+        description="most confident errors per class; null = the device's default (1 on CPU, 5 "
+        "on CUDA)",
+    )
     ig_steps: int = Field(32, ge=2, description="Integrated Gradients path steps")
     curve_steps: int = Field(20, ge=2, description="points of the deletion/insertion curves")
     randomized_layers: int = Field(

@@ -25,6 +25,7 @@ from auditclf.compare import load_baseline
 from auditclf.config import AuditConfig, eps_label, parse_eps
 from auditclf.data import PreparedData, prepare_data
 from auditclf.data.attributes import audited_attributes, check_attributes
+from auditclf.device_defaults import describe_defaults, for_device, forward_chunk
 from auditclf.errors import UsageError
 from auditclf.evidence import ATTR_PREFIX, PROBA_PREFIX, new_table
 from auditclf.gates import (
@@ -58,6 +59,8 @@ ENGINES = (
     "matplotlib",
     "pillow",
 )
+
+
 @dataclass
 class PhaseTimer:
     """Wall-clock seconds per named phase of the run."""
@@ -189,6 +192,7 @@ def probe(
         device=device,
         seed=config.seed,
         batch_size=config.analyses.batch_size,
+        chunk=forward_chunk(device.type),
         robustness=config.robustness,
         explain=config.explain if name == "baseline" or config.explain.all_models else None,
     )
@@ -380,6 +384,17 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
     return items
 
 
+def device_limitations(device_counts: dict[str, int], device_type: str) -> list[dict]:
+    """The counts the device chose (how many images were attacked and explained), so that a
+    reviewer knows the coverage was a default and how to widen it."""
+    text = describe_defaults(device_counts, device_type)
+    return (
+        [{"section": "Coverage", "reason": f"{text}; set them in the config to change"}]
+        if (text)
+        else []
+    )
+
+
 def trains(config: AuditConfig, module: torch.nn.Module | None = None) -> bool:
     """Whether the run trains anything: a model (no checkpoint, no module given), or a
     hardened or rebalanced copy; a run that trains nothing needs no train split."""
@@ -548,6 +563,7 @@ def audit_model(
     debug: bool,
 ) -> tuple[ModelResult, pd.DataFrame]:
     """Probes then analyses for one model → its result and its rows of the sample table."""
+    config = for_device(config, device.type)[0]  # a no-op for run_audit's, resolved already
     with timer.phase("probes"):
         table, artifacts = probe(prepared, data, config, device, name)
     with timer.phase("analyses"):
@@ -585,6 +601,7 @@ def run_audit(
     baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
     seed_everything(config.seed)
     device = resolve_device(config.device)
+    config, device_counts = for_device(config, device.type)
     with timer.phase("data"):
         data = prepare_data(
             config.data,
@@ -636,6 +653,7 @@ def run_audit(
         "versions": _versions(),
         "durations": timer.durations,
         "config": config.model_dump(mode="json"),
+        "device_defaults": device_counts,
         "data_hash": data.summary["hash"],
         "model_hash": baseline.card["weights_sha256"],
         "unsafe_load": prepared.unsafe_load is not None,
@@ -646,7 +664,8 @@ def run_audit(
         data=data.summary,
         models=models,
         gates=gate_outcomes,
-        limitations=limitations(data.summary, config, baseline.artifacts),
+        limitations=limitations(data.summary, config, baseline.artifacts)
+        + device_limitations(device_counts, device.type),
     )
     samples = pd.concat(tables, ignore_index=True)
     return AuditOutcome(result, samples, prepared_models)

@@ -159,6 +159,12 @@ REPORT_SCHEMA: dict[str, Any] = {
                 },
                 "data_hash": {"type": "string"},
                 "model_hash": {"type": "string"},
+                "device_defaults": {
+                    "type": "object",
+                    "description": "the counts the config left null and the device set "
+                    "(images attacked, explained, moved at a time), by config key",
+                    "additionalProperties": {"type": "integer", "minimum": 0},
+                },
                 "unsafe_load": {
                     "type": "boolean",
                     "description": "true when the checkpoint was unpickled (--trust-checkpoint)",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from auditclf.device_defaults import forward_chunk
 from tests.conftest import FAST_CONFIG, cli
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -46,16 +47,38 @@ def test_default_audit_runs_on_cuda(cuda_default_run):
     assert metrics["explain.integrated_gradients.convergence_delta"] < 0.05
 
 
+def test_cuda_sets_wider_defaults_and_records_them(cuda_default_run):
+    """Counts left null are the device's: on CUDA every test image (up to 10,000) is
+    attacked, and report.json and the limitations say the device chose it."""
+    report = json.loads((cuda_default_run / "report.json").read_text())
+    chosen = report["run"]["device_defaults"]
+    assert chosen["robustness.samples"] == 10_000
+    tested = report["data"]["split_counts"]["test"]
+    metrics = report["models"]["baseline"]["metrics"]
+    assert metrics["robustness.samples"] == min(tested, 10_000)
+    assert report["run"]["config"]["robustness"]["samples"] == 10_000
+    passes = report["models"]["baseline"]["artifacts"]["passes"]
+    assert passes["forward_chunk"] == forward_chunk("cuda") and passes["halvings"] == 0
+    coverage = [item for item in report["limitations"] if item["section"] == "Coverage"]
+    assert "defaults for cuda" in coverage[0]["reason"]
+
+
 def test_checkpoint_reaudit_on_cuda_and_cpu_agree(cuda_default_run, tmp_path):
-    """The same checkpoint audited on CUDA and on the CPU: clean metrics equal (calibration
-    within float32 rounding), robust accuracy within one image per 100."""
+    """The same checkpoint audited on CUDA and on the CPU, on the same images (the CPU's
+    default counts, given): clean metrics equal (calibration within float32 rounding), robust
+    accuracy within one image per 100."""
     checkpoint = cuda_default_run / "model.safetensors"
+    counts = tmp_path / "counts.yaml"
+    counts.write_text(
+        "robustness: {samples: 300, square_samples: 100, min_eps_samples: 100}\n"
+        "explain: {correct_per_class: 2, errors_per_class: 1}\n"
+    )
     outs = {}
     for device in ("cuda", "cpu"):
         outs[device] = tmp_path / device
         result = cli(
-            "run", "--checkpoint", checkpoint, "--device", device, "--harden", "none",
-            "--out", outs[device], "--quiet",
+            "run", "--config", counts, "--checkpoint", checkpoint, "--device", device,
+            "--harden", "none", "--out", outs[device], "--quiet",
         )  # fmt: skip
         assert result.status == 0, (device, result)
     on_cuda, on_cpu = _metrics(outs["cuda"]), _metrics(outs["cpu"])

@@ -42,7 +42,7 @@ from auditclf.config import ATTACK_NORMS, RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
 from auditclf.errors import DataError
 from auditclf.keys import adv_column as column  # the one spelling of adv.<attack>@<eps>.<what>
-from auditclf.probes.base import PROBES, FixedChunks, ProbeContext
+from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
 from auditclf.seeding import derive_seed, numpy_rng
 from auditclf.train.standard import to_unit_float
 
@@ -190,9 +190,9 @@ class AttackedModel(torch.nn.Module):
     """The model as the attacks see it: in passes of a fixed size (:class:`FixedChunks`),
     and with the running attack's :class:`PerImageRandomness` paused during the pass."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, sizes: PassSizes | None = None) -> None:
         super().__init__()
-        self.passes = FixedChunks(model)
+        self.passes = FixedChunks(model, sizes)
         self.randomness: PerImageRandomness | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,11 +233,15 @@ def _valid(adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.T
 
 
 class AttackRunner:
-    """Runs attacks block by block over the attacked subset, with per-image randomness."""
+    """Runs attacks block by block over the attacked subset, with per-image randomness.
+
+    A block is ``robustness.batch_size`` images; it halves on a GPU out-of-memory error
+    (``sizes``, recorded in the report)."""
 
     def __init__(self, ctx: ProbeContext, subset: np.ndarray) -> None:
         self.ctx, self.cfg = ctx, ctx.robustness
-        self.model = AttackedModel(ctx.model)
+        self.sizes = PassSizes(block=self.cfg.batch_size, chunk=ctx.chunk)
+        self.model = AttackedModel(ctx.model, self.sizes)
         self.subset = subset
         self.images = torch.from_numpy(np.asarray(ctx.test.images[subset]))
         self.labels = torch.from_numpy(ctx.test.labels[subset])
@@ -258,14 +262,23 @@ class AttackRunner:
         except DataError:  # fewer rows than classes, or classes too rare to stratify
             return np.sort(numpy_rng(seed).permutation(len(labels))[:count])
 
+    def batch(self, block: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images (float32 in [0, 1]) and labels of ``block``, on the device."""
+        x = to_unit_float(self.images[block], self.ctx.device)
+        return x, self.labels[block].to(self.ctx.device)
+
     def blocks(self, rows: np.ndarray | None = None):
+        """(block, x, y) over ``rows`` (default: the whole subset), one block at a time."""
         rows = np.arange(len(self.subset)) if rows is None else rows
-        size = self.cfg.batch_size
-        for start in range(0, len(rows), size):
-            block = rows[start : start + size]
-            x = to_unit_float(self.images[block], self.ctx.device)
-            y = self.labels[block].to(self.ctx.device)
-            yield block, x, y
+        for start in range(0, len(rows), self.sizes.block):
+            block = rows[start : start + self.sizes.block]
+            yield block, *self.batch(block)
+
+    def each_block(self, rows: np.ndarray | None, work) -> list:
+        """``work(block, x, y)`` per block of ``rows``, a block retried at half the size when
+        the GPU runs out of memory (:func:`in_blocks`)."""
+        rows = np.arange(len(self.subset)) if rows is None else rows
+        return in_blocks(rows, self.sizes, lambda b: work(b, *self.batch(b)), "attack probe")
 
     def _per_image(self, attack: torchattacks.Attack, x, y, seeds: list[int]) -> torch.Tensor:
         """``attack(x, y)`` with each image's randomness from its own seed; the global
@@ -312,8 +325,8 @@ class AttackRunner:
         """pred, margin, valid per image of ``rows`` (default: the whole subset)."""
         eps, norm = parse_eps(eps_text), ATTACK_NORMS[name]
         restarts = 1 if name in ("fgsm", "square") else self.cfg.restarts
-        outputs = {"pred": [], "margin": [], "valid": [], "loss": []}
-        for block, x, y in self.blocks(rows):
+
+        def work(block, x, y) -> tuple[torch.Tensor, ...]:
             best_margin = best_pred = best_valid = best_loss = None
             for restart in range(restarts):
                 adv = self.adversarial(name, eps_text, block, x, y, restart=restart, steps=steps)
@@ -334,20 +347,15 @@ class AttackRunner:
                     best_pred = torch.where(better, logits.argmax(1), best_pred)
                     best_valid = torch.where(better, valid, best_valid)
                     best_loss = torch.where(better, loss, best_loss)
-            for key, value in (
-                ("pred", best_pred),
-                ("margin", best_margin),
-                ("valid", best_valid),
-                ("loss", best_loss),
-            ):
-                outputs[key].append(value.cpu())
-        return {key: torch.cat(values).numpy() for key, values in outputs.items()}
+            return best_pred, best_margin, best_valid, best_loss
+
+        return _to_numpy(("pred", "margin", "valid", "loss"), self.each_block(rows, work))
 
     def clean_loss_and_gradients(self) -> dict[str, np.ndarray]:
         """Per image: CE loss, whether its input gradient is zero or non-finite, and the
         largest logit difference between two forward passes of the same input."""
-        loss_out, zero_out, repeat_out, softmax_out = [], [], [], []
-        for _, x, y in self.blocks():
+
+        def work(_block, x, y) -> tuple[torch.Tensor, ...]:
             x = x.clone().requires_grad_(True)
             logits = self.model(x).float()
             loss = F.cross_entropy(logits, y, reduction="none")
@@ -359,16 +367,10 @@ class AttackRunner:
             sums_to_one = (logits.detach().min(1).values >= 0) & (
                 (logits.detach().sum(1) - 1).abs() < 1e-4
             )
-            loss_out.append(loss.detach().cpu())
-            zero_out.append(zero.cpu())
-            repeat_out.append(repeat.cpu())
-            softmax_out.append(sums_to_one.cpu())
-        return {
-            "loss_clean": torch.cat(loss_out).numpy(),
-            "grad_zero": torch.cat(zero_out).numpy(),
-            "repeat_diff": torch.cat(repeat_out).numpy(),
-            "softmax_output": torch.cat(softmax_out).numpy(),
-        }
+            return loss.detach(), zero, repeat, sums_to_one
+
+        names = ("loss_clean", "grad_zero", "repeat_diff", "softmax_output")
+        return _to_numpy(names, self.each_block(None, work))
 
     def minimal_eps(self, rows: np.ndarray, high: float) -> tuple[np.ndarray, np.ndarray]:
         """Bisection of each image's smallest L∞ eps that PGD flips, in [0, high].
@@ -398,11 +400,10 @@ class AttackRunner:
         return estimate, np.where(wrong_clean, 0.0, upper)
 
     def _flips(self, rows: np.ndarray, eps: np.ndarray, steps: int) -> np.ndarray:
-        flipped = []
-        for block, x, y in self.blocks(rows):
+        def work(block, x, y) -> torch.Tensor:
             local = np.searchsorted(rows, block)
             radius = torch.tensor(eps[local], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
-            if torch.all(radius == 0):
+            if not eps[local].any():
                 adv = x
             else:
                 attack = torchattacks.PGD(
@@ -414,8 +415,17 @@ class AttackRunner:
                 # stand ready should a draw shaped like the batch ever be made)
                 seeds = [derive_seed(self.ctx.seed, "min_eps", i) for i in self.ids[block]]
                 adv = self._per_image(attack, x, y, seeds)
-            flipped.append((_logits(self.model, adv).argmax(1) != y).cpu())
-        return torch.cat(flipped).numpy()
+            return _logits(self.model, adv).argmax(1) != y
+
+        return torch.cat(self.each_block(rows, work)).cpu().numpy()
+
+
+def _to_numpy(names: tuple[str, ...], per_block: list[tuple[torch.Tensor, ...]]) -> dict:
+    """{name: the blocks' values concatenated, as NumPy}: one copy off the device per name."""
+    return {
+        name: torch.cat([values[k] for values in per_block]).cpu().numpy()
+        for k, name in enumerate(names)
+    }
 
 
 def training_attack(
@@ -463,8 +473,10 @@ def adversarial_versions(ctx: ProbeContext, rows: np.ndarray) -> tuple[torch.Ten
         return None
     eps_text = reference_eps(cfg, ctx.test.images.shape[1])
     runner = AttackRunner(ctx, np.asarray(rows))
-    adversarial = [runner.adversarial("pgd_linf", eps_text, *part) for part in runner.blocks()]
-    return torch.cat(adversarial).detach(), eps_text
+    adversarial = runner.each_block(
+        None, lambda block, x, y: runner.adversarial("pgd_linf", eps_text, block, x, y).detach()
+    )
+    return torch.cat(adversarial), eps_text
 
 
 def _png(image: np.ndarray) -> str:
@@ -482,31 +494,35 @@ def gallery(runner: AttackRunner, eps_text: str, per_class: int, classes: list[s
     """A few images per class: clean, PGD-L∞ adversarial (the grid's, first restart), and
     the amplified perturbation."""
     eps = parse_eps(eps_text)
-    items = []
     labels = runner.labels.numpy()
-    for c in range(len(classes)):
-        rows = np.flatnonzero(labels == c)[:per_class]
-        if not len(rows):
-            continue
-        for block, x, y in runner.blocks(rows):
-            adv = runner.adversarial("pgd_linf", eps_text, block, x, y)
-            clean_p = torch.softmax(_logits(runner.model, x), 1)
-            adv_p = torch.softmax(_logits(runner.model, adv), 1)
-            for i in range(len(block)):
-                delta = (adv[i] - x[i]).cpu().numpy()
-                items.append(
-                    {
-                        "id": str(runner.ids[block[i]]),
-                        "label": classes[c],
-                        "clean_pred": classes[int(clean_p[i].argmax())],
-                        "clean_confidence": float(clean_p[i].max()),
-                        "adv_pred": classes[int(adv_p[i].argmax())],
-                        "adv_confidence": float(adv_p[i].max()),
-                        "clean": _png(x[i].cpu().numpy()),
-                        "adversarial": _png(adv[i].cpu().numpy()),
-                        "perturbation": _png(delta / (2 * eps) + 0.5),
-                    }
-                )
+    rows = np.concatenate(
+        [np.flatnonzero(labels == c)[:per_class] for c in range(len(classes))]
+    ).astype(np.int64)
+
+    def work(block, x, y) -> tuple[torch.Tensor, ...]:
+        adv = runner.adversarial("pgd_linf", eps_text, block, x, y)
+        clean_p = torch.softmax(_logits(runner.model, x), 1)
+        adv_p = torch.softmax(_logits(runner.model, adv), 1)
+        return x, adv.detach(), clean_p, adv_p
+
+    x, adv, clean_p, adv_p = _to_numpy(
+        ("x", "adv", "clean", "adversarial"), runner.each_block(rows, work)
+    ).values()
+    items = []
+    for i, row in enumerate(rows):
+        items.append(
+            {
+                "id": str(runner.ids[row]),
+                "label": classes[labels[row]],
+                "clean_pred": classes[int(clean_p[i].argmax())],
+                "clean_confidence": float(clean_p[i].max()),
+                "adv_pred": classes[int(adv_p[i].argmax())],
+                "adv_confidence": float(adv_p[i].max()),
+                "clean": _png(x[i]),
+                "adversarial": _png(adv[i]),
+                "perturbation": _png((adv[i] - x[i]) / (2 * eps) + 0.5),
+            }
+        )
     return {
         "attack": "pgd_linf",
         "eps": eps_text,
@@ -583,7 +599,7 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     n = len(ctx.test.labels)
     subset = (
         np.arange(n)
-        if cfg.samples is None or cfg.samples >= n
+        if cfg.samples == "all" or cfg.samples >= n
         else stratified_subsample(ctx.test.labels, cfg.samples, seed=ctx.seed, classes=ctx.classes)
     )
     runner = AttackRunner(ctx, subset)
@@ -617,5 +633,7 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         put("min_eps.upper", upper, rows)
     if cfg.gallery_per_class:
         ctx.artifacts["gallery"] = gallery(runner, reference, cfg.gallery_per_class, ctx.classes)
-    ctx.artifacts["robustness"] = run_artifacts(cfg, channels, len(ctx.classes), len(subset))
+    ctx.artifacts["robustness"] = run_artifacts(cfg, channels, len(ctx.classes), len(subset)) | {
+        "passes": runner.sizes.record()
+    }
     return table.assign(**columns)

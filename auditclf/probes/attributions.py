@@ -152,20 +152,27 @@ def lime_maps(
     (``x · z[:, segments]``), and the kernel, cos(x, x_z) = sqrt(z · e / Σe) for a black
     baseline with e the per-superpixel sums of x², is a dot product of F numbers instead
     of two image-sized passes. All samples of one explanation go through one forward pass.
+
+    captum draws, weighs and fits sample by sample on the device of the input it is given,
+    so it is given the image on the CPU: on a GPU, that spares a copy and a synchronisation
+    per sample; only the forward pass (the S images built on the device) and its logits
+    cross, once per image.
     """
     maps = []
-    devices = [x.device] if x.device.type == "cuda" else []
+    on_cpu, targets = x.detach().cpu(), target.cpu()
+    devices = [x.device] if x.device.type == "cuda" else []  # manual_seed seeds them too
     for i in range(len(x)):
-        image = x[i : i + 1]
-        segments = torch.as_tensor(superpixels(x[i].cpu().numpy()), device=x.device).long()
+        image = on_cpu[i : i + 1]
+        segments = torch.as_tensor(superpixels(on_cpu[i].numpy())).long()
         features = int(segments.max()) + 1
-        energy = torch.zeros(features, device=x.device, dtype=torch.float64).index_add_(
+        energy = torch.zeros(features, dtype=torch.float64).index_add_(
             0, segments.flatten(), image.double().pow(2).sum(1).flatten()
         )
         total = float(energy.sum()) or 1.0
 
-        def forward(z: torch.Tensor, image=image, segments=segments) -> torch.Tensor:
-            return model(image * z.to(image.dtype)[:, segments][:, None])
+        def forward(z: torch.Tensor, image=x[i : i + 1], segments=segments) -> torch.Tensor:
+            mask = z.to(image.device, image.dtype)[:, segments.to(image.device)][:, None]
+            return model(image * mask).cpu()
 
         def kernel(_original, _perturbed, z: torch.Tensor, energy=energy, total=total, **_):
             cosine = math.sqrt(max(float(z.to(energy.dtype) @ energy[:, None]), 0.0) / total)
@@ -184,14 +191,14 @@ def lime_maps(
             torch.manual_seed(derive_seed(seed, "lime", ids[i]))
             coefficients = lime.attribute(
                 image,
-                target=target[i : i + 1],
+                target=targets[i : i + 1],
                 n_samples=samples,
                 perturbations_per_eval=samples,
                 num_interp_features=features,
             )
         # captum's Lime gives every channel of a superpixel its weight; the maps sum channels
-        maps.append(x.shape[1] * coefficients.flatten().to(x.device, x.dtype)[segments])
-    return torch.stack(maps)
+        maps.append(x.shape[1] * coefficients.flatten().to(x.dtype)[segments])
+    return torch.stack(maps).to(x.device)
 
 
 def _maps(method: str, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -371,6 +378,7 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     x = to_unit_float(torch.from_numpy(np.asarray(ctx.test.images[rows])), ctx.device)
     target = torch.tensor(table.loc[rows, "pred"].to_numpy(np.int64), device=ctx.device)
     ids = [ctx.test.ids[r] for r in rows]
+    predicted = target.cpu().numpy()  # the per-image loops below read copies off the device
     n, _, h, w = x.shape
     methods, skipped = [], []
     for method in cfg.methods:
@@ -412,12 +420,13 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
             variants["adversarial"] = _maps(
                 method, model, adversarial[0], target, cfg, ids, ctx.seed
             )[0]
+        variants = {name: other.cpu().numpy() for name, other in variants.items()}
         for i, row in enumerate(rows):
             entry = {
                 "sample_id": str(ids[i]),
                 "method": method,
                 "label": int(table.loc[row, "label"]),
-                "pred": int(target[i]),
+                "pred": int(predicted[i]),
                 "deletion_auc": float(deletion[i]),
                 "insertion_auc": float(insertion[i]),
                 "random_deletion_auc": float(random_del[i]),
@@ -427,28 +436,28 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
                 "map": _round(flat[i].reshape(h, w)),
             }
             for name, other in variants.items():
-                correlation, overlap = rank_agreement(
-                    flat[i], other[i].flatten().cpu().numpy(), cfg.top_fraction
-                )
+                correlation, overlap = rank_agreement(flat[i], other[i].flatten(), cfg.top_fraction)
                 if name == "randomization":
                     entry["randomization_correlation"] = correlation
                 else:
                     entry[f"{name}_rank_correlation"] = correlation
                     entry[f"{name}_topk_overlap"] = overlap
             if adversarial is not None:
-                entry["adversarial_map"] = _round(variants["adversarial"][i].cpu().numpy())
+                entry["adversarial_map"] = _round(variants["adversarial"][i])
             if masks is not None:
                 entry["mask_mass"], entry["pointing_hit"] = localisation(
                     flat[i].reshape(h, w), masks[i]
                 )
             results.append(entry)
     images = []
+    pixels = x.cpu().numpy()
+    adversarial_pixels = None if adversarial is None else adversarial[0].cpu().numpy()
     for i, row in enumerate(rows):
         image = {
             "sample_id": str(ids[i]),
             "label": int(table.loc[row, "label"]),
-            "pred": int(target[i]),
-            "image": _round(x[i].cpu().numpy()),
+            "pred": int(predicted[i]),
+            "image": _round(pixels[i]),
             "region_area": float(region[i].mean()),
             "swap_flip_rate": float(swap_flips[i]),
         }
@@ -456,7 +465,7 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
             image["mask_area"] = float(masks[i].mean())
         if adversarial is not None:
             image["adversarial_pred"] = int(adv_pred[i])
-            image["adversarial_image"] = _round(adversarial[0][i].cpu().numpy())
+            image["adversarial_image"] = _round(adversarial_pixels[i])
         images.append(image)
     ctx.artifacts["explanations"] = {
         "maps": results,

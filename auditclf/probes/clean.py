@@ -15,19 +15,26 @@ import torch
 from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.errors import UnreliableEvaluation
 from auditclf.evidence import PROBA_PREFIX
-from auditclf.probes.base import PROBES, FixedChunks, ProbeContext
+from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
 from auditclf.train.standard import to_unit_float
 
 
 @torch.no_grad()
 def predict_logits(ctx: ProbeContext) -> np.ndarray:
-    """(N, K) float64 logits of the test images, batched on the model's device."""
-    model = FixedChunks(ctx.model.eval())
-    blocks = row_blocks(len(ctx.test.labels), ctx.batch_size)
-    chunks = [
-        model(to_unit_float(pixels, ctx.device)).double()
-        for pixels in image_blocks(ctx.test.images, blocks, device=ctx.device)
-    ]
+    """(N, K) float64 logits of the test images, batched on the model's device (a batch
+    halves on a GPU out-of-memory error; the sizes that ran go to ``artifacts["passes"]``)."""
+    sizes = PassSizes(block=ctx.batch_size, chunk=ctx.chunk)
+    model = FixedChunks(ctx.model.eval(), sizes)
+    chunks = []
+    for pixels in image_blocks(
+        ctx.test.images, row_blocks(len(ctx.test.labels), ctx.batch_size), device=ctx.device
+    ):
+
+        def work(block: np.ndarray, pixels=pixels) -> torch.Tensor:
+            return model(to_unit_float(pixels[block[0] : block[-1] + 1], ctx.device)).double()
+
+        chunks += in_blocks(np.arange(len(pixels)), sizes, work, "clean probe")
+    ctx.artifacts["passes"] = sizes.record()
     return torch.cat(chunks).cpu().numpy()
 
 

@@ -47,6 +47,9 @@ def to_unit_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).float().div_(255.0)
 
 
+PROGRESS_EVERY = 25  # training steps between progress-bar updates (each reads the device)
+
+
 def _class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
@@ -86,15 +89,19 @@ def evaluate_loss(
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of the eval-mode model on uint8 images."""
     adapter.eval()
-    total_loss, correct = 0.0, 0
+    # summed on the device in float64 (each batch's float32 sum widened, as a Python float
+    # would be), read once at the end: no synchronisation per batch
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     blocks = row_blocks(len(labels), batch_size)
     for rows, pixels in zip(blocks, image_blocks(images, blocks, device=device), strict=True):
         x = to_unit_float(pixels, device)
         y = torch.from_numpy(labels[rows]).to(device)
         logits = adapter(x).float()
-        total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / max(len(labels), 1), correct / max(len(labels), 1)
+        total_loss += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+    n = max(len(labels), 1)
+    return total_loss.item() / n, correct.item() / n
 
 
 def train_classifier(
@@ -137,7 +144,11 @@ def train_classifier(
         generator = torch_generator(seed, "train", epoch)
         order = _epoch_order(labels, cfg, generator, num_classes, draw_weights).numpy()
         adapter.train()
-        seen, loss_sum, hits = 0, 0.0, 0
+        # running sums stay on the device (float64, as Python floats were): the progress bar
+        # reads them every PROGRESS_EVERY steps, not every step
+        seen = 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        hits = torch.zeros((), dtype=torch.int64, device=device)
         blocks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         batches = tqdm(
             zip(blocks, image_blocks(train.images, blocks, device=device), strict=True),
@@ -147,7 +158,7 @@ def train_classifier(
             desc=f"epoch {epoch}/{cfg.epochs}",
             unit="batch",
         )
-        for idx, pixels in batches:
+        for step, (idx, pixels) in enumerate(batches):
             x = to_unit_float(pixels, device)
             y = labels[idx].to(device, non_blocking=True)
             if cfg.augment:
@@ -163,9 +174,13 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             seen += len(y)
-            loss_sum += loss.item() * len(y)
-            hits += (logits.argmax(1) == y).sum().item()
-            batches.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{hits / seen:.3f}")
+            loss_sum += loss.detach().double() * len(y)
+            hits += (logits.argmax(1) == y).sum()
+            if progress and step % PROGRESS_EVERY == 0:
+                batches.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.4f}", acc=f"{hits.item() / seen:.3f}"
+                )
+        loss_sum, hits = loss_sum.item(), hits.item()
         val_loss, val_acc = (
             evaluate_loss(adapter, val.images, val.labels, device)
             if len(val.labels)
