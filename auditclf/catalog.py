@@ -24,6 +24,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "basic-cnn": "the classic tutorial CNN (2 conv + 2 dense), any size",
         "resnet18": "torchvision ResNet-18 with a small-input stem",
         "mobilenet_v3_small": "torchvision MobileNetV3-Small, small-input stem",
+        "resnet50": "torchvision ResNet-50 as published, 224 px (fits --weights)",
+        "efficientnet_b0": "torchvision EfficientNet-B0 as published, 224 px (fits --weights)",
+        "vgg16": "torchvision VGG-16 as published, 224 px, 32 px at least (fits --weights)",
+        "vit_b_16": "torchvision ViT-B/16, 224 px, side a multiple of 16 (fits --weights)",
     },
     "probe": {
         "clean": "predictions, confidences and probabilities on clean images",

@@ -37,6 +37,17 @@ def _add_data_model_flags(parser: argparse.ArgumentParser, *, hardening: bool = 
     parser.add_argument("--config", type=Path, help="YAML config; flags override it")
     parser.add_argument("--dataset", help="built-in name, image folder, or CSV manifest")
     parser.add_argument("--model", help="zoo name, package.module:factory or file.py:factory")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="pretrained weights to fine-tune from: a local state dict file (.pth or "
+        ".safetensors, e.g. torchvision's resnet50-0676ba61.pth); never downloaded",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="resize folder/manifest images to this side in pixels (data.image_size)",
+    )
     parser.add_argument("--seed", type=int, help="run seed, 0 to 2**32 - 1 (default 0)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
     if hardening:  # `harden`'s --epochs and --lr set the hardening (see _overrides)
@@ -263,6 +274,8 @@ def _flag_keys(args: argparse.Namespace) -> dict[str, tuple]:
     return {
         "dataset": ("data", "dataset"),
         "model": ("model", "name"),
+        "weights": ("model", "weights"),
+        "image_size": ("data", "image_size"),
         "checkpoint": ("model", "checkpoint"),
         "trust_checkpoint": ("model", "trust_checkpoint"),
         "seed": ("seed",),

@@ -111,7 +111,15 @@ class ModelConfig(_Strict):
     trust_checkpoint: bool = Field(
         False, description="allow pickled models and TorchScript, which run code when loaded"
     )
-    target_layer: str | None = Field(None, description="conv layer for attributions")
+    weights: Path | None = Field(
+        None,
+        description="a local file of pretrained weights (torchvision's published state dict, "
+        ".pth or .safetensors; never downloaded) to fine-tune from; the classification head is "
+        "replaced for the data's classes",
+    )
+    target_layer: str | None = Field(
+        None, description="conv layer (or ViT patch grid) for Grad-CAM; default the last"
+    )
     mean: list[float] | None = Field(None, description="input normalisation, in [0, 1] units")
     std: list[float] | None = Field(
         None, description="input normalisation std per channel, in [0, 1] units (with mean)"
@@ -123,6 +131,15 @@ class ModelConfig(_Strict):
         if value is not None and any(s <= 0 for s in value):
             raise ValueError("every std must be > 0")
         return value
+
+    @model_validator(mode="after")
+    def _weights_or_checkpoint(self) -> ModelConfig:
+        if self.weights is not None and self.checkpoint is not None:
+            raise ValueError(
+                "give model.weights (pretrained weights to fine-tune) or model.checkpoint "
+                "(a model to audit as it is), not both"
+            )
+        return self
 
 
 class TrainConfig(_Strict):
@@ -141,6 +158,11 @@ class TrainConfig(_Strict):
     class_weighted: bool = Field(False, description="weight the loss by inverse class frequency")
     oversample: bool = Field(False, description="sample training images class-balanced")
     patience: int = Field(3, ge=1, description="epochs without val-loss improvement before stop")
+    freeze_backbone: bool = Field(
+        False,
+        description="train the classification head (the last linear layer) alone; the rest "
+        "keeps its weights, and its BatchNorm layers their running statistics (eval mode)",
+    )
 
 
 class AnalysisConfig(_Strict):

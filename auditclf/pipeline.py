@@ -36,8 +36,13 @@ from auditclf.gates import (
     gates_from_config,
 )
 from auditclf.keys import model_key
-from auditclf.models import ModelAdapter, PreparedModel, prepare_model, wrap_module
-from auditclf.models.loading import build_architecture
+from auditclf.models import (
+    ModelAdapter,
+    PreparedModel,
+    initial_network,
+    prepare_model,
+    wrap_module,
+)
 from auditclf.probes import PROBES, ProbeContext
 from auditclf.probes.attacks import REFERENCE_EPS, stand_in_columns, training_attack
 from auditclf.probes.attributions import stand_in_artifacts as explain_stand_in
@@ -465,16 +470,17 @@ def rebalance(
     train = data.view("train")
     groups = train.attributes[attribute].to_numpy(dtype=str)
     torch.manual_seed(config.seed)  # the baseline's initialisation, when it was trained here
-    net = build_architecture(
-        baseline.spec["architecture"], baseline.spec["arguments"], model_name=config.model.name
+    net, pretrained = initial_network(
+        config.model, baseline.spec["architecture"], baseline.spec["arguments"]
     )
     adapter = ModelAdapter(
         net, **baseline.spec["normalization"], target_layer=config.model.target_layer
     )
     counts = dict(zip(*np.unique(groups, return_counts=True), strict=True))
+    start = "random initialisation" if pretrained is None else pretrained["file"]
     spec = {
         **baseline.spec,
-        "source": f"retrained from random initialisation with group-balanced sampling over "
+        "source": f"retrained from {start} with group-balanced sampling over "
         f"{attribute!r} ({len(counts)} groups, {config.train.epochs} epochs at most)",
         "rebalance": {
             "attribute": attribute,
@@ -507,15 +513,16 @@ def harden(
                 "harden.from_scratch needs a rebuildable architecture; a whole "
                 "pickled model can only be fine-tuned"
             )
-        net = build_architecture(
-            baseline.spec["architecture"], baseline.spec["arguments"], model_name=config.model.name
+        net, pretrained = initial_network(
+            config.model, baseline.spec["architecture"], baseline.spec["arguments"]
         )
         adapter = ModelAdapter(
             net, **baseline.spec["normalization"], target_layer=config.model.target_layer
         )
+        start = "random initialisation" if pretrained is None else pretrained["file"]
     else:
         adapter = copy.deepcopy(baseline.adapter)
-    start = "random initialisation" if cfg.from_scratch else "the baseline's weights"
+        start = "the baseline's weights"
     spec = {
         **baseline.spec,
         "source": f"adversarially retrained ({cfg.method}, L∞ eps "

@@ -91,6 +91,8 @@ def _model_mistakes(cfg: ModelConfig) -> list[str]:
     mistakes = []
     if cfg.checkpoint is not None and not Path(cfg.checkpoint).is_file():
         mistakes.append(f"{cfg.checkpoint}: no such checkpoint file (model.checkpoint)")
+    if cfg.weights is not None and not Path(cfg.weights).is_file():
+        mistakes.append(f"{cfg.weights}: no such weights file (model.weights)")
     name = cfg.name
     if ":" not in name:
         if name not in ZOO_MODELS:
@@ -185,7 +187,14 @@ def _run_mistakes(config: AuditConfig) -> list[str]:
 def _idle_flags(config: AuditConfig, command: str, flags: dict[str, str]) -> list[str]:
     """A flag given on the command line that this command would not act on."""
     checkpoint = config.model.checkpoint is not None
-    acts = {"model.trust_checkpoint": (checkpoint, "it only acts with --checkpoint")}
+    builtin = config.data.dataset in BUILTIN_DATASETS
+    acts = {
+        "model.trust_checkpoint": (checkpoint, "it only acts with --checkpoint"),
+        "data.image_size": (
+            not builtin,
+            "it resizes folder and manifest images; a built-in set keeps its own size",
+        ),
+    }
     if command == "run":
         retrains = config.fairness.rebalance is not None
         nothing_trained = (

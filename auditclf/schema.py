@@ -89,6 +89,22 @@ MODEL = {
                 "weights_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "normalization": {"type": "object"},
                 "target_layer": STRING_OR_NULL,
+                "pretrained": {
+                    "description": "the pretrained weights file the model was fine-tuned "
+                    "from (model.weights): its name, SHA-256 and the replaced head, else null",
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "required": ["file", "sha256", "head"],
+                            "properties": {
+                                "file": {"type": "string"},
+                                "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                "head": STRING_OR_NULL,
+                            },
+                        },
+                    ],
+                },
                 "notes": {"type": "array", "items": {"type": "string"}},
                 "unsafe_load": {
                     "description": "the unpickled checkpoint file and its SHA-256, else null",

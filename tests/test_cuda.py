@@ -135,3 +135,30 @@ def test_lazy_folder_blocks_come_pinned_and_exact_on_cuda(tmp_path, monkeypatch)
         assert block.is_pinned()
         on_device = block.to(device, non_blocking=True)
         assert torch.equal(on_device.cpu(), torch.from_numpy(eager[rows]))
+
+
+def test_fine_tuning_pretrained_weights_head_only_on_cuda(tmp_path):
+    """``--weights`` with ``train.freeze_backbone`` under CUDA's bf16 autocast and
+    channels_last: the backbone (BatchNorm statistics included) leaves training unchanged."""
+    import torchvision
+    from safetensors.torch import load_file
+
+    from tests.test_pretrained import _folder
+
+    weights = tmp_path / "resnet50-random.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
+    config = tmp_path / "audit.yaml"
+    config.write_text(
+        "train: {epochs: 1, freeze_backbone: true}\nrobustness: {enabled: false}\n"
+        "harden: {method: none}\nfairness: {enabled: false}\n"
+        "explain: {correct_per_class: 1, errors_per_class: 0, lime_samples: 50}\n"
+    )
+    result = cli(
+        "run", "--config", config, "--dataset", _folder(tmp_path / "images"),
+        "--model", "resnet50", "--weights", weights, "--image-size", "64", "--device", "cuda",
+        "--out", tmp_path / "out", "--quiet",
+    )  # fmt: skip
+    assert result.status == 0, result
+    published = torch.load(weights, weights_only=True)
+    trained = load_file(tmp_path / "out" / "model.safetensors")
+    assert all(torch.equal(trained[k], v) for k, v in published.items() if not k.startswith("fc."))

@@ -13,12 +13,14 @@ from auditclf.config import ModelConfig
 from auditclf.errors import ModelRefused, UsageError
 from auditclf.models import MODELS, ModelAdapter, prepare_model, save_model
 from auditclf.models.loading import build_architecture, read_checkpoint
+from auditclf.models.zoo import REAL_SIZE
 from tests.conftest import cli
 
 ARGS = {"in_channels": 1, "num_classes": 10, "input_size": [8, 8]}
 
 
-@pytest.mark.parametrize("name", MODELS.names())
+# The real-size models (REAL_SIZE) take some sizes only and are slower: test_pretrained.py.
+@pytest.mark.parametrize("name", [n for n in MODELS.names() if n not in REAL_SIZE])
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 28, 28), (3, 64, 64)])
 def test_every_zoo_model_maps_any_input_to_logits(name, shape):
     net = build_architecture(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ from auditclf.models.loading import (
     save_model,
     weights_sha256,
 )
+from auditclf.models.pretrained import imagenet_normalization, load_pretrained
 from auditclf.models.sidecar import SIDECAR_FORMAT, read_sidecar
 from auditclf.models.zoo import MODELS
 
@@ -29,6 +32,7 @@ __all__ = [
     "ModelAdapter",
     "PreparedModel",
     "conv_layers",
+    "initial_network",
     "prepare_model",
     "save_model",
     "weights_sha256",
@@ -58,9 +62,23 @@ class PreparedModel:
             "weights_sha256": weights_sha256(self.adapter.net),
             "normalization": self.spec["normalization"],
             "target_layer": self.adapter.target_layer_name,
-            "notes": self.notes,
+            "pretrained": self.spec.get("pretrained"),
+            "notes": self.notes + _target_layer_notes(self.adapter),
             "unsafe_load": self.unsafe_load,
         }
+
+
+def _target_layer_notes(adapter: ModelAdapter) -> list[str]:
+    """What Grad-CAM does on a model whose target layer is a ViT's patch grid."""
+    name = adapter.target_layer_name
+    if name is None or not name.endswith(".patch_grid"):
+        return []
+    return [
+        f"Grad-CAM on this ViT takes the tokens entering its last encoder block ({name}): "
+        "the class token dropped and the patch tokens laid out as the h × w patch grid "
+        "(side / 16), as pytorch-grad-cam's reshape_transform does; the block's output tokens "
+        "would give zero gradients, as only the class token reaches the head"
+    ]
 
 
 def channel_stats(images: np.ndarray | LazyImages) -> tuple[list[float], list[float]]:
@@ -88,8 +106,11 @@ def channel_stats(images: np.ndarray | LazyImages) -> tuple[list[float], list[fl
     return [round(m, 6) for m in mean], [round(s, 6) for s in std]
 
 
-def _normalization(cfg: ModelConfig, channels: int, fallback: tuple[list, list]) -> dict:
-    mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else fallback
+def _normalization(
+    cfg: ModelConfig, channels: int, fallback: Callable[[], tuple[list, list]]
+) -> dict:
+    """``model.mean/std`` when given, else ``fallback()`` (computed only then)."""
+    mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else fallback()
     if cfg.mean is not None and cfg.std is None:
         raise UsageError("model.mean is set but model.std is not; give both")
     for key, values in (("model.mean", mean), ("model.std", std)):
@@ -98,6 +119,10 @@ def _normalization(cfg: ModelConfig, channels: int, fallback: tuple[list, list])
                 f"{key} has {len(values)} values; the images have {channels} channel(s)"
             )
     return {"mean": list(mean), "std": list(std)}
+
+
+def _identity(channels: int) -> tuple[list, list]:
+    return [0.0] * channels, [1.0] * channels
 
 
 def _check_outputs(
@@ -144,6 +169,32 @@ def _provenance_findings(sidecar: dict, data_hash: str, seed: int) -> list[dict]
     return [{"severity": "warning", "section": "model", "metric": None, "message": message}]
 
 
+def initial_network(
+    cfg: ModelConfig, architecture: str, arguments: dict
+) -> tuple[torch.nn.Module, dict | None]:
+    """The network a run trains: ``architecture`` built for ``arguments``, with the
+    pretrained ``model.weights`` loaded when given (then also their provenance:
+    file name, SHA-256, replaced head; else None)."""
+    net = build_architecture(architecture, arguments, model_name=cfg.name)
+    if cfg.weights is None:
+        return net, None
+    pretrained = load_pretrained(net, cfg.weights, architecture=architecture)
+    _check_finite(net, str(cfg.weights))
+    return net, pretrained
+
+
+def _trained_here(classes: list[str], pretrained: dict | None) -> str:
+    """The card's ``source`` of a model this run trains."""
+    if pretrained is None:
+        return "trained by this run"
+    return (
+        f"fine-tuned by this run from the pretrained weights {pretrained['file']} "
+        f"(SHA-256 {pretrained['sha256'][:12]}…); its classification head "
+        f"({pretrained['head']}) was replaced and freshly initialised for the "
+        f"{len(classes)} classes"
+    )
+
+
 def _data_arguments(classes: list[str], input_shape: tuple[int, int, int]) -> dict:
     """The architecture arguments this run's data implies."""
     channels, height, width = input_shape
@@ -162,7 +213,8 @@ def prepare_model(
 ) -> PreparedModel:
     """Build (to train) or load (to audit) the model named in ``cfg``.
 
-    ``train_images`` supply the normalisation of a model trained here; a
+    ``train_images`` supply the normalisation of a model trained here (ImageNet's
+    with pretrained ``model.weights``; ``model.mean/std`` over either); a
     checkpoint brings its own from its checked sidecar, or from
     ``model.mean/std``, or none (identity) with a note saying so. The sidecar
     is checked before the checkpoint is read; ``forbid_unsafe`` (the config's
@@ -173,8 +225,13 @@ def prepare_model(
     arguments = _data_arguments(classes, input_shape)
     notes: list[str] = []
     if cfg.checkpoint is None:
-        net = build_architecture(cfg.name, arguments, model_name=cfg.name)
-        normalization = _normalization(cfg, channels, channel_stats(train_images))
+        net, pretrained = initial_network(cfg, cfg.name, arguments)
+        default = (
+            partial(channel_stats, train_images)
+            if pretrained is None
+            else partial(imagenet_normalization, channels)
+        )
+        normalization = _normalization(cfg, channels, default)
         spec = {
             "format": SIDECAR_FORMAT,
             "architecture": cfg.name,
@@ -185,8 +242,10 @@ def prepare_model(
             "data_hash": data_hash,
             "seed": seed,
             "auditclf_version": __version__,
-            "source": "trained by this run",
+            "source": _trained_here(classes, pretrained),
         }
+        if pretrained is not None:
+            spec["pretrained"] = pretrained
         adapter = ModelAdapter(
             net, **normalization, target_layer=cfg.target_layer, source=f"model {cfg.name}"
         )
@@ -226,8 +285,7 @@ def _load_checkpoint(
     else:
         findings = []
         architecture = cfg.name
-        identity = ([0.0] * channels, [1.0] * channels)
-        normalization = _normalization(cfg, channels, identity)
+        normalization = _normalization(cfg, channels, lambda: _identity(channels))
         if cfg.mean is None:
             notes.append(
                 "no normalisation given (model.mean/std) and no sidecar .json: "
@@ -279,7 +337,7 @@ def wrap_module(
     from ``model.mean/std`` or none, and the same output check."""
     channels = input_shape[0]
     notes = ["passed in memory to the Python API (auditclf.audit(model=...))"]
-    normalization = _normalization(cfg, channels, ([0.0] * channels, [1.0] * channels))
+    normalization = _normalization(cfg, channels, lambda: _identity(channels))
     if cfg.mean is None:
         notes.append(
             "no normalisation given (model.mean/std): inputs reach the network as [0, 1] pixels"

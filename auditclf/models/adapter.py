@@ -19,19 +19,28 @@ import torch.nn as nn
 
 from auditclf.errors import AuditError, ModelRefused, UsageError
 from auditclf.models.loading import describe
+from auditclf.models.zoo import PatchGridNorm
 
 
 def conv_layers(net: nn.Module) -> list[str]:
-    """Names of every ``nn.Conv2d`` in module order."""
-    return [name for name, module in net.named_modules() if isinstance(module, nn.Conv2d)]
+    """Names of the layers Grad-CAM can take an (N, C, h, w) map from, in module order:
+    every ``nn.Conv2d``, and the patch-token grid of a ViT block (``PatchGridNorm``)."""
+    names = []
+    for name, module in net.named_modules():
+        if isinstance(module, nn.Conv2d):
+            names.append(name)
+        elif isinstance(module, PatchGridNorm):
+            names.append(f"{name}.patch_grid")
+    return names
 
 
 class ModelAdapter(nn.Module):
     """Wraps a network: ``forward(x)`` with x in [0, 1], (N, C, H, W) float32 → logits (N, K).
 
     mean, std: per-channel normalisation in [0, 1] units (length C, or 1 to
-    broadcast). ``target_layer`` is the conv layer attributions use: the last
-    ``nn.Conv2d`` unless a name is given; None when the net has no conv layer.
+    broadcast). ``target_layer`` is the layer Grad-CAM uses: the last of
+    :func:`conv_layers` unless a name is given (a ViT's last block's patch grid;
+    else the last ``nn.Conv2d``); None when the net has none.
     ``source`` names the model in errors (its checkpoint file, say).
     """
 

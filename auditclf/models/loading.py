@@ -161,11 +161,19 @@ def _unpickle(path: Path, what: str, load: Callable[[], Any]) -> Any:
 
 
 def _unsafe(
-    path: Path, *, trust: bool, forbid: bool, refusal: str, what: str, load: Callable[[Any], Any]
+    path: Path,
+    *,
+    trust: bool,
+    forbid: bool,
+    refusal: str,
+    what: str,
+    load: Callable[[Any], Any],
+    hint: str,
 ) -> Checkpoint:
-    """Unpickle ``path`` when the user trusts it and the config allows it; else refuse."""
+    """Unpickle ``path`` when the user trusts it and the config allows it; else refuse
+    (``hint`` says what to do instead)."""
     if not trust or forbid:
-        raise ModelRefused(f"{path}: {refusal}; {FORBID_HINT if trust else TRUST_HINT}")
+        raise ModelRefused(f"{path}: {refusal}; {FORBID_HINT if trust else hint}")
     data = path.read_bytes()  # hashed and loaded from the same bytes: the SHA-256 the
     digest = hashlib.sha256(data).hexdigest()  # report names is what was unpickled
     payload = _unpickle(path, what, lambda: load(io.BytesIO(data)))
@@ -174,12 +182,15 @@ def _unsafe(
     return Checkpoint(path, state_dict=_state_dict_from(payload, path), unsafe=True, sha256=digest)
 
 
-def read_checkpoint(path: Path, *, trust: bool, forbid_unsafe: bool = False) -> Checkpoint:
+def read_checkpoint(
+    path: Path, *, trust: bool, forbid_unsafe: bool = False, hint: str = TRUST_HINT
+) -> Checkpoint:
     """Read a checkpoint without executing code unless ``trust`` is set.
 
     ``forbid_unsafe`` (the config's ``unsafe_load: forbid``) refuses any file
     that would have to be unpickled even when ``trust`` is set, before a byte
-    of it is unpickled.
+    of it is unpickled; ``hint`` ends the refusal of a file that would need
+    unpickling when ``trust`` is not set.
     """
     path = Path(path)
     if not path.is_file():
@@ -201,6 +212,7 @@ def read_checkpoint(path: Path, *, trust: bool, forbid_unsafe: bool = False) -> 
             refusal="is a TorchScript archive, which runs code when loaded",
             what="TorchScript",
             load=lambda source: torch.jit.load(source, map_location="cpu"),
+            hint=hint,
         )
     try:
         with warnings.catch_warnings():  # torch's advice on pickle protocols: not the user's
@@ -216,6 +228,7 @@ def read_checkpoint(path: Path, *, trust: bool, forbid_unsafe: bool = False) -> 
             refusal=f"refused: it cannot be loaded weights-only: {_weights_only_reason(exc)}",
             what="a pickle",
             load=lambda source: torch.load(source, map_location="cpu", weights_only=False),
+            hint=hint,
         )
     except EOFError:
         raise ModelRefused(

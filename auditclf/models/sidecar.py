@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ SIDECAR_FORMAT = "auditclf-model/1"
 MAX_SIDECAR_BYTES = 1 << 20
 MAX_SHOWN = 80
 MAX_NORMALIZATION = 1e6
+_NAME = re.compile(r"[\w.+-]{1,200}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_LAYER = re.compile(r"[\w.]{1,200}")
 
 
 def _shown(value: Any) -> str:
@@ -145,7 +149,8 @@ def _normalization(raw: dict, path: Path, channels: int) -> dict[str, list[float
 
 
 def _provenance(raw: dict, path: Path) -> dict[str, Any]:
-    """The optional fields that say what the model was trained on (seed, data hash)."""
+    """The optional fields that say what the model was trained on (seed, data hash) and
+    fine-tuned from (pretrained)."""
     kept = {}
     for key, valid, kind in (("data_hash", str, "a string"), ("seed", int, "an integer")):
         if key in raw:
@@ -153,7 +158,24 @@ def _provenance(raw: dict, path: Path) -> dict[str, Any]:
             if not isinstance(value, valid) or isinstance(value, bool):
                 raise _refuse(path, key, f"must be {kind}, not {_shown(value)}")
             kept[key] = value
+    if "pretrained" in raw:
+        kept["pretrained"] = _pretrained(raw["pretrained"], path)
     return kept
+
+
+def _pretrained(found: Any, path: Path) -> dict[str, Any]:
+    """The weights file a model was fine-tuned from: a short file name, its SHA-256 and
+    the name of the replaced head (or null)."""
+    if not isinstance(found, dict) or set(found) != {"file", "sha256", "head"}:
+        raise _refuse(path, "pretrained", "must be a mapping with exactly file, sha256 and head")
+    if not (isinstance(found["file"], str) and _NAME.fullmatch(found["file"])):
+        raise _refuse(path, "pretrained.file", f"is not a plain file name: {_shown(found['file'])}")
+    if not (isinstance(found["sha256"], str) and _SHA256.fullmatch(found["sha256"])):
+        raise _refuse(path, "pretrained.sha256", "must be 64 lower-case hex digits")
+    head = found["head"]
+    if head is not None and not (isinstance(head, str) and _LAYER.fullmatch(head)):
+        raise _refuse(path, "pretrained.head", f"is not a layer name: {_shown(head)}")
+    return dict(found)
 
 
 def _read_json(path: Path) -> Any:

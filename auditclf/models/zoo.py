@@ -1,8 +1,13 @@
-"""The model zoo: architectures auditclf can build and train from scratch.
+"""The model zoo: architectures auditclf can build, train and fine-tune.
 
 Every factory takes ``in_channels``, ``num_classes`` and ``input_size`` (H, W)
 and returns an ``nn.Module`` mapping normalised NCHW float input to logits.
-Weights are random; auditclf never downloads pretrained weights.
+Weights are random; auditclf never downloads pretrained weights. The
+real-size models (:data:`REAL_SIZE`) keep torchvision's own layer names and
+stems so that torchvision's published state dicts fit them (``model.weights``,
+see :mod:`auditclf.models.pretrained`); only the classification head (the last
+``nn.Linear``) is built for the data's classes, and the first conv for its
+channels.
 """
 
 from __future__ import annotations
@@ -10,12 +15,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 import torch.nn as nn
 
+from auditclf.errors import UsageError
 from auditclf.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
+# torchvision's architectures at their native stems: its published ImageNet weights fit them.
+REAL_SIZE = ("resnet50", "efficientnet_b0", "vgg16", "vit_b_16")
+VIT_PATCH = 16
 
 
 class BasicCNN(nn.Module):
@@ -95,4 +105,119 @@ def mobilenet_v3_small(
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = 0.1
+    return net
+
+
+def _with_in_channels(net: nn.Module, name: str, in_channels: int) -> nn.Module:
+    """Replace the conv ``name`` by one taking ``in_channels`` (same shape otherwise)."""
+    conv = net.get_submodule(name)
+    if conv.in_channels != in_channels:
+        parent, _, attribute = name.rpartition(".")
+        replacement = nn.Conv2d(
+            in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            bias=conv.bias is not None,
+        )
+        setattr(net.get_submodule(parent) if parent else net, attribute, replacement)
+    return net
+
+
+@MODELS.register("resnet50")
+def resnet50(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+    """torchvision ResNet-50 as published (7×7 stride-2 stem and max-pool), for 224 px;
+    it runs from 8 px up (the adaptive pooling takes any feature-map size)."""
+    from torchvision.models import resnet50 as tv_resnet50
+
+    net = tv_resnet50(weights=None, num_classes=num_classes)
+    return _with_in_channels(net, "conv1", in_channels)
+
+
+@MODELS.register("efficientnet_b0")
+def efficientnet_b0(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+    """torchvision EfficientNet-B0 as published, for 224 px; any size from 8 px up."""
+    from torchvision.models import efficientnet_b0 as tv_efficientnet
+
+    net = tv_efficientnet(weights=None, num_classes=num_classes)
+    return _with_in_channels(net, "features.0.0", in_channels)
+
+
+@MODELS.register("vgg16")
+def vgg16(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+    """torchvision VGG-16 (no batch norm) as published, for 224 px. Its five 2× max-pools
+    need at least 32 px a side; smaller inputs are refused (a usage error)."""
+    if min(input_size) < 32:
+        raise UsageError(
+            f"model vgg16 needs images of at least 32×32 px (its five max-pools halve them); "
+            f"these are {input_size[0]}×{input_size[1]}: set data.image_size (--image-size)"
+        )
+    from torchvision.models import vgg16 as tv_vgg16
+
+    net = tv_vgg16(weights=None, num_classes=num_classes)
+    return _with_in_channels(net, "features.0", in_channels)
+
+
+class PatchGridNorm(nn.LayerNorm):
+    """A ViT block's first LayerNorm that shows its patch tokens as an image to Grad-CAM.
+
+    The output is the LayerNorm's, unchanged; on the way, the patch tokens pass
+    through ``patch_grid`` (an ``nn.Identity``) reshaped as pytorch-grad-cam's
+    ViT ``reshape_transform`` does: the class token dropped, the (N, h·w, D)
+    patch tokens laid out as an (N, D, h, w) map, h and w the image side / 16.
+    Grad-CAM hooks ``patch_grid`` like a conv layer's output. It adds no
+    parameters, so torchvision's state dicts still fit (keys ``ln_1.weight``
+    and ``ln_1.bias``).
+    """
+
+    def __init__(self, hidden_dim: int, grid: tuple[int, int], eps: float = 1e-6) -> None:
+        super().__init__(hidden_dim, eps=eps)
+        self.grid = tuple(grid)
+        self.patch_grid = nn.Identity()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        normed = super().forward(tokens)
+        n, _, dim = normed.shape
+        patches = normed[:, 1:].transpose(1, 2).reshape(n, dim, *self.grid)
+        patches = self.patch_grid(patches)
+        return torch.cat([normed[:, :1], patches.flatten(2).transpose(1, 2)], dim=1)
+
+
+@MODELS.register("vit_b_16")
+def vit_b_16(in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+    """torchvision ViT-B/16 (12 layers, 12 heads, width 768, MLP 3072), for 224 px; built
+    for the data's square side (torchvision's ``image_size``), which must be a multiple of
+    16 (a usage error otherwise). See :func:`vision_transformer`."""
+    return vision_transformer(
+        in_channels, num_classes, input_size, num_layers=12, num_heads=12, hidden_dim=768,
+        mlp_dim=3072,
+    )  # fmt: skip
+
+
+def vision_transformer(
+    in_channels: int, num_classes: int, input_size: tuple[int, int], **sizes: int
+) -> nn.Module:
+    """A torchvision ``VisionTransformer`` with 16-px patches and the given ``sizes``
+    (``num_layers``, ``num_heads``, ``hidden_dim``, ``mlp_dim``).
+
+    It has no convolution past the patch embedding, so Grad-CAM takes the last
+    encoder block's input tokens (its ``ln_1``, through :class:`PatchGridNorm`):
+    the block's output patch tokens reach nothing (the head reads the class token
+    alone), so their gradients are zero, the reason pytorch-grad-cam's ViT example
+    also hooks the last block's first norm.
+    """
+    height, width = input_size
+    if height != width or height % VIT_PATCH:
+        raise UsageError(
+            f"model vit_b_16 needs square images whose side is a multiple of {VIT_PATCH} px; "
+            f"these are {height}×{width}: set data.image_size (--image-size), e.g. 224"
+        )
+    from torchvision.models import VisionTransformer
+
+    net = VisionTransformer(height, VIT_PATCH, num_classes=num_classes, **sizes)
+    net = _with_in_channels(net, "conv_proj", in_channels)
+    last = net.encoder.layers[-1]
+    grid = (height // VIT_PATCH, width // VIT_PATCH)
+    last.ln_1 = PatchGridNorm(net.hidden_dim, grid, eps=last.ln_1.eps)
     return net

@@ -6,24 +6,37 @@ early stopping on the validation loss (the best epoch's weights are kept). On
 CUDA: bf16 autocast, ``channels_last`` and pinned host memory; on the CPU,
 plain float32. Batches are read block by block (:func:`image_blocks`), so a
 set decoded from files is never held in memory whole.
+
+``train.freeze_backbone`` fine-tunes the classification head alone (the last
+``nn.Linear``): the optimiser gets only its parameters, the rest have
+``requires_grad`` off while training, and every BatchNorm layer stays in eval
+mode, so that the frozen backbone keeps its running statistics too (in train
+mode they would drift to the new data, and a frozen network would change after
+all; small fine-tuning batches would make them noisy). Dropout still acts.
+Afterwards every parameter requires gradients again, so attacks, attributions
+and the sanity check's re-initialisation see the network as any other.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from auditclf.config import TrainConfig
 from auditclf.data import LazyImages, SplitView
 from auditclf.data.lazy import image_blocks, row_blocks
+from auditclf.errors import UsageError
 from auditclf.models.adapter import ModelAdapter
+from auditclf.models.pretrained import classification_head
 from auditclf.seeding import torch_generator
 from auditclf.train.augment import random_affine
 
@@ -79,6 +92,36 @@ def _epoch_order(
     )
 
 
+@contextmanager
+def trainable_parameters(adapter: ModelAdapter, freeze_backbone: bool) -> Iterator[list]:
+    """The parameters to train: all, or (``freeze_backbone``) the classification head's,
+    the others' ``requires_grad`` switched off until the block ends."""
+    if not freeze_backbone:
+        yield list(adapter.parameters())
+        return
+    head = classification_head(adapter.net)
+    if head is None:
+        raise UsageError("train.freeze_backbone: the model has no nn.Linear head to train alone")
+    frozen = [p for n, p in adapter.net.named_parameters() if not n.startswith(f"{head}.")]
+    flags = [p.requires_grad for p in frozen]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        yield list(adapter.net.get_submodule(head).parameters())
+    finally:
+        for parameter, flag in zip(frozen, flags, strict=True):
+            parameter.requires_grad_(flag)
+
+
+def _train_mode(adapter: ModelAdapter, freeze_backbone: bool) -> None:
+    """Train mode, with every BatchNorm kept in eval mode when the backbone is frozen."""
+    adapter.train()
+    if freeze_backbone:
+        for module in adapter.net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 @torch.no_grad()
 def evaluate_loss(
     adapter: ModelAdapter,
@@ -105,11 +148,21 @@ def evaluate_loss(
 
 
 def train_classifier(
+    adapter: ModelAdapter, train: SplitView, val: SplitView, cfg: TrainConfig, **options
+) -> TrainHistory:
+    """Train ``adapter`` in place and return its history (the options: :func:`_train_epochs`);
+    with ``cfg.freeze_backbone``, the classification head alone (see the module docstring)."""
+    with trainable_parameters(adapter, cfg.freeze_backbone) as parameters:
+        return _train_epochs(adapter, train, val, cfg, parameters=parameters, **options)
+
+
+def _train_epochs(
     adapter: ModelAdapter,
     train: SplitView,
     val: SplitView,
     cfg: TrainConfig,
     *,
+    parameters: list[nn.Parameter],
     num_classes: int,
     seed: int,
     device: torch.device,
@@ -119,7 +172,8 @@ def train_classifier(
     keep_last: bool = False,
     sample_weights: np.ndarray | None = None,
 ) -> TrainHistory:
-    """Train ``adapter`` in place; return its history. Images are uint8 (N, C, H, W).
+    """Train ``parameters`` of ``adapter`` in place; return its history. Images are uint8
+    (N, C, H, W).
 
     ``perturb(x, y)`` replaces each (augmented) batch by adversarial images
     before the step (adversarial training); ``keep_last`` keeps the final
@@ -137,13 +191,13 @@ def train_classifier(
     labels = torch.from_numpy(train.labels)
     weight = _class_weights(train.labels, num_classes).to(device) if cfg.class_weighted else None
     draw_weights = None if sample_weights is None else torch.as_tensor(sample_weights).double()
-    optimizer = torch.optim.Adam(adapter.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_loss, best_state, waited = float("inf"), None, 0
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         generator = torch_generator(seed, "train", epoch)
         order = _epoch_order(labels, cfg, generator, num_classes, draw_weights).numpy()
-        adapter.train()
+        _train_mode(adapter, cfg.freeze_backbone)
         # running sums stay on the device (float64, as Python floats were): the progress bar
         # reads them every PROGRESS_EVERY steps, not every step
         seen = 0
