@@ -25,6 +25,7 @@ from auditclf.analyses.imbalance import imbalance
 from auditclf.analyses.performance import performance
 from auditclf.config import AnalysisConfig, ExplainConfig, RobustnessConfig, parse_eps
 from auditclf.data.splits import SPLITS
+from auditclf.device_defaults import section_for_device
 from auditclf.probes.attacks import stand_in_columns
 from auditclf.probes.attributions import stand_in_artifacts
 from auditclf.registry import Entry
@@ -412,7 +413,8 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
     )
     # Attack columns shaped as the attack probe writes them, with predictions that get
     # worse with eps, so the robustness analysis has something to summarise.
-    columns, artifacts = stand_in_columns(RobustnessConfig(), 1, len(classes), labels)
+    robustness = section_for_device("robustness", RobustnessConfig(), "cpu")[0]
+    columns, artifacts = stand_in_columns(robustness, 1, len(classes), labels)
     for name in [c for c in columns if c.endswith(".pred")]:
         eps = parse_eps(name.split("@")[1].rsplit(".", 1)[0])
         fooled = rng.random(n) < min(1.0, 2 * eps)
