@@ -68,6 +68,7 @@ def test_the_registries_hold_the_catalogues_names_and_facts():
 def test_every_attack_stays_in_its_eps_ball(name, device):
     ctx = _context(device)
     method = ATTACKS.get(name)()
+    assert method.name == name
     assert method.norm == ATTACK_NORMS[name] and method.norm in EPS
     assert method.restarts(ctx.robustness) >= 1
     count = method.samples(ctx.robustness)
