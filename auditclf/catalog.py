@@ -1,4 +1,6 @@
-"""The built-in datasets, models, probes and analyses: names and one-line summaries.
+"""The built-in datasets, models, probes, analyses, attacks and attribution methods: names
+and one-line summaries, and the few facts about attacks and methods that modules without
+torch read (the config, the analyses, the report).
 
 The one list of what auditclf ships, kept in a module that imports nothing heavy:
 ``auditclf list`` and the preflight checks read it without loading torch or any
@@ -9,6 +11,8 @@ apart. Probes and analyses run in the order listed.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 CATALOG: dict[str, dict[str, str]] = {
     "dataset": {
@@ -44,9 +48,52 @@ CATALOG: dict[str, dict[str, str]] = {
         "imbalance": "class distribution per split, imbalance, duplicates",
         "performance": "accuracy, per-class metrics, confusion, top-k",
     },
+    "attack": {
+        "fgsm": "FGSM (Goodfellow et al. 2015): one signed-gradient step, L∞",
+        "pgd_linf": "PGD-L∞ (Madry et al. 2018), random start",
+        "pgd_l2": "PGD-L2 (Madry et al. 2018), random start",
+        "apgd_ce": "APGD with cross-entropy loss (Croce & Hein 2020), L∞",
+        "apgd_dlr": "APGD with the DLR margin loss (Croce & Hein 2020), L∞, 3 classes or more",
+        "square": "Square (Andriushchenko et al. 2020): black-box, queries only, L∞",
+    },
+    "attribution": {
+        "gradcam": "Grad-CAM (Selvaraju et al. 2017) on the adapter's target layer",
+        "integrated_gradients": "Integrated Gradients (Sundararajan et al. 2017), black baseline",
+        "lime": "LIME (Ribeiro et al. 2016) over superpixels, seeded per image",
+    },
+}
+
+# The ball each attack's eps measures ("linf" or "l2"): the config, the analyses and the
+# attack classes (:mod:`auditclf.probes.attacks`) read it here.
+ATTACK_NORMS: dict[str, str] = {
+    "fgsm": "linf",
+    "pgd_linf": "linf",
+    "pgd_l2": "l2",
+    "apgd_ce": "linf",
+    "apgd_dlr": "linf",
+    "square": "linf",
+}
+
+
+class MethodFacts(NamedTuple):
+    """What the analyses and the report know of an attribution method without captum."""
+
+    title: str  # in sentences and tables
+    short_title: str  # above a gallery column
+    fine: bool  # pixel or superpixel maps (not a coarse layer upsampled): the region share
+    convergence_delta: bool  # the method reports how far its attributions miss f(x) − f(0)
+
+
+ATTRIBUTION_FACTS: dict[str, MethodFacts] = {
+    "gradcam": MethodFacts("Grad-CAM", "Grad-CAM", fine=False, convergence_delta=False),
+    "integrated_gradients": MethodFacts(
+        "Integrated Gradients", "Integr. Gradients", fine=True, convergence_delta=True
+    ),
+    "lime": MethodFacts("LIME", "LIME", fine=True, convergence_delta=False),
 }
 
 
 def names(kind: str) -> tuple[str, ...]:
-    """The built-in names of one kind (``dataset``, ``model``, ``probe``, ``analysis``)."""
+    """The built-in names of one kind (``dataset``, ``model``, ``probe``, ``analysis``,
+    ``attack``, ``attribution``)."""
     return tuple(CATALOG[kind])

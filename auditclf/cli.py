@@ -487,6 +487,8 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         ("model", "models"),
         ("probe", "probes"),
         ("analysis", "analyses"),
+        ("attack", "attacks"),
+        ("attribution", "attribution methods"),
     ):
         out.write(f"{title}:\n")
         for name, summary in CATALOG[kind].items():

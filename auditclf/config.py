@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from auditclf.catalog import names
 from auditclf.errors import UsageError
 
 
@@ -244,15 +245,8 @@ def _check_radii(
     return values
 
 
-ATTACK_NORMS = {
-    "fgsm": "linf",
-    "pgd_linf": "linf",
-    "pgd_l2": "l2",
-    "apgd_ce": "linf",
-    "apgd_dlr": "linf",
-    "square": "linf",
-}
-ATTACK_NAMES = tuple(ATTACK_NORMS)
+ATTACK_NAMES = names("attack")  # the registered attacks, in catalogue order
+ATTRIBUTION_NAMES = names("attribution")
 
 
 class RobustnessConfig(_Strict):
@@ -357,8 +351,8 @@ class ExplainConfig(_Strict):
     sanity, stability, localisation and shortcut scores."""
 
     enabled: bool = Field(True, description="compute attribution maps and their scores")
-    methods: list[Literal["gradcam", "integrated_gradients", "lime"]] = Field(
-        default_factory=lambda: ["gradcam", "integrated_gradients", "lime"],
+    methods: list[Literal[ATTRIBUTION_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(ATTRIBUTION_NAMES),
         description="attribution methods (captum)",
     )
     lime_samples: int = Field(500, ge=10, description="perturbed images per LIME explanation")

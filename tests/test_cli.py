@@ -58,10 +58,12 @@ def test_list_prints_every_registry_entry_without_importing_torch():
     from auditclf.data import DATASETS
     from auditclf.models import MODELS
     from auditclf.probes import PROBES
+    from auditclf.probes.attacks import ATTACKS
+    from auditclf.probes.attributions import ATTRIBUTIONS
 
     result = cli("list")
     assert result.status == 0
-    for registry in (DATASETS, MODELS, PROBES, ANALYSES):
+    for registry in (DATASETS, MODELS, PROBES, ANALYSES, ATTACKS, ATTRIBUTIONS):
         entries = {entry.name: entry.summary for entry in registry}
         assert list(entries.items()) == list(CATALOG[registry.kind].items())
         for name, summary in entries.items():

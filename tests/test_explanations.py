@@ -131,7 +131,7 @@ def test_a_method_that_returns_the_input_is_flagged_as_insensitive(monkeypatch):
     # An edge-detector-like "explanation": whatever the model, the map is the image itself,
     # so re-initialising the model's top layers leaves it unchanged.
     monkeypatch.setattr(
-        attributions, "_maps", lambda method, model, x, *rest: (x.sum(1).detach(), None)
+        attributions.GradCam, "maps", lambda self, model, x, *rest: (x.sum(1).detach(), None)
     )
     ctx = _probe_context(_small_cnn(), methods=["gradcam"])
     table = _probe_table(ctx)

@@ -27,13 +27,15 @@ import numpy as np
 import pandas as pd
 
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
+from auditclf.catalog import ATTRIBUTION_FACTS
 
 INSENSITIVE_CORRELATION = 0.5
 UNSTABLE_CORRELATION = 0.5
 SHORTCUT_FLIP_RATE = 0.5  # pasting the region from other images changes ≥ half the predictions
 SHORTCUT_ENRICHMENT = 0.75  # ... and the maps give the region ≥ 3/4 of its area's share
-FINE_METHODS = ("integrated_gradients", "lime")  # pixel/superpixel maps, for the region share
-TITLES = {"gradcam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "lime": "LIME"}
+FINE_METHODS = tuple(m for m, facts in ATTRIBUTION_FACTS.items() if facts.fine)  # region share
+DELTA_METHODS = tuple(m for m, facts in ATTRIBUTION_FACTS.items() if facts.convergence_delta)
+TITLES = {method: facts.title for method, facts in ATTRIBUTION_FACTS.items()}
 PER_MAP = (
     "deletion_auc",
     "insertion_auc",
@@ -66,7 +68,7 @@ def _method_scores(section: Section, run: dict, method: str) -> dict[str, float]
     stats = {name: _mean([m.get(name) for m in maps]) for name in present}
     stats["deletion_gain"] = stats["random_deletion_auc"] - stats["deletion_auc"]
     stats["insertion_gain"] = stats["insertion_auc"] - stats["random_insertion_auc"]
-    if method == "integrated_gradients":
+    if method in DELTA_METHODS:
         stats["convergence_delta"] = _mean([m["convergence_delta"] for m in maps])
     for name, value in stats.items():
         metric = "pointing_accuracy" if name == "pointing_hit" else name

@@ -26,7 +26,8 @@ import pandas as pd
 
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
 from auditclf.analyses.bootstrap import clopper_pearson
-from auditclf.config import ATTACK_NORMS, parse_eps
+from auditclf.catalog import ATTACK_NORMS
+from auditclf.config import parse_eps
 from auditclf.evidence import ATTR_PREFIX
 from auditclf.keys import adv_column, attack_at, parse_adv_column
 from auditclf.keys.families import (

@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import io
 from contextlib import contextmanager
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -38,11 +39,13 @@ import torchattacks
 from PIL import Image
 from torch.overrides import TorchFunctionMode
 
-from auditclf.config import ATTACK_NORMS, RobustnessConfig, eps_label, parse_eps
+from auditclf.catalog import ATTACK_NORMS
+from auditclf.config import RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
 from auditclf.errors import DataError
 from auditclf.keys import adv_column as column  # the one spelling of adv.<attack>@<eps>.<what>
 from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
+from auditclf.registry import Registry
 from auditclf.seeding import derive_seed, numpy_rng
 from auditclf.train.standard import to_unit_float
 
@@ -54,9 +57,6 @@ DEFAULT_RADII = {
 }
 REFERENCE_EPS = {1: "0.1", 3: "8/255"}  # the radius of the gallery, the loss check, hardening
 VALID_SLACK = 1e-5  # float32 rounding allowed beyond eps when checking validity
-# torchattacks' APGD and Square attack only the images the model gets right; the runner hands
-# them only those, so that their draws cover exactly the images it seeded
-ATTACKS_ON_CORRECT = ("apgd_ce", "apgd_dlr", "square")
 
 
 def radii(cfg: RobustnessConfig, norm: str, channels: int) -> list[str]:
@@ -74,49 +74,165 @@ def reference_eps(cfg: RobustnessConfig, channels: int) -> str:
     return preferred if preferred in grid else grid[len(grid) // 2]
 
 
-def build_attack(
-    name: str,
-    model: torch.nn.Module,
-    eps: float,
-    cfg: RobustnessConfig,
-    *,
-    seed: int,
-    steps: int | None = None,
-) -> torchattacks.Attack:
-    steps = steps or cfg.steps
-    alpha = (cfg.step_size or 2.5 / steps) * eps
-    seed32 = seed % 2**31
-    if name == "fgsm":
+class Attack(Protocol):
+    """One attack of the grid: the facts the probe plans and runs it by, and how to build it.
+
+    A new attack is one class below (a few lines around torchattacks) registered under a
+    name of :data:`auditclf.catalog.CATALOG` (``attack``), with its norm in
+    :data:`auditclf.catalog.ATTACK_NORMS`; ``tests/test_methods.py`` runs every one.
+    """
+
+    name: str
+    norm: str  # "linf" or "l2": the ball eps measures
+    white_box: bool  # needs the model's gradients (else it only queries the model)
+    on_correct_only: bool  # torchattacks attacks only the images the model gets right
+    min_classes: int  # fewer classes and the attack cannot run ...
+    min_classes_reason: str  # ... for this reason (stated in the report)
+
+    def restarts(self, cfg: RobustnessConfig) -> int:
+        """How many times the runner starts it per image (keeping the furthest)."""
+
+    def samples(self, cfg: RobustnessConfig) -> int | None:
+        """Images it attacks: a stratified count of its own, or None for the whole subset."""
+
+    def build(
+        self, model: torch.nn.Module, eps: float, cfg: RobustnessConfig, *, seed: int, steps: int
+    ) -> torchattacks.Attack:
+        """The torchattacks attack at radius ``eps`` (pixel units) with ``steps`` iterations;
+        ``seed`` seeds the generators the attack re-seeds itself (APGD, Square)."""
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+class _TorchAttack:
+    """What most attacks share: white-box, every attacked image, restarts as configured."""
+
+    name: str
+    white_box = True
+    on_correct_only = False
+    min_classes = 2
+    min_classes_reason = "a classifier needs at least 2 classes"
+
+    @property
+    def norm(self) -> str:
+        return ATTACK_NORMS[self.name]
+
+    def restarts(self, cfg: RobustnessConfig) -> int:
+        return cfg.restarts
+
+    def samples(self, cfg: RobustnessConfig) -> int | None:
+        return None
+
+
+def _alpha(cfg: RobustnessConfig, eps: float, steps: int) -> float:
+    """The PGD step: ``step_size`` × eps, by default 2.5 · eps / steps (Madry et al. 2018)."""
+    return (cfg.step_size or 2.5 / steps) * eps
+
+
+@ATTACKS.register("fgsm")
+class Fgsm(_TorchAttack):
+    """FGSM (Goodfellow et al. 2015): one step of eps along the sign of the gradient."""
+
+    name = "fgsm"
+
+    def restarts(self, cfg: RobustnessConfig) -> int:
+        return 1  # deterministic: a restart would repeat it
+
+    def build(self, model, eps, cfg, *, seed, steps) -> torchattacks.Attack:
         return torchattacks.FGSM(model, eps=eps)
-    if name == "pgd_linf":
+
+
+@ATTACKS.register("pgd_linf")
+class PgdLinf(_TorchAttack):
+    """PGD in the L∞ ball (Madry et al. 2018), from a random start unless configured off."""
+
+    name = "pgd_linf"
+
+    def build(self, model, eps, cfg, *, seed, steps) -> torchattacks.Attack:
+        alpha = _alpha(cfg, eps, steps)
         return torchattacks.PGD(
             model, eps=eps, alpha=alpha, steps=steps, random_start=cfg.random_start
         )
-    if name == "pgd_l2":
+
+
+@ATTACKS.register("pgd_l2")
+class PgdL2(_TorchAttack):
+    """PGD in the L2 ball (Madry et al. 2018), from a random start unless configured off."""
+
+    name = "pgd_l2"
+
+    def build(self, model, eps, cfg, *, seed, steps) -> torchattacks.Attack:
+        alpha = _alpha(cfg, eps, steps)
         return torchattacks.PGDL2(
             model, eps=eps, alpha=alpha, steps=steps, random_start=cfg.random_start
         )
-    if name in ("apgd_ce", "apgd_dlr"):
+
+
+class _Apgd(_TorchAttack):
+    """APGD in the L∞ ball (Croce & Hein 2020) with the loss ``loss``; one restart per call:
+    the runner restarts it, each restart with its own per-image seeds."""
+
+    loss: str
+    on_correct_only = True
+
+    def build(self, model, eps, cfg, *, seed, steps) -> torchattacks.Attack:
         return torchattacks.APGD(
             model,
             norm="Linf",
             eps=eps,
             steps=steps,
-            n_restarts=1,  # the runner restarts it, each restart with its own per-image seeds
-            seed=seed32,
-            loss=name[5:],
+            n_restarts=1,
+            seed=seed % 2**31,
+            loss=self.loss,
         )
-    if name == "square":
+
+
+@ATTACKS.register("apgd_ce")
+class ApgdCe(_Apgd):
+    """APGD on the cross-entropy loss."""
+
+    name = "apgd_ce"
+    loss = "ce"
+
+
+@ATTACKS.register("apgd_dlr")
+class ApgdDlr(_Apgd):
+    """APGD on the difference-of-logits-ratio loss, which compares the true class with the
+    second and third largest logits."""
+
+    name = "apgd_dlr"
+    loss = "dlr"
+    min_classes = 3
+    min_classes_reason = "the DLR loss needs at least 3 classes"
+
+
+@ATTACKS.register("square")
+class Square(_TorchAttack):
+    """Square (Andriushchenko et al. 2020), the black-box reference: random square updates
+    kept when they lower the margin, ``square_queries`` queries per image, on its own
+    stratified ``square_samples`` images (queries are slow)."""
+
+    name = "square"
+    white_box = False
+    on_correct_only = True
+
+    def restarts(self, cfg: RobustnessConfig) -> int:
+        return 1
+
+    def samples(self, cfg: RobustnessConfig) -> int | None:
+        return cfg.square_samples
+
+    def build(self, model, eps, cfg, *, seed, steps) -> torchattacks.Attack:
         return torchattacks.Square(
             model,
             norm="Linf",
             eps=eps,
             n_queries=cfg.square_queries,
             n_restarts=1,
-            seed=seed32,
+            seed=seed % 2**31,
             loss="margin",
         )
-    raise ValueError(f"unknown attack {name!r}")
 
 
 class PerImageRandomness(TorchFunctionMode):
@@ -300,31 +416,32 @@ class AttackRunner:
     ) -> torch.Tensor:
         """Adversarial versions of the images ``block``: image i's random draws come from
         (run seed, attack, eps, its sample id, restart), so they do not depend on the block."""
-        attack = build_attack(
-            name,
+        method = ATTACKS.get(name)()
+        built = method.build(
             self.model,
             parse_eps(eps_text),
             self.cfg,
-            steps=steps,
+            steps=steps or self.cfg.steps,
             seed=derive_seed(self.ctx.seed, name, eps_text),
         )
         seeds = [derive_seed(self.ctx.seed, name, eps_text, i, restart) for i in self.ids[block]]
-        if name not in ATTACKS_ON_CORRECT:
-            return self._per_image(attack, x, y, seeds)
+        if not method.on_correct_only:
+            return self._per_image(built, x, y, seeds)
+        # hand it only the images it attacks, so that its draws cover exactly those seeded
         adv = x.clone()
         correct = (_logits(self.model, x).argmax(1) == y).cpu().numpy()
         if correct.any():
             chosen = [seed for seed, keep in zip(seeds, correct, strict=True) if keep]
             mask = torch.from_numpy(correct).to(x.device)
-            adv[mask] = self._per_image(attack, x[mask], y[mask], chosen)
+            adv[mask] = self._per_image(built, x[mask], y[mask], chosen)
         return adv
 
     def run(
         self, name: str, eps_text: str, *, rows: np.ndarray | None = None, steps: int | None = None
     ) -> dict[str, np.ndarray]:
         """pred, margin, valid per image of ``rows`` (default: the whole subset)."""
-        eps, norm = parse_eps(eps_text), ATTACK_NORMS[name]
-        restarts = 1 if name in ("fgsm", "square") else self.cfg.restarts
+        method = ATTACKS.get(name)()
+        eps, norm, restarts = parse_eps(eps_text), method.norm, method.restarts(self.cfg)
 
         def work(block, x, y) -> tuple[torch.Tensor, ...]:
             best_margin = best_pred = best_valid = best_loss = None
@@ -406,15 +523,18 @@ class AttackRunner:
             if not eps[local].any():
                 adv = x
             else:
-                attack = torchattacks.PGD(
-                    self.model, eps=1.0, alpha=1.0, steps=steps, random_start=False
-                )
                 # torchattacks clamps with eps and steps with alpha; tensors broadcast per image
-                attack.eps, attack.alpha = radius, radius * (2.5 / steps)
+                pgd = torchattacks.PGD(
+                    self.model,
+                    eps=radius,
+                    alpha=radius * (2.5 / steps),
+                    steps=steps,
+                    random_start=False,
+                )
                 # no random start here: the mode only sums the loss over images (the seeds
                 # stand ready should a draw shaped like the batch ever be made)
                 seeds = [derive_seed(self.ctx.seed, "min_eps", i) for i in self.ids[block]]
-                adv = self._per_image(attack, x, y, seeds)
+                adv = self._per_image(pgd, x, y, seeds)
             return _logits(self.model, adv).argmax(1) != y
 
         return torch.cat(self.each_block(rows, work)).cpu().numpy()
@@ -533,8 +653,8 @@ def gallery(runner: AttackRunner, eps_text: str, per_class: int, classes: list[s
 
 
 def planned_attacks(cfg: RobustnessConfig, num_classes: int) -> list[str]:
-    """The configured attacks that can run: APGD-DLR needs at least 3 classes."""
-    return [a for a in cfg.attacks if not (a == "apgd_dlr" and num_classes < 3)]
+    """The configured attacks that can run with ``num_classes`` classes (APGD-DLR needs 3)."""
+    return [a for a in cfg.attacks if num_classes >= ATTACKS.get(a).min_classes]
 
 
 def planned_grid(cfg: RobustnessConfig, channels: int, num_classes: int) -> dict[str, list[str]]:
@@ -555,11 +675,11 @@ def run_artifacts(cfg: RobustnessConfig, channels: int, num_classes: int, attack
         "large_eps": eps_label(cfg.large_eps),
         "square_samples": min(cfg.square_samples, attacked),
         "min_eps_tolerance": parse_eps(cfg.large_eps) / 2 ** (cfg.min_eps_iterations + 1),
-        "skipped": (
-            []
-            if attacks == list(cfg.attacks)
-            else ["apgd_dlr: the DLR loss needs at least 3 classes"]
-        ),
+        "skipped": [
+            f"{name}: {ATTACKS.get(name).min_classes_reason}"
+            for name in cfg.attacks
+            if name not in attacks
+        ],
     }
 
 
@@ -613,7 +733,8 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     reference = reference_eps(cfg, channels)
     full = None  # PGD-L∞ at the reference eps with all steps: the grid usually has it
     for name, grid in planned_grid(cfg, channels, len(ctx.classes)).items():
-        rows = None if name != "square" else runner.stratified_rows(cfg.square_samples)
+        count = ATTACKS.get(name)().samples(cfg)
+        rows = None if count is None else runner.stratified_rows(count)
         for eps_text in grid:
             out = runner.run(name, eps_text, rows=rows)
             for what in ("pred", "margin", "valid"):

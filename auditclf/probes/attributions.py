@@ -26,17 +26,17 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
-from captum._utils.models.linear_model import SkLearnLasso
-from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, LimeBase
-from captum.attr._core.lime import default_perturb_func
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Lime, LimeBase
 from scipy.stats import spearmanr
 
 from auditclf.probes.attacks import adversarial_versions
 from auditclf.probes.base import PROBES, ProbeContext
+from auditclf.registry import Registry
 from auditclf.seeding import derive_seed, numpy_rng, torch_generator
 from auditclf.train.standard import to_unit_float
 
@@ -178,11 +178,14 @@ def lime_maps(
             cosine = math.sqrt(max(float(z.to(energy.dtype) @ energy[:, None]), 0.0) / total)
             return math.exp(-((1 - cosine) ** 2) / 2)
 
+        # captum's Lime with its defaults (a Lasso of alpha 0.01, Bernoulli(0.5) samples), read
+        # off a public Lime, minus its per-sample image building: the forward builds them all
+        defaults = Lime(forward)
         lime = LimeBase(
             forward,
-            SkLearnLasso(alpha=0.01),
+            defaults.interpretable_model,
             similarity_func=kernel,
-            perturb_func=default_perturb_func,
+            perturb_func=defaults.perturb_func,
             perturb_interpretable_space=True,
             from_interp_rep_transform=lambda z, _inputs, **_: z,
             to_interp_rep_transform=None,
@@ -201,13 +204,67 @@ def lime_maps(
     return torch.stack(maps).to(x.device)
 
 
-def _maps(method: str, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, np.ndarray | None]:
-    if method == "gradcam":
+class AttributionMethod(Protocol):
+    """One attribution method: whether it can explain a model, and its maps.
+
+    A new method is one class below (a few lines around captum) registered under a name of
+    :data:`auditclf.catalog.CATALOG` (``attribution``), with its titles in
+    :data:`auditclf.catalog.ATTRIBUTION_FACTS`; ``tests/test_methods.py`` runs every one.
+    """
+
+    def unavailable(self, model) -> str | None:
+        """Why it cannot explain ``model`` (the report states it), or None when it can."""
+
+    def maps(
+        self, model, x: torch.Tensor, target: torch.Tensor, cfg, ids, seed: int
+    ) -> tuple[torch.Tensor, np.ndarray | None]:
+        """(N, H, W) maps of ``x`` (N, C, H, W) for the classes ``target`` on x's device and
+        dtype, and (N,) convergence deltas where the method has them (else None); ``cfg`` is
+        the :class:`~auditclf.config.ExplainConfig`, ``ids`` the images' sample ids."""
+
+
+ATTRIBUTIONS: Registry[type[AttributionMethod]] = Registry("attribution")
+
+
+@ATTRIBUTIONS.register("gradcam")
+class GradCam:
+    """Grad-CAM on the adapter's target layer (:func:`gradcam_maps`)."""
+
+    def unavailable(self, model) -> str | None:
+        if model.target_layer is None:
+            return "Grad-CAM: the model has no convolutional layer to take it from"
+        return None
+
+    def maps(self, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, None]:
         return gradcam_maps(model, model.target_layer, x, target), None
-    if method == "lime":
+
+
+@ATTRIBUTIONS.register("integrated_gradients")
+class IntegratedGradientsMethod:
+    """Integrated Gradients from a black baseline in ``ig_steps`` steps (:func:`ig_maps`)."""
+
+    def unavailable(self, model) -> None:
+        return None
+
+    def maps(self, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, np.ndarray]:
+        maps, delta = ig_maps(model, x, target, cfg.ig_steps)
+        return maps, delta.cpu().numpy()
+
+
+@ATTRIBUTIONS.register("lime")
+class LimeMethod:
+    """LIME over superpixels, ``lime_samples`` samples seeded per image (:func:`lime_maps`)."""
+
+    def unavailable(self, model) -> None:
+        return None
+
+    def maps(self, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, None]:
         return lime_maps(model, x, target, cfg.lime_samples, ids, seed), None
-    maps, delta = ig_maps(model, x, target, cfg.ig_steps)
-    return maps, delta.cpu().numpy()
+
+
+def _maps(method: str, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The maps and convergence deltas of the registered method ``method``."""
+    return ATTRIBUTIONS.get(method)().maps(model, x, target, cfg, ids, seed)
 
 
 def rank_agreement(a: np.ndarray, b: np.ndarray, top: float) -> tuple[float, float]:
@@ -382,8 +439,9 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     n, _, h, w = x.shape
     methods, skipped = [], []
     for method in cfg.methods:
-        if method == "gradcam" and model.target_layer is None:
-            skipped.append("Grad-CAM: the model has no convolutional layer to take it from")
+        reason = ATTRIBUTIONS.get(method)().unavailable(model)
+        if reason:
+            skipped.append(reason)
         else:
             methods.append(method)
     masks = None if ctx.test.masks is None else ctx.test.masks[rows].astype(bool)

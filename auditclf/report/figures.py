@@ -21,6 +21,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from auditclf.catalog import ATTRIBUTION_FACTS
+
 DPI = 110
 LABEL_CHARS = 40  # class and group names are cut to this for display; JSON and CSV keep them
 INK = "#1f2933"
@@ -248,11 +250,7 @@ def robustness_curves(data: dict) -> str:
 
 MAX_GALLERY_ROWS = 6
 TILE = 112  # pixels per side of a gallery tile
-METHOD_NAMES = {
-    "gradcam": "Grad-CAM",
-    "integrated_gradients": "Integr. Gradients",
-    "lime": "LIME",
-}
+METHOD_NAMES = {method: facts.short_title for method, facts in ATTRIBUTION_FACTS.items()}
 
 
 def _png_uri(rgb: np.ndarray) -> str:
