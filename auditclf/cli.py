@@ -444,9 +444,11 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.io import StagedOutput
     from auditclf.pipeline import analyse
     from auditclf.report import write_reports
+    from auditclf.report.artifacts import read_artifacts
     from auditclf.results import AuditResult
 
     result = AuditResult.load(args.folder / "report.json")
+    read_artifacts(args.folder, result)
     samples = load_samples(args.folder / "samples.csv")
     config = config_from_dict(result.run["config"], source=str(args.folder / "report.json"))
     for name, rows in split_by_model(samples).items():
