@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="train or load a model, audit it, write the report",
         description="Train (or load) a classifier, audit it and write "
-        "report.html, report.json, samples.csv, junit.xml, summary.md.",
+        "report.html, report.json, artifacts.npz, samples.csv, junit.xml, summary.md.",
     )
     _add_data_model_flags(run)
     _add_checkpoint_flags(run, ".safetensors or .pt/.pth state dict")

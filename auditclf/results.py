@@ -85,7 +85,8 @@ class AuditResult:
 
         A result from :func:`auditclf.audit` writes everything, samples.csv and
         trained weights included; one loaded from report.json writes the reports
-        (report.html, report.json, junit.xml, summary.md).
+        (report.html, report.json, junit.xml, summary.md), and artifacts.npz when its
+        arrays were read back (``auditclf.report.artifacts.read_artifacts``).
         """
         from auditclf.report import save_result
 

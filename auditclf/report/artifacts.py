@@ -80,17 +80,17 @@ def expected_shapes(model: ModelResult, input_shape, source: str) -> dict[str, t
     channels, height, width = input_shape
     shapes = {}
     gallery = model.artifacts.get("gallery")
-    if gallery and gallery.get("items"):
+    if gallery:
         items = _count(len(gallery["items"]), "artifacts.gallery.items", source)
         shapes |= {gallery_array(w): (items, channels, height, width) for w in GALLERY_IMAGES}
     run = model.artifacts.get("explanations")
-    if run and run.get("methods"):
+    if run:  # the images whenever the probe explained any, the maps of the methods that ran
         n = _count(run.get("explained"), "artifacts.explanations.explained", source)
         images, maps = ["image"], ["map"]
         if run.get("adversarial_eps") is not None:
             images, maps = [*images, "adversarial_image"], [*maps, "adversarial_map"]
         shapes |= {explain_column(w): (n, channels, height, width) for w in images}
-        for method in run["methods"]:
+        for method in run.get("methods", []):
             if not isinstance(method, str):
                 raise UsageError(f"{source}: artifacts.explanations.methods holds a non-name")
             shapes |= {explain_column(w, method): (n, height, width) for w in maps}
