@@ -352,24 +352,28 @@ def stand_in_columns(
     """Columns and run notes shaped like the probe's (the first row of each class explained,
     flat maps), for dry runs that list the metric keys a run will produce."""
     rows = [int(np.flatnonzero(labels == label)[0]) for label in range(num_classes)]
-    flat = [0.0] * len(rows)
-    per_image = {"rank": list(range(len(rows))), "random_deletion_auc": [0.5] * len(rows)}
-    per_image |= {"random_insertion_auc": per_image["random_deletion_auc"]}
-    per_image |= {"region_area": per_image["random_deletion_auc"], "swap_flip_rate": flat}
+    half, zero, one = [0.5] * len(rows), [0.0] * len(rows), [1.0] * len(rows)
+    per_image = {
+        "rank": list(range(len(rows))),
+        "random_deletion_auc": half,
+        "random_insertion_auc": half,
+        "region_area": half,
+        "swap_flip_rate": zero,
+    }
     scores = {
-        "deletion_auc": per_image["random_deletion_auc"],
-        "insertion_auc": per_image["random_deletion_auc"],
-        "randomization_correlation": flat,
-        "noise_rank_correlation": [1.0] * len(rows),
-        "noise_topk_overlap": [1.0] * len(rows),
-        "region_share": flat,
+        "deletion_auc": half,
+        "insertion_auc": half,
+        "randomization_correlation": zero,
+        "noise_rank_correlation": one,
+        "noise_topk_overlap": one,
+        "region_share": zero,
     }
     if adversarial:
-        scores |= {"adversarial_rank_correlation": flat, "adversarial_topk_overlap": flat}
+        scores |= {"adversarial_rank_correlation": one, "adversarial_topk_overlap": one}
     if has_masks:
-        per_image["mask_area"] = per_image["random_deletion_auc"]
-        scores |= {"mask_mass": [1.0] * len(rows), "pointing_hit": [1.0] * len(rows)}
-    per_method = {m: scores | ({"convergence_delta": flat} if m == IG else {}) for m in cfg.methods}
+        per_image["mask_area"] = half
+        scores |= {"mask_mass": one, "pointing_hit": one}
+    per_method = {m: scores | ({"convergence_delta": zero} if m == IG else {}) for m in cfg.methods}
     region = "outside the object" if has_masks else "on the image border"
     notes = _run_notes(
         cfg, cfg.methods, [], len(rows), region, has_masks, "0.1" if adversarial else None
