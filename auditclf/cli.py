@@ -560,7 +560,9 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
     _write_gates(out, result)
     if args.out is not None:
         from auditclf.report import save_result
+        from auditclf.report.artifacts import read_artifacts
 
+        read_artifacts(path.parent, result)  # the galleries' images, to draw them again
         in_place = _same_folder(args.out, path.parent)
         save_result(
             result,
