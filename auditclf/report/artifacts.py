@@ -97,14 +97,14 @@ def expected_shapes(model: ModelResult, input_shape, source: str) -> dict[str, t
     return shapes
 
 
-def _all_expected(result: AuditResult, source: str) -> dict[str, tuple]:
+def _all_expected(result: AuditResult, source: str) -> dict[tuple[str, str], tuple]:
     shape = result.data.get("input_shape")
     if not isinstance(shape, list) or len(shape) != 3:
         raise UsageError(f"{source}: data.input_shape is not [channels, height, width]")
     shape = [_count(side, "data.input_shape", source) for side in shape]
     try:
         return {
-            f"{name}/{array}": dims
+            (name, array): dims
             for name, model in result.models.items()
             for array, dims in expected_shapes(model, shape, source).items()
         }
@@ -132,10 +132,10 @@ def read_artifacts(folder: Path, result: AuditResult) -> None:
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != reference["sha256"]:
         raise DataError(f"{path}: its SHA-256 is not the one {source} records (another run's?)")
-    arrays = _checked_arrays(path, data, _all_expected(result, source))
-    for key, values in arrays.items():
-        name, _, array = key.partition("/")
-        result.models[name].arrays[array] = values
+    expected = _all_expected(result, source)
+    arrays = _checked_arrays(path, data, {f"{m}/{a}": dims for (m, a), dims in expected.items()})
+    for name, array in expected:
+        result.models[name].arrays[array] = arrays[f"{name}/{array}"]
 
 
 def _header(archive: zipfile.ZipFile, member: str) -> tuple[tuple, np.dtype]:
@@ -160,10 +160,12 @@ def _checked_arrays(path: Path, data: bytes, expected: dict[str, tuple]) -> dict
             wanted = sorted(f"{name}.npy" for name in expected)
             if members != wanted:
                 extra = sorted(set(members) - set(wanted))
+                lacking = sorted(set(wanted) - set(members))
                 if extra:
                     raise DataError(f"{path}: holds {extra[0][:80]!r}, which report.json lacks")
-                lacking = sorted(set(wanted) - set(members))[0]
-                raise DataError(f"{path}: lacks {lacking[:80]!r}, which report.json calls for")
+                if lacking:
+                    raise DataError(f"{path}: lacks {lacking[0][:80]!r}, which report.json needs")
+                raise DataError(f"{path}: holds a member twice")
             for name, shape in expected.items():
                 found, dtype = _header(archive, f"{name}.npy")
                 if dtype != DTYPE or found != shape:
