@@ -294,7 +294,7 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
             has_masks=bool(data_summary.get("has_masks")),
             adversarial=config.robustness.enabled,
         )
-        stand_in = stand_in.assign(**columns)
+        stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     dry = config.model_copy(
         update={
             "analyses": config.analyses.model_copy(

@@ -468,7 +468,8 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     ctx.artifacts["explanations"] = _run_notes(
         cfg, methods, skipped, n, region_text, masks is not None, eps
     )
-    return table.assign(**explain_columns(len(table), rows, per_image, per_method))
+    columns = explain_columns(len(table), rows, per_image, per_method)
+    return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)  # one insert
 
 
 def _agreement(flat: np.ndarray, variants: dict[str, np.ndarray], top: float) -> dict[str, list]:
