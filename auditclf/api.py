@@ -57,8 +57,8 @@ def audit(
     """Audit an image classifier; return its :class:`~auditclf.results.AuditResult`.
 
     Nothing is written: ``result.save(dir)`` writes what ``auditclf run``
-    writes (report.html, report.json, samples.csv, junit.xml, summary.md and
-    trained weights), ``result.to_html()`` / ``result.to_json()`` give the
+    writes (report.html, report.json, artifacts.npz, samples.csv, junit.xml,
+    summary.md and trained weights), ``result.to_html()`` / ``result.to_json()`` give the
     page and the JSON as strings, ``result.metrics`` the baseline model's
     flat metrics, and a notebook shows a compact summary.
 

@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="train or load a model, audit it, write the report",
         description="Train (or load) a classifier, audit it and write "
-        "report.html, report.json, samples.csv, junit.xml, summary.md.",
+        "report.html, report.json, artifacts.npz, samples.csv, junit.xml, summary.md.",
     )
     _add_data_model_flags(run)
     _add_checkpoint_flags(run, ".safetensors or .pt/.pth state dict")
@@ -444,9 +444,11 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.io import StagedOutput
     from auditclf.pipeline import analyse
     from auditclf.report import write_reports
+    from auditclf.report.artifacts import read_artifacts
     from auditclf.results import AuditResult
 
     result = AuditResult.load(args.folder / "report.json")
+    read_artifacts(args.folder, result)
     samples = load_samples(args.folder / "samples.csv")
     config = config_from_dict(result.run["config"], source=str(args.folder / "report.json"))
     for name, rows in split_by_model(samples).items():
@@ -560,7 +562,9 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
     _write_gates(out, result)
     if args.out is not None:
         from auditclf.report import save_result
+        from auditclf.report.artifacts import read_artifacts
 
+        read_artifacts(path.parent, result)  # the galleries' images, to draw them again
         in_place = _same_folder(args.out, path.parent)
         save_result(
             result,

@@ -14,6 +14,10 @@ Columns:
   margin       logit of the true class minus the largest other logit
   proba.<k>    softmax probability of class index k
   attr.<name>  group attributes (strings) carried by the data
+  explain.*    on the explained images (empty elsewhere): ``explain.rank``, the image's
+               row in the artifact file's arrays, its per-image scores
+               (``explain.swap_flip_rate``) and each method's (``explain.<method>.
+               deletion_auc``); spelt by :func:`auditclf.keys.explain_column`
 """
 
 from __future__ import annotations

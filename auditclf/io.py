@@ -54,6 +54,7 @@ _OUTPUT_FILES = frozenset(
     {
         "report.html",
         "report.json",
+        "artifacts.npz",
         "samples.csv",
         "junit.xml",
         "summary.md",

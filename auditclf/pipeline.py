@@ -45,7 +45,7 @@ from auditclf.models import (
 )
 from auditclf.probes import PROBES, ProbeContext
 from auditclf.probes.attacks import REFERENCE_EPS, stand_in_columns, training_attack
-from auditclf.probes.attributions import stand_in_artifacts as explain_stand_in
+from auditclf.probes.attributions import stand_in_columns as explain_stand_in
 from auditclf.results import AuditResult, ModelResult
 from auditclf.seeding import derive_seed, seed_everything
 from auditclf.train import TrainHistory, train_classifier
@@ -187,7 +187,8 @@ def probe(
     device: torch.device,
     name: str,
 ) -> tuple[pd.DataFrame, dict]:
-    """Run every registered probe over the test split → (the model's sample table, artifacts)."""
+    """Run every registered probe over the test split → (the model's sample table, what the
+    probes noted, their arrays for the artifact file)."""
     test = data.view("test")
     table = new_table(name, test.ids, test.labels, data.classes, test.attributes)
     ctx = ProbeContext(
@@ -203,7 +204,7 @@ def probe(
     )
     for entry in PROBES:
         table = entry.obj(ctx, table)
-    return table, ctx.artifacts
+    return table, ctx.artifacts, ctx.arrays
 
 
 def analyse(
@@ -286,12 +287,14 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
         )
         stand_in = stand_in.assign(**columns)
     if config.explain.enabled:
-        artifacts["explanations"] = explain_stand_in(
+        columns, artifacts["explanations"] = explain_stand_in(
             config.explain,
+            labels,
             len(classes),
             has_masks=bool(data_summary.get("has_masks")),
             adversarial=config.robustness.enabled,
         )
+        stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     dry = config.model_copy(
         update={
             "analyses": config.analyses.model_copy(
@@ -329,7 +332,7 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
     elif explained:
         scope = "every model" if config.explain.all_models else "the baseline model only"
         reason = (
-            f"{len(explained['images'])} test images explained ({scope}): the per-class "
+            f"{explained['explained']} test images explained ({scope}): the per-class "
             "scores and shortcut verdicts rest on a few images per class"
         )
         if not explained.get("has_masks"):
@@ -572,7 +575,7 @@ def audit_model(
     """Probes then analyses for one model → its result and its rows of the sample table."""
     config = for_device(config, device.type)[0]  # a no-op for run_audit's, resolved already
     with timer.phase("probes"):
-        table, artifacts = probe(prepared, data, config, device, name)
+        table, artifacts, arrays = probe(prepared, data, config, device, name)
     with timer.phase("analyses"):
         sections, metrics, notes, findings = analyse(
             table, config, data.summary, artifacts, debug=debug
@@ -587,6 +590,7 @@ def audit_model(
         findings=findings,
         sections=sections,
         artifacts=artifacts,
+        arrays=arrays,
         training=history.to_dict() if history else None,
     )
     return result, table

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class ModelResult:
     sections: list[dict] = field(default_factory=list)
     training: dict | None = None
     artifacts: dict = field(default_factory=dict)
+    # images and maps (name → array): written to artifacts.npz, never into report.json
+    arrays: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -54,6 +56,8 @@ class AuditResult:
     gates: list[dict] = field(default_factory=list)
     limitations: list[dict] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
+    # the array file written beside report.json: {"file": "artifacts.npz", "sha256": ...}
+    artifacts: dict | None = None
 
     # The sample table and trained models of the run that produced this result (set by
     # auditclf.audit), so that save() writes samples.csv and weights too; not serialised.
@@ -81,7 +85,8 @@ class AuditResult:
 
         A result from :func:`auditclf.audit` writes everything, samples.csv and
         trained weights included; one loaded from report.json writes the reports
-        (report.html, report.json, junit.xml, summary.md).
+        (report.html, report.json, junit.xml, summary.md), and artifacts.npz when its
+        arrays were read back (``auditclf.report.artifacts.read_artifacts``).
         """
         from auditclf.report import save_result
 
@@ -93,7 +98,13 @@ class AuditResult:
         return render_summary_html(self)
 
     def to_dict(self) -> dict:
-        return _finite(asdict(self))
+        """The JSON form; the models' arrays are left out (they go to artifacts.npz)."""
+        raw = {f.name: getattr(self, f.name) for f in fields(self)}
+        raw["models"] = {
+            name: {f.name: getattr(model, f.name) for f in fields(model) if f.name != "arrays"}
+            for name, model in self.models.items()
+        }
+        return _finite(raw)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
@@ -107,7 +118,10 @@ class AuditResult:
                 f"{source}: schema_version {version!r} is not one this auditclf reads ({readable})"
             )
         try:
-            models = {name: ModelResult(**body) for name, body in raw["models"].items()}
+            models = {
+                name: ModelResult(**{k: v for k, v in body.items() if k != "arrays"})
+                for name, body in raw["models"].items()
+            }
             return cls(
                 verdict=raw["verdict"],
                 run=raw["run"],
@@ -116,6 +130,7 @@ class AuditResult:
                 gates=raw.get("gates", []),
                 limitations=raw.get("limitations", []),
                 schema_version=version,
+                artifacts=raw.get("artifacts"),
             )
         except (KeyError, TypeError) as exc:
             raise UsageError(f"{source}: not an auditclf report ({exc})") from None

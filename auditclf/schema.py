@@ -222,6 +222,22 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "properties": {"section": {"type": "string"}, "reason": {"type": "string"}},
             },
         },
+        "artifacts": {
+            "description": "the run's images and maps (attack gallery, explained images, "
+            "attribution maps): float32 arrays in this npz file beside report.json, members "
+            "<model>/<array>.npy; null when the run made none",
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["file", "sha256"],
+                    "properties": {
+                        "file": {"const": "artifacts.npz"},
+                        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    },
+                },
+            ],
+        },
     },
     "$defs": {
         "metrics": {

@@ -27,7 +27,7 @@ from auditclf.config import AnalysisConfig, ExplainConfig, RobustnessConfig, par
 from auditclf.data.splits import SPLITS
 from auditclf.device_defaults import section_for_device
 from auditclf.probes.attacks import stand_in_columns
-from auditclf.probes.attributions import stand_in_artifacts
+from auditclf.probes.attributions import stand_in_columns as stand_in_explanations
 from auditclf.registry import Entry
 
 METRIC_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_@/\-]+)+$")
@@ -424,7 +424,10 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
     # bootstrap=0: resamples are drawn over row positions, so shuffled rows give other
     # (equally valid) intervals; the point estimates must not move.
     ctx = context(classes, summary=summary, bootstrap=0)
-    explain = stand_in_artifacts(ExplainConfig(), len(classes), has_masks=True, adversarial=True)
+    explained, explain = stand_in_explanations(
+        ExplainConfig(), labels, len(classes), has_masks=True, adversarial=True
+    )
+    table = table.assign(**explained)
     ctx.artifacts = {"robustness": artifacts, "explanations": explain}
     return table, ctx
 

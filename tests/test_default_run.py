@@ -56,3 +56,6 @@ def test_default_run_reaches_97_percent_and_shows_every_section(tmp_path):
     assert metrics["explain.integrated_gradients.convergence_delta"] < 0.05
     assert metrics["explain.shortcut.flagged_classes"] == 0
     assert html.count('class="gallery-class"') == 10
+    # Numbers in report.json, pixels in artifacts.npz (issue 12: report.json at most 1 MB).
+    assert (out / "report.json").stat().st_size <= 1_000_000
+    assert (out / "artifacts.npz").is_file() and "data:image" not in json.dumps(report)

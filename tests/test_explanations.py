@@ -135,7 +135,7 @@ def test_a_method_that_returns_the_input_is_flagged_as_insensitive(monkeypatch):
     )
     ctx = _probe_context(_small_cnn(), methods=["gradcam"])
     table = _probe_table(ctx)
-    attributions.attribution_probe(ctx, table)
+    table = attributions.attribution_probe(ctx, table)
     section = _analyse(ctx, table)
     assert section.metrics["explain.gradcam.randomization_correlation"] == pytest.approx(1.0)
     assert any("barely change" in f.message for f in section.findings)
@@ -144,7 +144,7 @@ def test_a_method_that_returns_the_input_is_flagged_as_insensitive(monkeypatch):
 def test_real_maps_of_a_trained_method_are_not_flagged_insensitive():
     ctx = _probe_context(_small_cnn(), methods=["integrated_gradients"])
     table = _probe_table(ctx)
-    attributions.attribution_probe(ctx, table)
+    table = attributions.attribution_probe(ctx, table)
     section = _analyse(ctx, table)
     assert section.metrics["explain.integrated_gradients.randomization_correlation"] < 0.5
     assert not any("barely change" in f.message for f in section.findings)
@@ -155,7 +155,7 @@ def test_a_model_without_conv_layers_skips_gradcam_with_the_reason_and_runs_the_
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 2))
     ctx = _probe_context(mlp, methods=["gradcam", "integrated_gradients"])
     table = _probe_table(ctx)
-    attributions.attribution_probe(ctx, table)
+    table = attributions.attribution_probe(ctx, table)
     run = ctx.artifacts["explanations"]
     assert run["methods"] == ["integrated_gradients"]
     section = _analyse(ctx, table)

@@ -483,9 +483,9 @@ def test_shipped_templates_render_the_same_in_the_sandbox(digits_run, monkeypatc
     result = AuditResult.load(digits_run / "report.json")
     drawn, draw = {}, html.render_figure
 
-    def draw_once(data):  # each figure drawn once: the renderings differ only in environment
+    def draw_once(data, arrays):  # each figure drawn once: renderings differ only in environment
         if id(data) not in drawn:
-            drawn[id(data)] = draw(data)
+            drawn[id(data)] = draw(data, arrays)
         return drawn[id(data)]
 
     monkeypatch.setattr(html, "render_figure", draw_once)

@@ -1,5 +1,8 @@
-"""Explanation quality from the attribution probe's artifacts: per method, per map and
-averaged, plus a per-class shortcut check.
+"""Explanation quality from the attribution probe's ``explain.*`` columns of the sample
+table (see :func:`auditclf.keys.explain_column`): per method, per map and averaged,
+plus a per-class shortcut check. The probe's run notes (methods, settings) come from
+its artifacts; the images and maps stay in the artifact file, which the galleries
+name by row (``rank``).
 
 - Faithfulness: deletion AUC (lower is better) and insertion AUC (higher is
   better) of the predicted class's probability, against the same curves for a
@@ -28,6 +31,7 @@ import pandas as pd
 
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
 from auditclf.catalog import ATTRIBUTION_FACTS
+from auditclf.keys import explain_column
 
 INSENSITIVE_CORRELATION = 0.5
 UNSTABLE_CORRELATION = 0.5
@@ -50,6 +54,18 @@ PER_MAP = (
     "mask_mass",
     "pointing_hit",
 )
+PER_IMAGE = ("random_deletion_auc", "random_insertion_auc")  # the same for every method
+GALLERY_SCORES = (
+    "deletion_auc",
+    "random_deletion_auc",
+    "insertion_auc",
+    "random_insertion_auc",
+    "randomization_correlation",
+    "noise_rank_correlation",
+    "adversarial_rank_correlation",
+    "adversarial_topk_overlap",
+    "mask_mass",
+)
 
 
 def _mean(values: list) -> float:
@@ -61,19 +77,35 @@ def title(method: str) -> str:
     return TITLES.get(method, method)
 
 
-def _method_scores(section: Section, run: dict, method: str) -> dict[str, float]:
-    maps = [m for m in run["maps"] if m["method"] == method]
+def score_column(name: str, method: str) -> str:
+    """The column of one per-map score (one per image for the random-order curves)."""
+    return explain_column(name, None if name in PER_IMAGE else method)
+
+
+def explained_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The explained rows in the probe's order (``rank``); none when the probe did not run."""
+    rank = explain_column("rank")
+    if rank not in table:
+        return table.iloc[:0]
+    return table[table[rank].notna()].sort_values(rank, kind="stable")
+
+
+def _values(rows: pd.DataFrame, column: str) -> list:
+    return list(rows[column]) if column in rows else []
+
+
+def _method_scores(section: Section, rows: pd.DataFrame, method: str) -> dict[str, float]:
     key = f"explain.{method}"
-    present = [name for name in PER_MAP if any(name in m for m in maps)]
-    stats = {name: _mean([m.get(name) for m in maps]) for name in present}
+    present = [name for name in PER_MAP if score_column(name, method) in rows]
+    stats = {name: _mean(_values(rows, score_column(name, method))) for name in present}
     stats["deletion_gain"] = stats["random_deletion_auc"] - stats["deletion_auc"]
     stats["insertion_gain"] = stats["insertion_auc"] - stats["random_insertion_auc"]
     if method in DELTA_METHODS:
-        stats["convergence_delta"] = _mean([m["convergence_delta"] for m in maps])
+        stats["convergence_delta"] = _mean(_values(rows, score_column("convergence_delta", method)))
     for name, value in stats.items():
         metric = "pointing_accuracy" if name == "pointing_hit" else name
         section.put(f"{key}.{metric}", value, reason="undefined for every map (flat maps)")
-    section.put(f"{key}.maps", len(maps))
+    section.put(f"{key}.maps", len(rows))
     return stats
 
 
@@ -105,25 +137,24 @@ def _method_findings(section: Section, method: str, stats: dict, run: dict) -> N
         )
 
 
-def _shortcuts(section: Section, run: dict, classes: list[str]) -> list[list]:
+def _shortcuts(section: Section, rows: pd.DataFrame, run: dict, classes: list[str]) -> list[list]:
     """Per class: swap flip rate, region share of the finer maps, and the verdict."""
-    images = pd.DataFrame(run["images"])
     fine = [m for m in run["methods"] if m in FINE_METHODS] or list(run["methods"])
-    maps = pd.DataFrame([m for m in run["maps"] if m["method"] in fine])
-    rows, flagged = [], []
-    for label, members in images.groupby("label", sort=True):
+    flips = explain_column("swap_flip_rate")
+    table, flagged = [], []
+    for label, members in rows.groupby("label", sort=True):
         name = classes[int(label)]
         key = f"explain.shortcut.class.{key_part(name)}"
-        flip = float(members["swap_flip_rate"].mean())
-        area = float(members["region_area"].mean())
-        share = _mean(list(maps.loc[maps["label"] == label, "region_share"])) if len(maps) else 0
+        flip = float(members[flips].mean())
+        area = float(members[explain_column("region_area")].mean())
+        share = _mean([v for m in fine for v in _values(members, score_column("region_share", m))])
         enrichment = share / area if area > 0 else float("nan")
         section.put(f"{key}.swap_flip_rate", flip)
         section.put(f"{key}.region_share", share, reason="flat maps")
         section.put(f"{key}.region_enrichment", enrichment, reason="flat maps or empty region")
         likely = bool(flip >= SHORTCUT_FLIP_RATE and enrichment >= SHORTCUT_ENRICHMENT)
         verdict = "likely" if likely else "—"
-        rows.append([name, len(members), area, share, enrichment, flip, verdict])
+        table.append([name, len(members), area, share, enrichment, flip, verdict])
         if likely:
             flagged.append(name)
             section.find(
@@ -136,12 +167,12 @@ def _shortcuts(section: Section, run: dict, classes: list[str]) -> list[list]:
                 metric=f"{key}.swap_flip_rate",
             )
     section.put("explain.shortcut.flagged_classes", len(flagged))
-    section.put("explain.shortcut.swap_flip_rate", float(images["swap_flip_rate"].mean()))
-    return rows
+    section.put("explain.shortcut.swap_flip_rate", rows[flips].mean())
+    return table
 
 
-def _localisation(section: Section, run: dict, per_method: dict[str, dict]) -> None:
-    mask_area = _mean([i.get("mask_area") for i in run["images"]])
+def _localisation(section: Section, rows: pd.DataFrame, per_method: dict[str, dict]) -> None:
+    mask_area = _mean(_values(rows, explain_column("mask_area")))
     section.put("explain.mask_area", mask_area)
     parts = [
         f"{title(m)} {s['mask_mass']:.0%} (pointing game {s['pointing_hit']:.0%})"
@@ -160,15 +191,16 @@ def _localisation(section: Section, run: dict, per_method: dict[str, dict]) -> N
 def explanations(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section = Section("explanations", "Explanations")
     run = ctx.artifacts.get("explanations")
-    if not run or not run["maps"]:
+    explained = explained_rows(table)
+    if not run or not run["methods"] or not len(explained):
         section.headline = "No attribution method ran (explain.enabled is false)."
         return section
-    per_method = {m: _method_scores(section, run, m) for m in run["methods"]}
+    per_method = {m: _method_scores(section, explained, m) for m in run["methods"]}
     for method, stats in per_method.items():
         _method_findings(section, method, stats, run)
     if run.get("has_masks"):
-        _localisation(section, run, per_method)
-    shortcut_rows = _shortcuts(section, run, ctx.classes)
+        _localisation(section, explained, per_method)
+    shortcut_rows = _shortcuts(section, explained, run, ctx.classes)
     flagged_classes = {row[0] for row in shortcut_rows if row[-1] == "likely"}
     for note in run.get("skipped", []):
         section.find("info", f"not run: {note}")
@@ -202,7 +234,7 @@ def explanations(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         names += ["mask_mass", "pointing_hit"]
     columns.append("IG convergence delta")
     rows = [
-        [title(m), len([e for e in run["maps"] if e["method"] == m])]
+        [title(m), len(explained)]
         + [stats.get(n) for n in names]
         + [stats.get("convergence_delta")]
         for m, stats in per_method.items()
@@ -234,24 +266,11 @@ def explanations(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         f"A likely shortcut: swapping changes ≥ {SHORTCUT_FLIP_RATE:.0%} of the predictions and "
         f"the maps give the region ≥ {SHORTCUT_ENRICHMENT:.0%} of the share its area would.",
     )
-    by_class: dict[int, list] = {}
-    for image in run["images"]:
-        by_class.setdefault(int(image["label"]), []).append(image["sample_id"])
-    for label in sorted(by_class):
-        section.figures[f"gallery.{key_part(ctx.classes[label])}"] = {
-            "kind": "attribution_gallery",
-            "title": f"Class {ctx.classes[label]}: attribution maps with their scores",
-            "classes": ctx.classes,
-            "methods": run["methods"],
-            "images": [i for i in run["images"] if int(i["label"]) == label],
-            "maps": [m for m in run["maps"] if int(m["label"]) == label],
-            "adversarial_eps": run.get("adversarial_eps"),
-            "flagged": ctx.classes[label] in flagged_classes,
-        }
+    _galleries(section, explained, run, ctx.classes, flagged_classes)
     flagged = len(flagged_classes)
     best = min(rows, key=lambda r: r[2] if r[2] is not None else np.inf)
     section.headline = (
-        f"{len(run['images'])} images explained with "
+        f"{len(explained)} images explained with "
         f"{', '.join(title(m) for m in run['methods'])}; {best[0]} is the most faithful by "
         f"deletion (AUC {best[2]:.3f} vs {best[3]:.3f} for a random order); "
         + (
@@ -286,3 +305,42 @@ def explanations(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         )
     )
     return section
+
+
+def _galleries(
+    section: Section, rows: pd.DataFrame, run: dict, classes: list[str], flagged: set[str]
+) -> None:
+    """One gallery figure per class: its explained images with each method's scores; the
+    pixels stay in the artifact file, found by ``index`` (the image's ``rank``)."""
+    adversarial = explain_column("adversarial_pred")
+    for label, members in rows.groupby("label", sort=True):
+        images, maps = [], []
+        for _, row in members.iterrows():
+            image = {
+                "sample_id": str(row["sample_id"]),
+                "index": int(row[explain_column("rank")]),
+                "label": int(row["label"]),
+                "pred": int(row["pred"]),
+                "swap_flip_rate": float(row[explain_column("swap_flip_rate")]),
+            }
+            if adversarial in row:
+                image["adversarial_pred"] = int(row[adversarial])
+            images.append(image)
+            for method in run["methods"]:
+                scores = {
+                    name: float(row[score_column(name, method)])
+                    for name in GALLERY_SCORES
+                    if score_column(name, method) in row
+                }
+                maps.append({"sample_id": image["sample_id"], "method": method, **scores})
+        name = classes[int(label)]
+        section.figures[f"gallery.{key_part(name)}"] = {
+            "kind": "attribution_gallery",
+            "title": f"Class {name}: attribution maps with their scores",
+            "classes": classes,
+            "methods": run["methods"],
+            "images": images,
+            "maps": maps,
+            "adversarial_eps": run.get("adversarial_eps"),
+            "flagged": name in flagged,
+        }

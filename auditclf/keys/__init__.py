@@ -41,7 +41,9 @@ __all__ = [
     "check_distinct_key_parts",
     "class_metric",
     "direction",
+    "explain_column",
     "fairness_key",
+    "gallery_array",
     "families_matching",
     "family_lines",
     "interval",
@@ -58,6 +60,7 @@ __all__ = [
 ]
 
 ADV_PREFIX = "adv."
+EXPLAIN_PREFIX = "explain."
 _ADV_COLUMN = re.compile(
     re.escape(ADV_PREFIX)
     + rf"(?P<attack>{PLACEHOLDERS['attack']})@(?P<eps>{PLACEHOLDERS['eps']})\.(?P<what>[a-z_]+)"
@@ -73,6 +76,22 @@ def adv_column(attack: str, eps: str, what: str) -> str:
     """The sample-table column of one attack × eps: ``adv.<attack>@<eps>.<what>``
     (``what``: ``pred``, ``margin``, ``valid``)."""
     return f"{ADV_PREFIX}{attack_at(attack, eps)}.{what}"
+
+
+def explain_column(what: str, method: str | None = None) -> str:
+    """The sample-table column of an explanation score: ``explain.<method>.<what>`` for
+    one method's map of the row's image (``deletion_auc``; its mean over the explained
+    rows is the metric of the same name), ``explain.<what>`` for the image itself
+    (``rank``: its place among the explained images, ``swap_flip_rate``). Empty on the
+    rows not explained. The artifact file's per-image arrays are spelt the same way
+    (``explain.image``, ``explain.gradcam.map``); row ``rank`` of an array is that image."""
+    return f"{EXPLAIN_PREFIX}{what}" if method is None else f"{EXPLAIN_PREFIX}{method}.{what}"
+
+
+def gallery_array(what: str) -> str:
+    """The artifact file's array of the attack gallery's images: ``gallery.<what>``
+    (``clean``, ``adversarial``, ``perturbation``), one row per gallery item."""
+    return f"gallery.{what}"
 
 
 class AdvColumn(NamedTuple):

@@ -26,8 +26,6 @@ PGD steps, and a bisection of each image's minimal L∞ perturbation.
 
 from __future__ import annotations
 
-import base64
-import io
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -36,7 +34,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 import torchattacks
-from PIL import Image
 from torch.overrides import TorchFunctionMode
 
 from auditclf.catalog import ATTACK_NORMS
@@ -44,6 +41,7 @@ from auditclf.config import RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
 from auditclf.errors import DataError
 from auditclf.keys import adv_column as column  # the one spelling of adv.<attack>@<eps>.<what>
+from auditclf.keys import gallery_array
 from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
 from auditclf.registry import Registry
 from auditclf.seeding import derive_seed, numpy_rng
@@ -599,20 +597,12 @@ def adversarial_versions(ctx: ProbeContext, rows: np.ndarray) -> tuple[torch.Ten
     return torch.cat(adversarial), eps_text
 
 
-def _png(image: np.ndarray) -> str:
-    """(C, H, W) floats in [0, 1] → a PNG data URI (upscaled for small images)."""
-    array = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
-    picture = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
-    scale = max(1, 96 // max(picture.size))
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def gallery(runner: AttackRunner, eps_text: str, per_class: int, classes: list[str]) -> dict:
+def gallery(
+    runner: AttackRunner, eps_text: str, per_class: int, classes: list[str]
+) -> tuple[dict, dict[str, np.ndarray]]:
     """A few images per class: clean, PGD-L∞ adversarial (the grid's, first restart), and
-    the amplified perturbation."""
+    the perturbation scaled to [0, 1] → (the items' captions, their (K, C, H, W) images
+    for the artifact file, row i being item i)."""
     eps = parse_eps(eps_text)
     labels = runner.labels.numpy()
     rows = np.concatenate(
@@ -638,18 +628,17 @@ def gallery(runner: AttackRunner, eps_text: str, per_class: int, classes: list[s
                 "clean_confidence": float(clean_p[i].max()),
                 "adv_pred": classes[int(adv_p[i].argmax())],
                 "adv_confidence": float(adv_p[i].max()),
-                "clean": _png(x[i]),
-                "adversarial": _png(adv[i]),
-                "perturbation": _png((adv[i] - x[i]) / (2 * eps) + 0.5),
             }
         )
-    return {
+    images = {"clean": x, "adversarial": adv, "perturbation": (adv - x) / (2 * eps) + 0.5}
+    notes = {
         "attack": "pgd_linf",
         "eps": eps_text,
         "items": items,
         "perturbation_scale": f"perturbation shown as 0.5 + δ / (2·{eps_text}): mid-grey "
         "is no change, black and white are −eps and +eps",
     }
+    return notes, {gallery_array(k): v.astype(np.float32) for k, v in images.items()}
 
 
 def planned_attacks(cfg: RobustnessConfig, num_classes: int) -> list[str]:
@@ -753,7 +742,10 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         put("min_eps", estimate, rows)
         put("min_eps.upper", upper, rows)
     if cfg.gallery_per_class:
-        ctx.artifacts["gallery"] = gallery(runner, reference, cfg.gallery_per_class, ctx.classes)
+        ctx.artifacts["gallery"], images = gallery(
+            runner, reference, cfg.gallery_per_class, ctx.classes
+        )
+        ctx.arrays.update(images)
     ctx.artifacts["robustness"] = run_artifacts(cfg, channels, len(ctx.classes), len(subset)) | {
         "passes": runner.sizes.record()
     }

@@ -34,6 +34,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Lime, LimeBase
 from scipy.stats import spearmanr
 
+from auditclf.keys import explain_column
 from auditclf.probes.attacks import adversarial_versions
 from auditclf.probes.base import PROBES, ProbeContext
 from auditclf.registry import Registry
@@ -312,6 +313,7 @@ def region_share(heat: np.ndarray, region: np.ndarray) -> float:
     return float(magnitude[region].sum() / total) if total > 0 else float("nan")
 
 
+IG = "integrated_gradients"
 SWAP_DONORS = 4  # other test images whose region each explained image receives
 
 
@@ -370,61 +372,76 @@ def _settings(cfg) -> dict:
     }
 
 
-def stand_in_artifacts(cfg, num_classes: int, *, has_masks: bool, adversarial: bool) -> dict:
-    """Artifacts shaped like the probe's (one flat map per class and method), for dry runs
-    that list the metric keys a run will produce."""
-    maps, images = [], []
-    for label in range(num_classes):
-        entry = {
-            "sample_id": f"dry-run-{label}",
-            "label": label,
-            "pred": label,
-            "deletion_auc": 0.5,
-            "insertion_auc": 0.5,
-            "random_deletion_auc": 0.5,
-            "random_insertion_auc": 0.5,
-            "randomization_correlation": 0.0,
-            "convergence_delta": 0.0,
-            "noise_rank_correlation": 1.0,
-            "noise_topk_overlap": 1.0,
-            "region_share": 0.0,
-            "map": [[0.0]],
-        }
-        if adversarial:
-            entry |= {"adversarial_rank_correlation": 1.0, "adversarial_topk_overlap": 1.0}
-        if has_masks:
-            entry |= {"mask_mass": 1.0, "pointing_hit": True}
-        maps += [{**entry, "method": m} for m in cfg.methods]
-        image = {
-            "sample_id": f"dry-run-{label}",
-            "label": label,
-            "pred": label,
-            "image": [[[0.0]]],
-            "region_area": 0.5,
-            "swap_flip_rate": 0.0,
-        }
-        if has_masks:
-            image["mask_area"] = 0.5
-        images.append(image)
+def explain_columns(
+    size: int, rows, per_image: dict[str, list], per_method: dict[str, dict[str, list]]
+) -> dict[str, np.ndarray]:
+    """The probe's sample-table columns (see :func:`auditclf.keys.explain_column`): each
+    value list holds one number per explained row, in ``rows`` order; other rows are NaN."""
+    named = {explain_column(what): values for what, values in per_image.items()}
+    for method, scores in per_method.items():
+        named |= {explain_column(what, method): values for what, values in scores.items()}
+    columns = {}
+    for name, values in named.items():
+        column = np.full(size, np.nan)
+        column[np.asarray(rows, dtype=np.int64)] = np.asarray(values, dtype=np.float64)
+        columns[name] = column
+    return columns
+
+
+def _run_notes(cfg, methods, skipped, explained, region, has_masks, eps) -> dict:
+    """How the probe ran (``artifacts["explanations"]``): the scores are columns, the
+    images and maps arrays."""
     return {
-        "maps": maps,
-        "images": images,
-        "skipped": [],
-        "methods": list(cfg.methods),
+        "explained": explained,
+        "skipped": skipped,
+        "methods": list(methods),
         **_settings(cfg),
-        "region": "outside the object" if has_masks else "on the image border",
+        "region": region,
         "swap_donors": SWAP_DONORS,
         "has_masks": has_masks,
-        "adversarial_eps": "0.1" if adversarial else None,
+        "adversarial_eps": eps,
     }
 
 
-def _round(array) -> list:
-    return np.round(np.asarray(array, dtype=np.float64), 4).tolist()
+def stand_in_columns(
+    cfg, labels: np.ndarray, num_classes: int, *, has_masks: bool, adversarial: bool
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Columns and run notes shaped like the probe's (the first row of each class explained,
+    flat maps), for dry runs that list the metric keys a run will produce."""
+    rows = [int(np.flatnonzero(labels == label)[0]) for label in range(num_classes)]
+    half, zero, one = [0.5] * len(rows), [0.0] * len(rows), [1.0] * len(rows)
+    per_image = {
+        "rank": list(range(len(rows))),
+        "random_deletion_auc": half,
+        "random_insertion_auc": half,
+        "region_area": half,
+        "swap_flip_rate": zero,
+    }
+    scores = {
+        "deletion_auc": half,
+        "insertion_auc": half,
+        "randomization_correlation": zero,
+        "noise_rank_correlation": one,
+        "noise_topk_overlap": one,
+        "region_share": zero,
+    }
+    if adversarial:
+        scores |= {"adversarial_rank_correlation": one, "adversarial_topk_overlap": one}
+    if has_masks:
+        per_image["mask_area"] = half
+        scores |= {"mask_mass": one, "pointing_hit": one}
+    per_method = {m: scores | ({"convergence_delta": zero} if m == IG else {}) for m in cfg.methods}
+    region = "outside the object" if has_masks else "on the image border"
+    notes = _run_notes(
+        cfg, cfg.methods, [], len(rows), region, has_masks, "0.1" if adversarial else None
+    )
+    return explain_columns(len(labels), rows, per_image, per_method), notes
 
 
 @PROBES.register("attributions")
 def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
+    """Explain the selected rows with every method: scores into ``explain.*`` columns,
+    the images and maps into ``ctx.arrays`` (row ``rank`` of each array is that image)."""
     cfg = ctx.explain
     if cfg is None or not cfg.enabled:
         return table
@@ -435,7 +452,6 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     x = to_unit_float(torch.from_numpy(np.asarray(ctx.test.images[rows])), ctx.device)
     target = torch.tensor(table.loc[rows, "pred"].to_numpy(np.int64), device=ctx.device)
     ids = [ctx.test.ids[r] for r in rows]
-    predicted = target.cpu().numpy()  # the per-image loops below read copies off the device
     n, _, h, w = x.shape
     methods, skipped = [], []
     for method in cfg.methods:
@@ -454,17 +470,29 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     donors, donor_regions = _donors(ctx, rows, region_of)
     swap_flips = region_swap_flips(model, x, target, region, donors, donor_regions)
     adversarial = adversarial_versions(ctx, np.asarray(rows))
-    adv_pred = None
-    if adversarial is not None:
-        with torch.no_grad():
-            adv_pred = model(adversarial[0]).argmax(1).cpu().numpy()
     random_model = randomized_copy(model, cfg.randomized_layers, ctx.seed)
     random_order = torch.stack(
         [torch.randperm(h * w, generator=torch_generator(ctx.seed, "order", i)) for i in ids]
     ).to(ctx.device)
     random_del, random_ins = curve_areas(model, x, target, random_order, cfg.curve_steps)
     noisy = _noisy(x, cfg.noise_std, ctx.seed, ids)
-    results = []
+    per_image = {
+        "rank": list(range(n)),
+        "random_deletion_auc": random_del,
+        "random_insertion_auc": random_ins,
+        "region_area": [float(region[i].mean()) for i in range(n)],
+        "swap_flip_rate": swap_flips,
+    }
+    ctx.arrays[explain_column("image")] = x.cpu().numpy().astype(np.float32)
+    if masks is not None:
+        per_image["mask_area"] = [float(masks[i].mean()) for i in range(n)]
+    if adversarial is not None:
+        with torch.no_grad():
+            per_image["adversarial_pred"] = model(adversarial[0]).argmax(1).cpu().numpy()
+        ctx.arrays[explain_column("adversarial_image")] = (
+            adversarial[0].cpu().numpy().astype(np.float32)
+        )
+    per_method = {}
     for method in methods:
         maps, delta = _maps(method, model, x, target, cfg, ids, ctx.seed)
         order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
@@ -479,61 +507,38 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
                 method, model, adversarial[0], target, cfg, ids, ctx.seed
             )[0]
         variants = {name: other.cpu().numpy() for name, other in variants.items()}
-        for i, row in enumerate(rows):
-            entry = {
-                "sample_id": str(ids[i]),
-                "method": method,
-                "label": int(table.loc[row, "label"]),
-                "pred": int(predicted[i]),
-                "deletion_auc": float(deletion[i]),
-                "insertion_auc": float(insertion[i]),
-                "random_deletion_auc": float(random_del[i]),
-                "random_insertion_auc": float(random_ins[i]),
-                "convergence_delta": None if delta is None else float(delta[i]),
-                "region_share": region_share(flat[i].reshape(h, w), region[i]),
-                "map": _round(flat[i].reshape(h, w)),
-            }
-            for name, other in variants.items():
-                correlation, overlap = rank_agreement(flat[i], other[i].flatten(), cfg.top_fraction)
-                if name == "randomization":
-                    entry["randomization_correlation"] = correlation
-                else:
-                    entry[f"{name}_rank_correlation"] = correlation
-                    entry[f"{name}_topk_overlap"] = overlap
-            if adversarial is not None:
-                entry["adversarial_map"] = _round(variants["adversarial"][i])
-            if masks is not None:
-                entry["mask_mass"], entry["pointing_hit"] = localisation(
-                    flat[i].reshape(h, w), masks[i]
-                )
-            results.append(entry)
-    images = []
-    pixels = x.cpu().numpy()
-    adversarial_pixels = None if adversarial is None else adversarial[0].cpu().numpy()
-    for i, row in enumerate(rows):
-        image = {
-            "sample_id": str(ids[i]),
-            "label": int(table.loc[row, "label"]),
-            "pred": int(predicted[i]),
-            "image": _round(pixels[i]),
-            "region_area": float(region[i].mean()),
-            "swap_flip_rate": float(swap_flips[i]),
-        }
+        scores = {"deletion_auc": deletion, "insertion_auc": insertion}
+        if delta is not None:
+            scores["convergence_delta"] = delta
+        scores["region_share"] = [region_share(flat[i].reshape(h, w), region[i]) for i in range(n)]
+        scores |= _agreement(flat, variants, cfg.top_fraction)
         if masks is not None:
-            image["mask_area"] = float(masks[i].mean())
+            found = [localisation(flat[i].reshape(h, w), masks[i]) for i in range(n)]
+            scores["mask_mass"] = [mass for mass, _ in found]
+            scores["pointing_hit"] = [float(hit) for _, hit in found]
+        per_method[method] = scores
+        ctx.arrays[explain_column("map", method)] = flat.reshape(n, h, w).astype(np.float32)
         if adversarial is not None:
-            image["adversarial_pred"] = int(adv_pred[i])
-            image["adversarial_image"] = _round(adversarial_pixels[i])
-        images.append(image)
-    ctx.artifacts["explanations"] = {
-        "maps": results,
-        "images": images,
-        "skipped": skipped,
-        "methods": methods,
-        **_settings(cfg),
-        "region": region_text,
-        "swap_donors": SWAP_DONORS,
-        "has_masks": masks is not None,
-        "adversarial_eps": None if adversarial is None else adversarial[1],
-    }
-    return table
+            ctx.arrays[explain_column("adversarial_map", method)] = variants["adversarial"].astype(
+                np.float32
+            )
+    eps = None if adversarial is None else adversarial[1]
+    ctx.artifacts["explanations"] = _run_notes(
+        cfg, methods, skipped, n, region_text, masks is not None, eps
+    )
+    columns = explain_columns(len(table), rows, per_image, per_method)
+    return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)  # one insert
+
+
+def _agreement(flat: np.ndarray, variants: dict[str, np.ndarray], top: float) -> dict[str, list]:
+    """Per image, each map's rank agreement with its variants: ``randomization_correlation``,
+    and ``<variant>_rank_correlation`` / ``<variant>_topk_overlap`` for the others."""
+    scores: dict[str, list] = {}
+    for name, other in variants.items():
+        found = [rank_agreement(flat[i], other[i].flatten(), top) for i in range(len(flat))]
+        if name == "randomization":
+            scores["randomization_correlation"] = [c for c, _ in found]
+        else:
+            scores[f"{name}_rank_correlation"] = [c for c, _ in found]
+            scores[f"{name}_topk_overlap"] = [o for _, o in found]
+    return scores

@@ -93,7 +93,8 @@ class ProbeContext:
     chunk: int = FORWARD_CHUNK
     robustness: RobustnessConfig | None = None
     explain: ExplainConfig | None = None
-    artifacts: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)  # small JSON: how the probes ran
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # images, maps: artifacts.npz
 
     def __post_init__(self) -> None:
         # a context built from a config section directly (tests, benchmarks, the API) gets

@@ -1,4 +1,5 @@
-"""Writers: report.html, report.json, samples.csv, junit.xml, summary.md (and weights).
+"""Writers: report.html, report.json, artifacts.npz, samples.csv, junit.xml, summary.md (and
+weights).
 
 All files are produced in a staging folder and swapped in as one set
 (``auditclf.io.StagedOutput``), so a failed or killed run leaves the previous
@@ -15,6 +16,7 @@ import pandas as pd
 from auditclf.evidence import save_samples
 from auditclf.io import StagedOutput
 from auditclf.models import PreparedModel, save_model
+from auditclf.report.artifacts import ARTIFACT_FILE, write_artifacts
 from auditclf.report.html import render_html
 from auditclf.report.junit import render_junit
 from auditclf.report.markdown import render_markdown
@@ -34,7 +36,10 @@ __all__ = [
 def write_reports(
     staged: StagedOutput, result: AuditResult, *, templates: Path | None, title: str | None
 ) -> None:
-    """Render the reader-facing files (html, md, junit) and report.json into ``staged``."""
+    """Render the reader-facing files (html, md, junit), artifacts.npz (the images and maps
+    the html inlines) and report.json (which references artifacts.npz) into ``staged``."""
+    write_artifacts(staged.path(ARTIFACT_FILE), result)
+    result.run["durations"].pop("report", None)  # a re-render's page shows what the run's did
     started = time.perf_counter()
     staged.write_text("report.html", render_html(result, templates=templates, title=title))
     staged.write_text("summary.md", render_markdown(result))

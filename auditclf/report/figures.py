@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from auditclf.catalog import ATTRIBUTION_FACTS
+from auditclf.keys import explain_column, gallery_array
 
 DPI = 110
 LABEL_CHARS = 40  # class and group names are cut to this for display; JSON and CSV keep them
@@ -249,6 +250,7 @@ def robustness_curves(data: dict) -> str:
 
 
 MAX_GALLERY_ROWS = 6
+GALLERY_IMAGES = ("clean", "adversarial", "perturbation")  # the attack gallery's, per item
 TILE = 112  # pixels per side of a gallery tile
 METHOD_NAMES = {method: facts.short_title for method, facts in ATTRIBUTION_FACTS.items()}
 
@@ -295,60 +297,106 @@ def _scores(entry: dict) -> list[str]:
     return lines
 
 
-def attribution_gallery(data: dict) -> dict:
+MISSING_ARTIFACTS = (
+    "The images are not shown: artifacts.npz, the report's image file, is not in its "
+    "folder (a report of an older auditclf, or the file was removed)."
+)
+
+
+def _adversarial_tiles(data: dict, image: dict, maps: dict, arrays: dict) -> dict | None:
+    """The adversarial version of one explained image and its maps, when attacks ran."""
+    picture = arrays.get(explain_column("adversarial_image"))
+    if data.get("adversarial_eps") is None or picture is None or "adversarial_pred" not in image:
+        return None
+    tiles = []
+    for method in data["methods"]:
+        entry = maps.get((image["sample_id"], method))
+        heat = arrays.get(explain_column("adversarial_map", method))
+        if entry is not None and heat is not None:
+            tiles.append(
+                {
+                    "method": METHOD_NAMES.get(method, method),
+                    "uri": _overlay_uri(picture[image["index"]], heat[image["index"]]),
+                    "scores": [
+                        f"vs clean ρ {_fmt(entry.get('adversarial_rank_correlation'))}",
+                        f"top-k overlap {_fmt(entry.get('adversarial_topk_overlap'))}",
+                    ],
+                }
+            )
+    return {
+        "eps": data["adversarial_eps"],
+        "pred": data["classes"][image["adversarial_pred"]],
+        "image": _png_uri(_rgb(picture[image["index"]])),
+        "maps": tiles,
+    }
+
+
+def attribution_gallery(data: dict, arrays: dict) -> dict:
     """One class's gallery as HTML-ready rows (not a matplotlib figure: tiles are PNGs
     drawn with a colour map directly, scores stay text). Per explained image: the image,
     each method's map over it with its scores, and when attacks ran the adversarial image
-    with its maps and their agreement with the clean ones."""
+    with its maps and their agreement with the clean ones. The pixels come from
+    ``arrays`` (the artifact file's, row ``index`` of each); without them the gallery
+    says so (``missing``)."""
+    methods = [METHOD_NAMES.get(m, m) for m in data["methods"]]
+    pictures = arrays.get(explain_column("image"))
+    if pictures is None:
+        return {"rows": [], "methods": methods, "missing": MISSING_ARTIFACTS}
     classes = data["classes"]
     maps = {(m["sample_id"], m["method"]): m for m in data["maps"]}
     rows = []
     for image in data["images"][:MAX_GALLERY_ROWS]:
-        label, pred = classes[image["label"]], classes[image["pred"]]
+        picture = pictures[image["index"]]
         row = {
             "id": image["sample_id"],
-            "label": label,
-            "pred": pred,
+            "label": classes[image["label"]],
+            "pred": classes[image["pred"]],
             "swap": image["swap_flip_rate"],
-            "image": _png_uri(_rgb(image["image"])),
+            "image": _png_uri(_rgb(picture)),
             "maps": [],
-            "adversarial": None,
+            "adversarial": _adversarial_tiles(data, image, maps, arrays),
         }
         for method in data["methods"]:
             entry = maps.get((image["sample_id"], method))
-            if entry is not None:
+            heat = arrays.get(explain_column("map", method))
+            if entry is not None and heat is not None:
                 row["maps"].append(
                     {
                         "method": METHOD_NAMES.get(method, method),
-                        "uri": _overlay_uri(image["image"], entry["map"]),
+                        "uri": _overlay_uri(picture, heat[image["index"]]),
                         "scores": _scores(entry),
                     }
                 )
-        if data.get("adversarial_eps") is not None and "adversarial_image" in image:
-            adversarial_maps = []
-            for method in data["methods"]:
-                entry = maps.get((image["sample_id"], method))
-                if entry is not None and "adversarial_map" in entry:
-                    adversarial_maps.append(
-                        {
-                            "method": METHOD_NAMES.get(method, method),
-                            "uri": _overlay_uri(
-                                image["adversarial_image"], entry["adversarial_map"]
-                            ),
-                            "scores": [
-                                f"vs clean ρ {_fmt(entry.get('adversarial_rank_correlation'))}",
-                                f"top-k overlap {_fmt(entry.get('adversarial_topk_overlap'))}",
-                            ],
-                        }
-                    )
-            row["adversarial"] = {
-                "eps": data["adversarial_eps"],
-                "pred": classes[image["adversarial_pred"]],
-                "image": _png_uri(_rgb(image["adversarial_image"])),
-                "maps": adversarial_maps,
-            }
         rows.append(row)
-    return {"rows": rows, "methods": [METHOD_NAMES.get(m, m) for m in data["methods"]]}
+    return {"rows": rows, "methods": methods, "missing": None}
+
+
+def attack_gallery(gallery: dict | None, arrays: dict) -> dict | None:
+    """The attack probe's gallery with its images as PNG data URIs (upscaled for small
+    images); None when it made none, ``missing`` set when its images are not at hand."""
+    if not gallery or not gallery.get("items"):
+        return None
+    images = {what: arrays.get(gallery_array(what)) for what in GALLERY_IMAGES}
+    if any(found is None for found in images.values()):
+        return {**gallery, "items": [], "missing": MISSING_ARTIFACTS}
+    items = [
+        {**item, **{what: _tile_uri(images[what][i]) for what in GALLERY_IMAGES}}
+        for i, item in enumerate(gallery["items"])
+    ]
+    return {**gallery, "items": items, "missing": None}
+
+
+def _tile_uri(image: np.ndarray) -> str:
+    """(C, H, W) floats in [0, 1] → a PNG data URI, upscaled to about 96 px."""
+    from PIL import Image
+
+    array = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+    picture = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
+    scale = max(1, 96 // max(picture.size))
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 @_styled
@@ -382,14 +430,13 @@ def fairness_bars(data: dict) -> str:
     return _to_data_uri(fig)
 
 
-FIGURES: dict[str, Callable[[dict], str | dict]] = {
+FIGURES: dict[str, Callable[[dict], str]] = {
     "confusion": confusion,
     "reliability": reliability,
     "confidence_histogram": confidence_histogram,
     "class_distribution": class_distribution,
     "training_curves": training_curves,
     "robustness_curves": robustness_curves,
-    "attribution_gallery": attribution_gallery,
     "fairness_bars": fairness_bars,
 }
 
@@ -406,6 +453,9 @@ FIGURE_TITLES = {
 }
 
 
-def render_figure(data: dict) -> str:
-    """A PNG data URI for one figure dict (its ``kind`` picks the drawing)."""
+def render_figure(data: dict, arrays: dict) -> str | dict:
+    """A PNG data URI for one figure dict (its ``kind`` picks the drawing); the attribution
+    galleries are HTML-ready rows drawn from the model's ``arrays``."""
+    if data["kind"] == "attribution_gallery":
+        return attribution_gallery(data, arrays)
     return FIGURES[data["kind"]](data)

@@ -37,7 +37,12 @@ from auditclf.keys.families import (
     WORST_ACCURACY,
     WORST_CLASS_RECALL,
 )
-from auditclf.report.figures import FIGURE_TITLES, render_figure, training_curves
+from auditclf.report.figures import (
+    FIGURE_TITLES,
+    attack_gallery,
+    render_figure,
+    training_curves,
+)
 from auditclf.report.ledger import group_ledger, ledger
 from auditclf.results import AuditResult, ModelResult
 
@@ -180,12 +185,12 @@ def _reference_eps(model) -> str | None:
     return model.artifacts.get("robustness", {}).get("reference_eps")
 
 
-def _with_figures(sections: list[dict]) -> dict[str, dict]:
+def _with_figures(sections: list[dict], arrays: dict) -> dict[str, dict]:
     drawn = {}
     for section in sections:
         figures = {}
         for name, data in section.get("figures", {}).items():
-            drawing = render_figure(data)
+            drawing = render_figure(data, arrays)
             figures[name] = {
                 # a PNG data URI, or HTML-ready rows (the attribution galleries)
                 "uri" if isinstance(drawing, str) else "gallery": drawing,
@@ -203,11 +208,12 @@ def render_html(
     level = result.run["config"]["analyses"]["confidence_level"]
     models = {}
     for name, model in result.models.items():
-        sections = _with_figures(model.sections)
+        sections = _with_figures(model.sections, model.arrays)
         curves = training_curves(model.training) if model.training else None
         models[name] = {
             "model": model,
             "sections": sections,
+            "gallery": attack_gallery(model.artifacts.get("gallery"), model.arrays),
             "training_curves": curves,
             "key_numbers": key_numbers(model.metrics, level, _reference_eps(model)),
         }
