@@ -424,28 +424,6 @@ def test_metrics_of_another_model_are_spelt_as_gates_spell_them(digits_run):
     assert printed == {f"hardened.{key}" for key in hardened}
 
 
-def test_harden_epochs_flag_sets_the_hardening_epochs(monkeypatch, tmp_path):
-    import auditclf.train.recipes as recipes
-
-    runs = []
-
-    def counted(*args, **kwargs):
-        history = train_classifier(*args, **kwargs)
-        runs.append(len(history.epochs))
-        return history
-
-    train_classifier = recipes.train_classifier
-    monkeypatch.setattr(recipes, "train_classifier", counted)
-    config = tmp_path / "audit.yaml"
-    config.write_text("train:\n  epochs: 1\nharden:\n  epochs: 1\n  steps: 1\n")
-    argv = ["harden", "--config", config, "--dataset", "digits", "--epochs", "2", "--quiet"]
-    result = cli(*argv, "--out", tmp_path / "m")
-    assert result.status == 0, result
-    assert runs == [1, 2]  # the baseline's train.epochs, then --epochs for the hardening
-    sidecar = json.loads((tmp_path / "m" / "hardened.json").read_text())
-    assert sidecar["hardening"]["epochs"] == 2 and "2 epochs" in result.out
-
-
 @pytest.mark.parametrize("command", ["train", "harden"])
 def test_train_and_harden_read_the_configured_metadata(tmp_path, command):
     meta = tmp_path / "meta.csv"  # "stroke" is an attribute digits has already: refused

@@ -116,9 +116,6 @@ def rebalance(
     with replacement, each with weight 1 / (images of its group), so every
     group of ``fairness.rebalance`` is drawn equally often.
     """
-    attribute = config.fairness.rebalance
-    train = data.view("train")
-    groups = train.attributes[attribute].to_numpy(dtype=str)
     torch.manual_seed(config.seed)  # the baseline's initialisation, when it was trained here
     adapter, start = _fresh_adapter(
         config,
@@ -126,6 +123,9 @@ def rebalance(
         "--rebalance-groups retrains from scratch and needs a rebuildable architecture; "
         "a whole pickled model cannot be rebuilt",
     )
+    attribute = config.fairness.rebalance
+    train = data.view("train")
+    groups = train.attributes[attribute].to_numpy(dtype=str)
     counts = dict(zip(*np.unique(groups, return_counts=True), strict=True))
     spec = {
         **baseline.spec,
@@ -152,10 +152,6 @@ def harden(
 ) -> tuple[PreparedModel, TrainHistory]:
     """Adversarially retrain a copy of the baseline (or a fresh model) per ``config.harden``."""
     cfg = config.harden
-    channels = data.input_shape[0]
-    eps_text = (
-        eps_label(cfg.eps) if cfg.eps is not None else REFERENCE_EPS[1 if channels == 1 else 3]
-    )
     if cfg.from_scratch:
         adapter, start = _fresh_adapter(
             config,
@@ -165,6 +161,10 @@ def harden(
         )
     else:
         adapter, start = copy.deepcopy(baseline.adapter), "the baseline's weights"
+    channels = data.input_shape[0]
+    eps_text = (
+        eps_label(cfg.eps) if cfg.eps is not None else REFERENCE_EPS[1 if channels == 1 else 3]
+    )
     spec = {
         **baseline.spec,
         "source": f"adversarially retrained ({cfg.method}, L∞ eps "
