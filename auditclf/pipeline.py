@@ -1,10 +1,8 @@
 """run_audit(config) -> AuditResult: config → data → model → probes → table → analyses.
 
-Nothing else lives here: each step is a call into its package. The opening of a run
-(:func:`auditclf.runcontext.open_run`) is shared with ``auditclf train`` and ``auditclf harden``
-(:func:`train_model`, :func:`harden_model`); :func:`reanalyse` is ``auditclf report``'s
-(samples.csv → analyses → a new result).
-"""
+Nothing else lives here: each step is a call into its package. ``auditclf train`` and
+``harden`` open a run as it does (:func:`train_model`, :func:`harden_model`);
+``auditclf report`` is :func:`reanalyse` (samples.csv → analyses → a new result)."""
 
 from __future__ import annotations
 
@@ -32,7 +30,7 @@ from auditclf.models import PreparedModel, prepare_model, wrap_module
 from auditclf.probes import PROBES, ProbeContext
 from auditclf.report.limitations import device_limitations, limitations
 from auditclf.results import AuditResult, ModelResult
-from auditclf.runcontext import PhaseTimer, open_run, run_card
+from auditclf.runcontext import PhaseTimer, open_run, run_card, trains
 from auditclf.train import TrainHistory
 from auditclf.train.recipes import harden, rebalance, train_baseline, training_findings
 
@@ -47,13 +45,6 @@ class AuditOutcome:
     result: AuditResult
     samples: pd.DataFrame
     models: dict[str, PreparedModel]
-
-
-def trains(config: AuditConfig, module: torch.nn.Module | None = None) -> bool:
-    """Whether the run trains anything: a model (no checkpoint, no module given), or a
-    hardened or rebalanced copy; a run that trains nothing needs no train split."""
-    given = config.model.checkpoint is not None or module is not None
-    return not given or config.harden.method != "none" or bool(config.fairness.rebalance)
 
 
 def build_model(
@@ -244,7 +235,15 @@ def reanalyse(folder: Path, *, debug: bool) -> tuple[AuditResult, AuditConfig]:
             sections, metrics, notes, findings = analyse(
                 rows, config, saved.data, models[name].artifacts, debug=debug
             )
+            kept = models[name].findings
+            findings = _run_findings(kept, "model") + findings + _run_findings(kept, "training")
             models[name] = replace(
                 models[name], sections=sections, metrics=metrics, notes=notes, findings=findings
             )
     return replace(saved, models=models), config
+
+
+def _run_findings(saved: list[dict], section: str) -> list[dict]:
+    """The saved findings the run made itself in ``section`` (``model``, ``training``; no
+    analysis remakes them), kept where :func:`audit_model` puts them."""
+    return [finding for finding in saved if finding["section"] == section]

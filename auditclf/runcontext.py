@@ -121,6 +121,13 @@ def open_run(config: AuditConfig, *, trains: bool = True) -> RunContext:
     return RunContext(config, device, device_counts, data, timer)
 
 
+def trains(config: AuditConfig, module: torch.nn.Module | None = None) -> bool:
+    """Whether the run trains anything: a model (no checkpoint, no module given), or a
+    hardened or rebalanced copy; a run that trains nothing needs no train split."""
+    given = config.model.checkpoint is not None or module is not None
+    return not given or config.harden.method != "none" or bool(config.fairness.rebalance)
+
+
 def run_card(run: RunContext, *, model_hash: str, unsafe_load: bool) -> dict:
     """``report.json``'s ``run``: config (as resolved for the device), seed, device,
     versions, durations, the counts the device chose, and the data and model hashes."""
