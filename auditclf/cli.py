@@ -334,16 +334,11 @@ def _nest(pairs: dict[tuple, Any]) -> dict[str, Any]:
 
 def _max_drop_overrides(values: list[str] | None) -> dict[tuple, Any]:
     """``--max-drop 0.01 --max-drop KEY=0.005`` → the regression config keys they set."""
-    from auditclf.compare import parse_max_drop
+    from auditclf.compare import parse_max_drops
 
-    pairs: dict[tuple, Any] = {}
-    for text in values or []:
-        key, tolerance = parse_max_drop(text)
-        if key is None:
-            pairs["regression", "max_drop"] = tolerance
-        else:
-            pairs["regression", "tolerances", key] = tolerance
-    return pairs
+    default, per_key = parse_max_drops(values)
+    tolerances = {("regression", "tolerances", key): value for key, value in per_key.items()}
+    return {("regression", "max_drop"): default, **tolerances}
 
 
 def _write_gates(out: TextIO, result: Any) -> None:
@@ -391,17 +386,10 @@ def _model_command_config(args: argparse.Namespace, command: str) -> tuple[Any, 
 
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     config, folder = _model_command_config(args, "train")
-    from auditclf.data import prepare_data
     from auditclf.models import save_model
-    from auditclf.pipeline import PhaseTimer, build_model, resolve_device
-    from auditclf.seeding import seed_everything
+    from auditclf.pipeline import train_model
 
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    data = prepare_data(config.data, seed=config.seed)
-    prepared, history = build_model(
-        config, data, device, progress=not args.quiet, timer=PhaseTimer()
-    )
+    data, prepared, history = train_model(config, progress=not args.quiet)
     target = folder / "model.safetensors"
     save_model(prepared.adapter.net, prepared.spec, target)
     last = history.epochs[history.best_epoch - 1]
@@ -415,16 +403,10 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_harden(args: argparse.Namespace, out: TextIO) -> int:
     config, folder = _model_command_config(args, "harden")
-    from auditclf.data import prepare_data
     from auditclf.models import save_model
-    from auditclf.pipeline import PhaseTimer, build_model, harden, resolve_device
-    from auditclf.seeding import seed_everything
+    from auditclf.pipeline import harden_model
 
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    data = prepare_data(config.data, seed=config.seed)
-    baseline, _ = build_model(config, data, device, progress=not args.quiet, timer=PhaseTimer())
-    hardened, history = harden(config, data, baseline, device, progress=not args.quiet)
+    baseline, hardened, history = harden_model(config, progress=not args.quiet)
     if baseline.needs_training:
         save_model(baseline.adapter.net, baseline.spec, folder / "model.safetensors")
     target = folder / "hardened.safetensors"
@@ -439,30 +421,13 @@ def _cmd_harden(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    from auditclf.config import config_from_dict
-    from auditclf.evidence import load_samples, split_by_model
     from auditclf.io import StagedOutput
-    from auditclf.pipeline import analyse
+    from auditclf.pipeline import reanalyse
     from auditclf.report import write_reports
     from auditclf.report.artifacts import read_artifacts
-    from auditclf.results import AuditResult
 
-    result = AuditResult.load(args.folder / "report.json")
+    result, config = reanalyse(args.folder, debug=args.debug)
     read_artifacts(args.folder, result)
-    samples = load_samples(args.folder / "samples.csv")
-    config = config_from_dict(result.run["config"], source=str(args.folder / "report.json"))
-    for name, rows in split_by_model(samples).items():
-        if name in result.models:
-            sections, metrics, notes, findings = analyse(
-                rows, config, result.data, result.models[name].artifacts, debug=args.debug
-            )
-            model = result.models[name]
-            model.sections, model.metrics, model.notes, model.findings = (
-                sections,
-                metrics,
-                notes,
-                findings,
-            )
     target = args.out or args.folder
     in_place = _same_folder(target, args.folder)
     with StagedOutput(target, keep_others=in_place) as staged:  # in place: keep samples, models
@@ -506,7 +471,7 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
-    from auditclf.keys import family_lines
+    from auditclf.keys import family_lines, model_key
     from auditclf.results import AuditResult
 
     if args.list_keys:
@@ -520,11 +485,11 @@ def _cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
     if name not in result.models:
         raise UsageError(f"{args.report}: no model {name!r}; it has {', '.join(result.models)}")
     model = result.models[name]
-    width = max((len(k) for k in model.metrics), default=0)
-    for key, value in model.metrics.items():
+    width = max((len(model_key(name, k)) for k in model.metrics), default=0)
+    for key, value in model.metrics.items():  # spelt as gates spell them: hardened.<key>
         shown = "null" if value is None else f"{value:.6g}"
         reason = f"  # {model.notes[key]}" if value is None and key in model.notes else ""
-        out.write(f"{key:<{width}}  {shown}{reason}\n")
+        out.write(f"{model_key(name, key):<{width}}  {shown}{reason}\n")
     return ExitStatus.OK
 
 
@@ -588,25 +553,26 @@ def _overrides_subset(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
-    from auditclf.compare import Tolerances, compare_reports, parse_max_drop, write_comparison
+    from auditclf.compare import Tolerances, compare_reports, parse_max_drops, write_comparison
     from auditclf.config import RegressionConfig
 
-    default, per_key = RegressionConfig().max_drop, {}
-    for text in args.max_drop or []:
-        key, tolerance = parse_max_drop(text)
-        if key is None:
-            default = tolerance
-        else:
-            per_key[key] = tolerance
+    default, per_key = parse_max_drops(args.max_drop)
     comparison = compare_reports(
         args.a,
         args.b,
-        Tolerances(default, per_key),
+        Tolerances(RegressionConfig().max_drop if default is None else default, per_key),
         model_a=args.model,
         model_b=args.model_b or args.model,
     )
     target = args.out or Path("audit-compare")
     write_comparison(comparison, target, templates=args.templates)
+    _write_comparison_summary(out, comparison)
+    out.write(f"compare: {target / 'compare.html'}\n")
+    return ExitStatus.GATE_FAILED if comparison["regressions"] else ExitStatus.OK
+
+
+def _write_comparison_summary(out: TextIO, comparison: dict) -> None:
+    """Which reports were compared, then the regressions and the ten largest improvements."""
     a, b = comparison["a"], comparison["b"]
     out.write(f"A: {a['report']} ({a['model']}: {a['architecture']} on {a['dataset']})\n")
     out.write(f"B: {b['report']} ({b['model']}: {b['architecture']} on {b['dataset']})\n")
@@ -619,8 +585,6 @@ def _cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"improvements ({len(improvements)}), largest first:\n")
     for row in improvements[:10]:
         out.write(f"  {_compare_line(row)}\n")
-    out.write(f"compare: {target / 'compare.html'}\n")
-    return ExitStatus.GATE_FAILED if regressions else ExitStatus.OK
 
 
 def _compare_line(row: dict) -> str:

@@ -49,6 +49,19 @@ def parse_max_drop(text: str) -> tuple[str | None, float]:
     return key, value
 
 
+def parse_max_drops(texts: list[str] | None) -> tuple[float | None, dict[str, float]]:
+    """Every ``--max-drop`` given → (the default tolerance, None when none was given;
+    {key or pattern: tolerance}); a later value for the same key wins."""
+    default, per_key = None, {}
+    for text in texts or []:
+        key, tolerance = parse_max_drop(text)
+        if key is None:
+            default = tolerance
+        else:
+            per_key[key] = tolerance
+    return default, per_key
+
+
 @dataclass
 class Tolerances:
     """How much each key may get worse: per key or pattern, else ``default`` for headlines."""

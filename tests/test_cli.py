@@ -145,7 +145,8 @@ def test_report_rerenders_without_the_model(digits_run, tmp_path):
     result = cli("report", folder)
     assert result.status == 0, result
     assert (folder / "report.html").is_file() and (folder / "summary.md").is_file()
-    assert _metrics(folder) == _metrics(digits_run)
+    models = _strict_json(folder / "report.json")["models"]
+    assert models == _strict_json(digits_run / "report.json")["models"]  # findings kept too
 
 
 def test_custom_templates_override_the_shipped_ones(digits_run, tmp_path):
@@ -354,7 +355,7 @@ def test_gate_typo_is_refused_before_any_training(monkeypatch, tmp_path):
 
 def test_every_key_the_dry_run_promises_is_produced(digits_run):
     from auditclf.config import config_from_dict
-    from auditclf.pipeline import expected_metric_keys
+    from auditclf.dryrun import expected_metric_keys
 
     report = _strict_json(digits_run / "report.json")
     config = config_from_dict(report["run"]["config"])
@@ -416,6 +417,26 @@ def test_hardened_model_is_audited_beside_the_baseline(digits_run):
     html = (digits_run / "report.html").read_text()
     assert "Baseline vs hardened" in html and "What it bought" in html
     assert "Gallery" in html
+
+
+def test_metrics_of_another_model_are_spelt_as_gates_spell_them(digits_run):
+    result = cli("metrics", digits_run, "--model", "hardened")
+    assert result.status == 0, result
+    printed = {line.split()[0] for line in result.out.splitlines()}
+    hardened = _strict_json(digits_run / "report.json")["models"]["hardened"]["metrics"]
+    assert printed == {f"hardened.{key}" for key in hardened}
+
+
+@pytest.mark.parametrize("command", ["train", "harden"])
+def test_train_and_harden_read_the_configured_metadata(tmp_path, command):
+    meta = tmp_path / "meta.csv"  # "stroke" is an attribute digits has already: refused
+    meta.write_text("id,stroke\n" + "".join(f"digits/{i:04d},thin\n" for i in range(20)))
+    config = tmp_path / "audit.yaml"
+    config.write_text(f"data:\n  dataset: digits\nfairness:\n  metadata: {meta}\n")
+    result = cli(command, "--config", config, "--out", tmp_path / "m", "--quiet")
+    assert result.status == 3, result
+    assert result.err.count("\n") == 1 and str(meta) in result.err
+    assert "Traceback" not in result.err and not (tmp_path / "m").exists()
 
 
 def test_junit_has_a_case_per_gate_analysis_and_sanity_check(digits_run, fast_config, tmp_path):

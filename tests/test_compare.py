@@ -15,6 +15,7 @@ from auditclf.compare import (
     direction,
     is_headline,
     parse_max_drop,
+    parse_max_drops,
 )
 from auditclf.errors import UsageError
 from tests.conftest import cli
@@ -111,6 +112,9 @@ def test_max_drop_parsing():
     for bad in ("-1", "x", "=0.1", "performance.accuracy=nan"):
         with pytest.raises(UsageError, match="--max-drop"):
             parse_max_drop(bad)
+    flags = ["0.02", "performance.accuracy=0.005", "0.03", "performance.accuracy=0.001"]
+    assert parse_max_drops(flags) == (0.03, {"performance.accuracy": 0.001})  # the last wins
+    assert parse_max_drops(None) == (None, {})
 
 
 def test_tolerances_per_key_and_pattern():

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
-from auditclf.config import TrainConfig
+from auditclf.config import TrainConfig, load_config
 from auditclf.data import SplitView
-from auditclf.models import ModelAdapter
+from auditclf.errors import UsageError
+from auditclf.models import ModelAdapter, wrap_module
 from auditclf.models.loading import build_architecture
-from auditclf.train import train_classifier
+from auditclf.train import recipes, train_classifier
 from auditclf.train.augment import random_affine
 from auditclf.train.standard import _class_weights, _epoch_order
 
@@ -96,3 +98,12 @@ def test_training_learns_an_easy_task_and_keeps_the_best_epoch():
     losses = [e["val_loss"] for e in history.epochs]
     assert history.best_epoch == int(np.argmin(losses)) + 1
     assert not adapter.training
+
+
+@pytest.mark.parametrize("recipe", ["harden", "rebalance"])
+def test_a_network_that_cannot_be_rebuilt_is_not_retrained_from_scratch(recipe):
+    config = load_config(None, {"harden": {"from_scratch": True}, "fairness": {"rebalance": "a"}})
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    passed = wrap_module(net, config.model, classes=["x", "y"], input_shape=(1, 8, 8))
+    with pytest.raises(UsageError, match="rebuildable architecture"):  # before touching data
+        getattr(recipes, recipe)(config, None, passed, torch.device("cpu"), progress=False)

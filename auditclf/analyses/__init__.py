@@ -8,6 +8,7 @@ from auditclf.analyses import (  # noqa: F401  (registers them)
     performance,
     robustness,
 )
+from auditclf.analyses.audit import analyse
 from auditclf.analyses.base import (
     ANALYSES,
     AnalysisContext,
@@ -18,4 +19,13 @@ from auditclf.analyses.base import (
     run_analyses,
 )
 
-__all__ = ["ANALYSES", "AnalysisContext", "Finding", "Section", "Table", "key_part", "run_analyses"]
+__all__ = [
+    "ANALYSES",
+    "AnalysisContext",
+    "Finding",
+    "Section",
+    "Table",
+    "analyse",
+    "key_part",
+    "run_analyses",
+]

@@ -51,6 +51,9 @@ class PreparedModel:
     findings: list[dict] = field(default_factory=list)
     # {"file", "sha256"} of a checkpoint that was unpickled (--trust-checkpoint), else None
     unsafe_load: dict | None = None
+    # whether spec's architecture and arguments rebuild the network (for retraining from
+    # scratch): not for a whole pickled model or a module passed in memory
+    rebuildable: bool = True
 
     def card(self) -> dict:
         params = sum(p.numel() for p in self.adapter.net.parameters())
@@ -300,6 +303,7 @@ def _load_checkpoint(
         fit_state_dict(net, checkpoint.state_dict, source=cfg.checkpoint, architecture=architecture)
     _check_finite(net, source)
     unsafe_load = None
+    rebuildable = checkpoint.module is None
     if checkpoint.unsafe:
         unsafe_load = {"file": source, "sha256": checkpoint.sha256}
         findings.insert(0, _unsafe_finding(checkpoint))
@@ -322,6 +326,7 @@ def _load_checkpoint(
         notes=notes,
         findings=findings,
         unsafe_load=unsafe_load,
+        rebuildable=rebuildable,
     )
 
 
@@ -355,4 +360,4 @@ def wrap_module(
     source = "the model passed to audit()"
     adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer, source=source)
     _check_outputs(adapter, input_shape, len(classes), source)
-    return PreparedModel(adapter, spec, needs_training=False, notes=notes)
+    return PreparedModel(adapter, spec, needs_training=False, notes=notes, rebuildable=False)

@@ -1,4 +1,7 @@
-"""Training: standard supervised training (adversarial training plugs in beside it)."""
+"""Training: the standard supervised loop (:mod:`.standard`) and the run's recipes built on
+it (:mod:`.recipes`: the baseline's training, adversarial hardening, group-balanced
+retraining). The recipes are imported from their module, not from here: they use the
+attack probe, which itself uses :mod:`.standard`."""
 
 from auditclf.train.standard import TrainHistory, train_classifier
 
