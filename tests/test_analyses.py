@@ -427,7 +427,7 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
     explained, explain = stand_in_explanations(
         ExplainConfig(), labels, len(classes), has_masks=True, adversarial=True
     )
-    table = table.assign(**explained)
+    table = pd.concat([table, pd.DataFrame(explained, index=table.index)], axis=1)
     ctx.artifacts = {"robustness": artifacts, "explanations": explain}
     return table, ctx
 

@@ -407,8 +407,10 @@ def stand_in_columns(
     cfg, labels: np.ndarray, num_classes: int, *, has_masks: bool, adversarial: bool
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Columns and run notes shaped like the probe's (the first row of each class explained,
-    flat maps), for dry runs that list the metric keys a run will produce."""
-    rows = [int(np.flatnonzero(labels == label)[0]) for label in range(num_classes)]
+    flat maps), for dry runs that list the metric keys a run will produce; a class without
+    test images has none explained, as in a real run."""
+    firsts = [np.flatnonzero(labels == label)[:1] for label in range(num_classes)]
+    rows = [int(first[0]) for first in firsts if len(first)]
     half, zero, one = [0.5] * len(rows), [0.0] * len(rows), [1.0] * len(rows)
     per_image = {
         "rank": list(range(len(rows))),
