@@ -188,15 +188,8 @@ def _idle_flags(config: AuditConfig, command: str, flags: dict[str, str]) -> lis
     """A flag given on the command line that this command would not act on."""
     checkpoint = config.model.checkpoint is not None
     builtin = config.data.dataset in BUILTIN_DATASETS
-    # retraining from a fresh network is where pretrained weights can start beside a checkpoint
-    fresh = config.harden.from_scratch and (command == "harden" or config.harden.method != "none")
-    fresh = fresh or (command == "run" and config.fairness.rebalance is not None)
     acts = {
         "model.trust_checkpoint": (checkpoint, "it only acts with --checkpoint"),
-        "model.weights": (
-            not checkpoint or fresh,
-            "--checkpoint brings its weights; --weights starts a model trained from scratch",
-        ),
         "data.image_size": (
             not builtin,
             "it resizes folder and manifest images; a built-in set keeps its own size",

@@ -360,18 +360,6 @@ def test_a_flag_that_would_not_act_is_refused(tmp_path, argv, fragment):
     assert fragment in line
 
 
-@pytest.mark.parametrize("command", ["run", "harden"])
-def test_weights_beside_a_checkpoint_are_refused_unless_retrained_from_scratch(tmp_path, command):
-    checkpoint, weights = tmp_path / "model.safetensors", tmp_path / "start.pth"
-    checkpoint.write_bytes(b"")  # never read: the refusal comes first
-    weights.write_bytes(b"")
-    argv = [command, "--dataset", "digits", "--checkpoint", checkpoint, "--weights", weights]
-    result = cli(*argv, "--out", tmp_path / "out")
-    assert result.status == ExitStatus.USAGE, result
-    (line,) = _lines(result.err)
-    assert "--weights does nothing here: --checkpoint brings its weights" in line
-
-
 def test_trust_checkpoint_without_a_checkpoint_is_refused(tmp_path):
     result = cli("harden", "--dataset", "digits", "--trust-checkpoint", "--out", tmp_path)
     assert result.status == ExitStatus.USAGE, result
