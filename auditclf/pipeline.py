@@ -28,13 +28,7 @@ from auditclf.data.attributes import audited_attributes, check_attributes
 from auditclf.device_defaults import describe_defaults, for_device, forward_chunk
 from auditclf.errors import UsageError
 from auditclf.evidence import ATTR_PREFIX, PROBA_PREFIX, new_table
-from auditclf.gates import (
-    check_gate_keys,
-    decide_verdict,
-    evaluate_gates,
-    gate_metrics,
-    gates_from_config,
-)
+from auditclf.gates import check_gate_keys, gates_from_config, judge
 from auditclf.keys import model_key
 from auditclf.models import (
     ModelAdapter,
@@ -649,10 +643,7 @@ def run_audit(
         )
         tables.append(table)
         prepared_models["rebalanced"] = rebalanced
-    metrics, notes = gate_metrics(models)
-    gate_outcomes = evaluate_gates(gates, metrics, notes)
-    if baseline_check is not None:
-        gate_outcomes += baseline_check.evaluate(metrics, notes)
+    gate_outcomes, verdict = judge(models, gates, baseline_check)
     run = {
         "started_at": started_at,
         "seed": config.seed,
@@ -666,7 +657,7 @@ def run_audit(
         "unsafe_load": prepared.unsafe_load is not None,
     }
     result = AuditResult(
-        verdict=decide_verdict(models, gate_outcomes),
+        verdict=verdict,
         run=run,
         data=data.summary,
         models=models,

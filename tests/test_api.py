@@ -43,7 +43,7 @@ def test_audit_an_in_memory_module(tmp_path):
     net.train()
     weights = [p.detach().clone() for p in net.parameters()]
     result = audit(net, "digits", CLEAN_ONLY, seed=0, gates=["performance.accuracy >= 0"])
-    assert isinstance(result, AuditResult) and result.verdict == "pass"
+    assert isinstance(result.result, AuditResult) and result.verdict == "pass"
     assert net.training and all(
         torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True)
     )

@@ -154,9 +154,9 @@ matplotlib.use("svg")  # the user's own backend and style
 matplotlib.rcParams["font.size"] = 17.0
 before = dict(matplotlib.rcParams)
 from auditclf.results import AuditResult
-from auditclf.report import figures
+from auditclf.report import figures, render_html
 result = AuditResult.load({run!r})
-html = result.to_html()
+html = render_html(result)
 figures.confusion({{"labels": ["a", "b"], "counts": [[3, 1], [0, 4]],
                    "normalised": [[0.75, 0.25], [0.0, 1.0]]}})
 assert "data:image/png;base64," in html

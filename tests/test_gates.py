@@ -113,7 +113,7 @@ def test_fairness_difference_gates_on_its_interval(digits_run):
         load_config(None, {"gates": [{"metric": key, "max": 1.0, "on": "upper_ci"}]}).gates
     )
     (outcome,) = evaluate_gates([gate], metrics, {})
-    assert outcome["key"] == f"{key}_ci_high" and outcome["passed"]
+    assert outcome.key == f"{key}_ci_high" and outcome.passed
 
 
 def test_on_ci_without_an_interval_is_a_usage_error_naming_the_sibling(digits_run):

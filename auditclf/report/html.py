@@ -39,7 +39,7 @@ from auditclf.keys.families import (
 )
 from auditclf.report.figures import FIGURE_TITLES, render_figure, training_curves
 from auditclf.report.ledger import group_ledger, ledger
-from auditclf.results import AuditResult, ModelResult
+from auditclf.results import AuditResult, GateOutcome, ModelResult
 
 TEMPLATE = "report.html.j2"
 KEY_NUMBERS = (
@@ -62,11 +62,11 @@ def default_templates_dir() -> Path:
 
 class ReportSandbox(ImmutableSandboxedEnvironment):
     """jinja2's sandbox, immutable (no ``list.append``, no ``dict.update``), and with no
-    method of the audit objects reachable (``result.save(...)`` writes files): a template
+    method of the audit objects reachable (``result.to_json()``, ``gate.to_dict()``): a template
     reads the result, it never acts on it or on anything else."""
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        if isinstance(obj, (AuditResult, ModelResult)) and callable(value):
+        if isinstance(obj, (AuditResult, ModelResult, GateOutcome)) and callable(value):
             return False
         return super().is_safe_attribute(obj, attr, value)
 

@@ -13,7 +13,7 @@ import re
 from auditclf.keys.families import RELIABLE, WORST_ACCURACY
 from auditclf.report.html import fairness_ledger, fmt_cell, key_numbers
 from auditclf.report.ledger import ledger
-from auditclf.results import AuditResult
+from auditclf.results import AuditResult, GateOutcome
 
 ICONS = {"pass": "✅", "fail": "❌", "unreliable": "⚠️", "error": "💥"}
 
@@ -44,14 +44,14 @@ def _code(text) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _gate_row(gate: dict) -> str:
+def _gate_row(gate: GateOutcome) -> str:
     """One gate as a table row: a failed ``warn`` gate reads WARN, never FAIL."""
-    status = gate.get("status") or ("pass" if gate["passed"] else "fail")
-    shown = "pass" if status == "pass" else f"{_escape(status.upper())}: {_escape(gate['reason'])}"
-    ci = gate.get("ci")
+    status = gate.status
+    shown = "pass" if status == "pass" else f"{_escape(status.upper())}: {_escape(gate.reason)}"
+    ci = gate.ci
     interval = _escape(f"[{fmt_cell(ci[0])}, {fmt_cell(ci[1])}]") if ci else ""
-    value = _escape(fmt_cell(gate["value"]))
-    return f"| {_code(gate['expression'])} | {value} | {interval} | {shown} |"
+    value = _escape(fmt_cell(gate.value))
+    return f"| {_code(gate.expression)} | {value} | {interval} | {shown} |"
 
 
 def _unsafe_load_line(card: dict) -> str:

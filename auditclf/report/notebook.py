@@ -1,4 +1,4 @@
-"""The compact summary a notebook shows for an ``AuditResult`` (``_repr_html_``).
+"""The compact summary a notebook shows for what ``audit()`` returns (``Audit._repr_html_``).
 
 Verdict, what was audited, the gates and the key numbers: enough to decide
 whether to open the full report (``result.save(dir)`` or ``result.to_html()``).
