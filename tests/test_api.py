@@ -38,6 +38,17 @@ def test_importing_auditclf_stays_cheap():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_results_import_no_renderer_and_the_report_no_model_code():
+    code = (
+        "import sys; from auditclf.results import AuditResult; "
+        "assert not [m for m in sys.modules if m.startswith('auditclf.report')]; "
+        "assert not [a for a in ('save', 'to_html', '_repr_html_') if hasattr(AuditResult, a)]; "
+        "import auditclf.report; banned = ('auditclf.models', 'auditclf.probes'); "
+        "assert not [m for m in sys.modules if m.startswith(banned)]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_audit_an_in_memory_module(tmp_path):
     net = _tiny_net()
     net.train()

@@ -64,6 +64,15 @@ def test_junit_from_a_real_run_parses_with_the_right_cases(gated_run):
     assert regressions and all(c.result[0].type == "BaselineRegression" for c in regressions)
 
 
+def test_gate_judges_a_saved_run_as_the_run_did(gated_run, digits_run, tmp_path):
+    out = tmp_path / "again"
+    result = cli("gate", gated_run, "--baseline", digits_run, "--out", out)
+    before, after = _report(gated_run), _report(out)
+    assert result.status == 1 and before["verdict"] == after["verdict"] == "fail"
+    assert after["gates"] == before["gates"]
+    assert (out / "summary.md").read_text() == (gated_run / "summary.md").read_text()
+
+
 def test_summary_renders_as_markdown_with_the_gate_table(gated_run):
     text = (gated_run / "summary.md").read_text()
     tokens = MarkdownIt("commonmark").enable("table").parse(text)

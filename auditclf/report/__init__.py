@@ -17,9 +17,12 @@ from auditclf.report.html import render_html
 from auditclf.report.junit import render_junit
 from auditclf.report.markdown import render_markdown
 from auditclf.report.notebook import render_summary_html
+from auditclf.report.view import ReportView, build_view
 from auditclf.results import AuditResult
 
 __all__ = [
+    "ReportView",
+    "build_view",
     "render_html",
     "render_junit",
     "render_markdown",
@@ -40,9 +43,11 @@ def write_reports(
 ) -> None:
     """Render the reader-facing files (html, md, junit) and report.json into ``staged``."""
     started = time.perf_counter()
-    staged.write_text("report.html", render_html(result, templates=templates, title=title))
-    staged.write_text("summary.md", render_markdown(result))
-    staged.write_text("junit.xml", render_junit(result))
+    view = build_view(result)
+    page = render_html(result, templates=templates, title=title, view=view)
+    staged.write_text("report.html", page)
+    staged.write_text("summary.md", render_markdown(result, view=view))
+    staged.write_text("junit.xml", render_junit(result, view=view))
     result.run["durations"]["report"] = time.perf_counter() - started
     staged.write_text("report.json", result.to_json())
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from auditclf.report.view import ReportView, build_view
 from auditclf.results import AuditResult, GateOutcome
 
 
@@ -41,11 +42,13 @@ def _unsafe_load_case(result: AuditResult) -> ET.Element:
     return case
 
 
-def render_junit(result: AuditResult) -> str:
+def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
+    """junit.xml of ``result`` (``view``: its view, if built)."""
+    view = view or build_view(result)
     cases: list[ET.Element] = []
     if result.run.get("unsafe_load"):
         cases.append(_unsafe_load_case(result))
-    for gate in result.gates:
+    for gate in view.gates:
         case = ET.Element("testcase", classname="auditclf.gates", name=gate.expression)
         if gate.status == "warn":
             ET.SubElement(case, "skipped", message=f"WARNING: {gate.reason}", type="warning")
