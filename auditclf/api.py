@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from auditclf.models import PreparedModel
 
 
-@dataclass
+@dataclass(eq=False)  # a table and live models: compared by identity
 class Audit:
     """What :func:`audit` returns: the :class:`~auditclf.results.AuditResult` and the
     run's outputs beside it, which :meth:`save` writes too.
