@@ -204,13 +204,13 @@ def test_gate_outcomes_keep_report_json_key_order_and_round_trip():
     check = BaselineCheck(Path("old/report.json"), {ACCURACY: 0.9}, Tolerances(0.01))
     (regression,) = check.evaluate({ACCURACY: 0.8}, {})
     (held,) = check.evaluate({ACCURACY: 0.9}, {})
-    common = ["metric", "op", "threshold", "severity", "on", "missing"]
     assert list(gate.to_dict()) == [
-        *common, "kind", "key", "expression", "value", "ci", "passed", "status", "reason"
+        "metric", "op", "threshold", "severity", "on", "missing", "kind", "key", "expression",
+        "value", "ci", "passed", "status", "reason",
     ]  # fmt: skip
     assert list(regression.to_dict()) == [
-        "kind", *common, "expression", "value", "baseline_value", "ci", "passed", "status",
-        "reason",
+        "kind", "metric", "key", "op", "threshold", "severity", "on", "missing", "expression",
+        "value", "baseline_value", "ci", "passed", "status", "reason",
     ]  # fmt: skip
     assert regression.to_dict()["baseline_value"] == 0.9 and regression.status == "fail"
     assert "baseline_value" not in held.to_dict() and held.status == "pass"
