@@ -1,4 +1,4 @@
-"""The Python API: ``from auditclf import audit``.
+"""The Python API: ``from auditclf import audit``, and saving a run's outputs.
 
 ``auditclf run`` is a thin layer over :func:`audit`: the same config, the same
 pipeline, the same writers. Torch and the engines are imported when
@@ -8,12 +8,106 @@ pipeline, the same writers. Torch and the engines are imported when
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditclf.config import AuditConfig, _merge, load_config
 from auditclf.errors import UsageError
 from auditclf.results import AuditResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from auditclf.models import PreparedModel
+
+
+@dataclass(eq=False)  # a table and live models: compared by identity
+class Audit:
+    """What :func:`audit` returns: the :class:`~auditclf.results.AuditResult` and the
+    run's outputs beside it, which :meth:`save` writes too.
+
+    The result's data and JSON read through: ``audit(...).metrics``, ``.verdict``,
+    ``.models``, ``.gates``, ``.to_json()``. ``samples`` is the sample table and
+    ``trained`` the models the run trained or retrained (None and empty for a
+    report read from disk); ``templates`` is the caller's own config's
+    ``report.templates``, never a saved report's.
+    """
+
+    result: AuditResult
+    samples: pd.DataFrame | None = None
+    trained: dict[str, PreparedModel] = field(default_factory=dict)
+    templates: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Audit:
+        """A saved report.json, to render or save again (its templates are never used)."""
+        return cls(AuditResult.load(Path(path)))
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # copy/pickle probe dunders before ``result`` is set
+            raise AttributeError(name)
+        return getattr(self.result, name)
+
+    def to_html(self, *, templates: Path | None = None, title: str | None = None) -> str:
+        """The self-contained report page (templates and title default to the run's config)."""
+        from auditclf.report import render_html, report_title
+
+        return render_html(
+            self.result,
+            templates=templates or self.templates,
+            title=title or report_title(self.result),
+        )
+
+    def save(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write into ``out_dir`` what ``auditclf run`` writes (atomically): the reports
+        and, for a run of this process, samples.csv and the trained weights."""
+        if self.samples is None:
+            from auditclf.report import save_result
+
+            return save_result(self.result, Path(out_dir))
+        return write_outputs(self, Path(out_dir))
+
+    def _repr_html_(self) -> str:
+        """The compact summary a notebook shows: verdict, gates, key numbers."""
+        from auditclf.report import render_summary_html
+
+        return render_summary_html(self.result)
+
+
+def write_outputs(run: Audit, out_dir: Path) -> list[Path]:
+    """Write a run's whole output set into ``out_dir`` as one set; return the files written:
+    samples.csv, the weights of every model the run trained, and the report files."""
+    from auditclf.evidence import save_samples
+    from auditclf.io import StagedOutput
+    from auditclf.models import save_model
+    from auditclf.report import report_title, write_reports
+
+    staged = StagedOutput(out_dir)
+    try:
+        save_samples(run.samples, staged.path("samples.csv"))
+        for name, prepared in run.trained.items():
+            if prepared.needs_training:
+                stem = "model" if name == "baseline" else name
+                save_model(prepared.adapter.net, prepared.spec, staged.path(f"{stem}.safetensors"))
+        for path in _audited_checkpoint_inside(run.result, out_dir):
+            staged.carry(path)
+        write_reports(staged, run.result, templates=run.templates, title=report_title(run.result))
+    except BaseException:
+        staged.abort()
+        raise
+    return staged.commit()
+
+
+def _audited_checkpoint_inside(result: AuditResult, out_dir: Path) -> list[Path]:
+    """The checkpoint a run audited (and its sidecar) when it lies in ``out_dir``: the new
+    set replaces the folder's whole content, and must not drop the very model it audited
+    (``auditclf run --checkpoint audit-report/model.safetensors`` re-audits in place)."""
+    checkpoint = result.run.get("config", {}).get("model", {}).get("checkpoint")
+    if not checkpoint or Path(checkpoint).resolve().parent != Path(out_dir).resolve():
+        return []
+    found = [Path(checkpoint), Path(checkpoint).with_suffix(".json")]
+    return [path for path in found if path.is_file()]
 
 
 def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -53,13 +147,14 @@ def audit(
     progress: bool = False,
     debug: bool = False,
     **overrides: Any,
-) -> AuditResult:
-    """Audit an image classifier; return its :class:`~auditclf.results.AuditResult`.
+) -> Audit:
+    """Audit an image classifier; return the :class:`Audit` (its ``result`` is the
+    :class:`~auditclf.results.AuditResult`, whose data reads through).
 
-    Nothing is written: ``result.save(dir)`` writes what ``auditclf run``
-    writes (report.html, report.json, artifacts.npz, samples.csv, junit.xml,
-    summary.md and trained weights), ``result.to_html()`` / ``result.to_json()`` give the
-    page and the JSON as strings, ``result.metrics`` the baseline model's
+    Nothing is written: ``run.save(dir)`` writes what ``auditclf run``
+    writes (report.html, report.json, artifacts.npz, samples.csv, junit.xml, summary.md and
+    trained weights), ``run.to_html()`` / ``run.to_json()`` give the
+    page and the JSON as strings, ``run.metrics`` the baseline model's
     flat metrics, and a notebook shows a compact summary.
 
     model: None to train ``model.name`` of the config (default the tutorial
@@ -104,10 +199,9 @@ def audit(
 
 def run(
     config: AuditConfig, *, progress: bool = False, debug: bool = False, module: Any = None
-) -> AuditResult:
-    """Run the pipeline for a resolved config; the result keeps what ``save`` writes."""
+) -> Audit:
+    """Run the pipeline for a resolved config; the :class:`Audit` keeps what ``save`` writes."""
     from auditclf.pipeline import run_audit
 
     outcome = run_audit(config, progress=progress, debug=debug, module=module)
-    outcome.result.attach_outputs(outcome.samples, outcome.models)
-    return outcome.result
+    return Audit(outcome.result, outcome.samples, outcome.models, config.report.templates)

@@ -344,9 +344,8 @@ def _max_drop_overrides(values: list[str] | None) -> dict[tuple, Any]:
 def _write_gates(out: TextIO, result: Any) -> None:
     out.write(f"verdict: {result.verdict}\n")
     for gate in result.gates:
-        status = gate.get("status") or ("pass" if gate["passed"] else "fail")
-        shown = "pass" if status == "pass" else status.upper()
-        out.write(f"  gate {gate['expression']}: {shown} ({gate['reason']})\n")
+        shown = "pass" if gate.status == "pass" else gate.status.upper()
+        out.write(f"  gate {gate.expression}: {shown} ({gate.reason})\n")
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -494,15 +493,11 @@ def _cmd_metrics(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
+    from dataclasses import replace
+
     from auditclf.compare import load_baseline, report_path
     from auditclf.config import config_from_dict, load_config
-    from auditclf.gates import (
-        check_unsafe_load,
-        decide_verdict,
-        evaluate_gates,
-        gate_metrics,
-        gates_from_config,
-    )
+    from auditclf.gates import check_unsafe_load, gates_from_config, judge
     from auditclf.results import AuditResult
 
     path = report_path(args.report)
@@ -519,11 +514,8 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
             f"{path}: no gates to evaluate: give --gate, --config with gates, or --baseline "
             "(the report's own run had none)"
         )
-    metrics, notes = gate_metrics(result.models)
-    result.gates = evaluate_gates(gates_from_config(entries), metrics, notes)
-    if check is not None:
-        result.gates += check.evaluate(metrics, notes)
-    result.verdict = decide_verdict(result.models, result.gates)
+    outcomes, verdict = judge(result.models, gates_from_config(entries), check)
+    result = replace(result, gates=outcomes, verdict=verdict)
     _write_gates(out, result)
     if args.out is not None:
         from auditclf.report import save_result

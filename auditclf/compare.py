@@ -28,7 +28,7 @@ from pathlib import Path
 from auditclf.errors import UsageError
 from auditclf.gates import gate_metrics
 from auditclf.keys import HIGHER, LOWER, NEUTRAL, direction, interval, is_bound, is_headline
-from auditclf.results import AuditResult
+from auditclf.results import AuditResult, GateOutcome
 
 SAME = 1e-12  # deltas below this are float noise, not a change
 
@@ -160,56 +160,55 @@ class BaselineCheck:
     metrics: dict[str, float | None]
     tolerances: Tolerances
 
-    def evaluate(self, metrics: dict, notes: dict) -> list[dict]:
+    def evaluate(self, metrics: dict, notes: dict) -> list[GateOutcome]:
         """Gate-like outcomes: one failing entry per regression, else one passing entry."""
         self.tolerances.check(set(self.metrics) & set(metrics))
         rows = compare_metrics(self.metrics, metrics, self.tolerances, new_notes=notes)
         compared = [r for r in rows if r["tolerance"] is not None]
         outcomes = [_regression_outcome(row, self.path) for row in compared if row["regression"]]
-        if outcomes:
-            return outcomes
-        return [
-            {
-                "kind": "baseline",
-                "metric": "baseline",
-                "key": None,
-                "op": "baseline",
-                "threshold": self.tolerances.default,
-                "severity": "fail",
-                "on": "value",
-                "missing": "fail",
-                "expression": f"baseline: no metric got worse than in {self.path.name} by more "
-                f"than its tolerance ({len(compared)} compared)",
-                "value": None,
-                "ci": None,
-                "passed": True,
-                "status": "pass",
-                "reason": f"compared with {self.path}; default tolerance "
-                f"{self.tolerances.default:g}",
-            }
-        ]
+        return outcomes or [self._no_regression(len(compared))]
+
+    def _no_regression(self, compared: int) -> GateOutcome:
+        """The one passing entry: nothing got worse beyond its tolerance."""
+        return GateOutcome(
+            kind="baseline",
+            metric="baseline",
+            key=None,
+            op="baseline",
+            threshold=self.tolerances.default,
+            severity="fail",
+            on="value",
+            missing="fail",
+            expression=f"baseline: no metric got worse than in {self.path.name} by more "
+            f"than its tolerance ({compared} compared)",
+            value=None,
+            ci=None,
+            passed=True,
+            status="pass",
+            reason=f"compared with {self.path}; default tolerance {self.tolerances.default:g}",
+        )
 
 
-def _regression_outcome(row: dict, path: Path) -> dict:
+def _regression_outcome(row: dict, path: Path) -> GateOutcome:
     better = "higher" if row["direction"] == "higher" else "lower"
-    return {
-        "kind": "baseline",
-        "metric": row["key"],
-        "key": row["key"],
-        "op": "baseline",
-        "threshold": row["tolerance"],
-        "severity": "fail",
-        "on": "value",
-        "missing": "fail",
-        "expression": f"baseline: {row['why']}",
-        "value": row["b"],
-        "baseline_value": row["a"],
-        "ci": row["ci_b"],
-        "passed": False,
-        "status": "fail",
-        "reason": f"{_fmt(row['a'])} in {path}, {_fmt(row['b'])} now ({better} is better); "
+    return GateOutcome(
+        kind="baseline",
+        metric=row["key"],
+        key=row["key"],
+        op="baseline",
+        threshold=row["tolerance"],
+        severity="fail",
+        on="value",
+        missing="fail",
+        expression=f"baseline: {row['why']}",
+        value=row["b"],
+        baseline_value=row["a"],
+        ci=row["ci_b"],
+        passed=False,
+        status="fail",
+        reason=f"{_fmt(row['a'])} in {path}, {_fmt(row['b'])} now ({better} is better); "
         f"tolerance {row['tolerance']:g}",
-    }
+    )
 
 
 def model_metrics(result: AuditResult, source: str | Path, model: str = "baseline") -> tuple:
@@ -242,7 +241,7 @@ def _side(result: AuditResult, path: Path, model: str) -> dict:
     return {
         "report": str(path),
         "model": model,
-        "verdict": result.verdict,
+        "verdict": result.verdict.value,
         "architecture": card.get("architecture"),
         "source": card.get("source"),
         "weights_sha256": card.get("weights_sha256"),

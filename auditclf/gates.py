@@ -19,12 +19,13 @@ import difflib
 import operator
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from auditclf.errors import ModelRefused, UsageError
 from auditclf.keys import interval, interval_keys, model_key
 from auditclf.keys.families import CI, RELIABLE
+from auditclf.results import GateOutcome, ModelResult, Verdict
 
 OPERATORS = {
     ">=": operator.ge,
@@ -128,11 +129,6 @@ def check_gate_keys(gates: list[Gate], known: set[str] | dict) -> None:
         bound_key(gate, known)
 
 
-def blocking(outcome: dict) -> bool:
-    """Whether a gate outcome can fail the run (``warn`` gates never do)."""
-    return outcome.get("severity", "fail") != "warn"
-
-
 def _measured(gate: Gate, value: float, estimate: float | None, ci: list | None) -> str:
     interval = f"CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
     if gate.on == "value":
@@ -142,7 +138,9 @@ def _measured(gate: Gate, value: float, estimate: float | None, ci: list | None)
     return f"{bound} CI bound {value:.4g} (estimate {shown}{', ' + interval if ci else ''})"
 
 
-def evaluate_gate(gate: Gate, metrics: dict[str, float | None], notes: dict[str, str]) -> dict:
+def evaluate_gate(
+    gate: Gate, metrics: dict[str, float | None], notes: dict[str, str]
+) -> GateOutcome:
     """One gate's outcome: what was read, whether it passed, and why, in one line."""
     key = bound_key(gate, metrics)
     value, ci = metrics[key], interval(metrics, gate.metric)
@@ -156,32 +154,36 @@ def evaluate_gate(gate: Gate, metrics: dict[str, float | None], notes: dict[str,
         measured = _measured(gate, value, metrics.get(gate.metric), ci)
         reason = f"{measured}, {verdict} {gate.op} {gate.threshold:g}"
     status = "pass" if passed else ("warn" if gate.severity == "warn" else "fail")
-    return {
-        **asdict(gate),
-        "kind": "gate",
-        "key": key,
-        "expression": gate.expression,
-        "value": value,
-        "ci": ci,
-        "passed": passed,
-        "status": status,
-        "reason": reason,
-    }
+    return GateOutcome(
+        kind="gate",
+        metric=gate.metric,
+        key=key,
+        op=gate.op,
+        threshold=gate.threshold,
+        severity=gate.severity,
+        on=gate.on,
+        missing=gate.missing,
+        expression=gate.expression,
+        value=value,
+        ci=ci,
+        passed=passed,
+        status=status,
+        reason=reason,
+    )
 
 
 def evaluate_gates(
     gates: list[Gate], metrics: dict[str, float | None], notes: dict[str, str]
-) -> list[dict]:
+) -> list[GateOutcome]:
     """Check each gate against ``metrics``; unknown keys raise a usage error."""
     check_gate_keys(gates, metrics)
     return [evaluate_gate(gate, metrics, notes) for gate in gates]
 
 
-def gate_metrics(models: dict) -> tuple[dict, dict]:
+def gate_metrics(models: dict[str, ModelResult]) -> tuple[dict, dict]:
     """Every gateable metric: the baseline's keys as they are, the others' with a prefix.
 
-    ``models`` maps a name to a ``ModelResult``: ``hardened.performance.accuracy``
-    is the hardened model's accuracy.
+    ``hardened.performance.accuracy`` is the hardened model's accuracy.
     """
     metrics, notes = {}, {}
     for name, model in models.items():
@@ -190,20 +192,41 @@ def gate_metrics(models: dict) -> tuple[dict, dict]:
     return metrics, notes
 
 
-def decide_verdict(models: dict, gates: list[dict]) -> str:
+def decide_verdict(models: dict[str, ModelResult], outcomes: list[GateOutcome]) -> Verdict:
     """error (an analysis failed) > unreliable (a blocking gate reads an unreliable
     robustness number) > fail (a blocking gate failed) > pass."""
     if any(section.get("error") for m in models.values() for section in m.sections):
-        return "error"
+        return Verdict.ERROR
     unreliable = {
         model_key(n, "robustness.") for n, m in models.items() if m.metrics.get(RELIABLE.key()) == 0
     }
-    gated = [gate for gate in gates if blocking(gate)]
-    if any(gate["metric"].startswith(prefix) for gate in gated for prefix in unreliable):
-        return "unreliable"
-    if any(not gate["passed"] for gate in gated):
-        return "fail"
-    return "pass"
+    gated = [outcome for outcome in outcomes if outcome.blocking]
+    if any(outcome.metric.startswith(prefix) for outcome in gated for prefix in unreliable):
+        return Verdict.UNRELIABLE
+    if any(not outcome.passed for outcome in gated):
+        return Verdict.FAIL
+    return Verdict.PASS
+
+
+class RegressionCheck(Protocol):
+    """What :func:`judge` asks of the baseline regression check
+    (:class:`auditclf.compare.BaselineCheck`): one outcome per regression, else one pass."""
+
+    def evaluate(self, metrics: dict, notes: dict) -> list[GateOutcome]: ...
+
+
+def judge(
+    models: dict[str, ModelResult],
+    gates: list[Gate],
+    baseline_check: RegressionCheck | None,
+) -> tuple[list[GateOutcome], Verdict]:
+    """The gates' outcomes, then the baseline regressions', and the verdict they give with
+    the models' analyses: what ``auditclf run`` and ``auditclf gate`` both decide."""
+    metrics, notes = gate_metrics(models)
+    outcomes = evaluate_gates(gates, metrics, notes)
+    if baseline_check is not None:
+        outcomes += baseline_check.evaluate(metrics, notes)
+    return outcomes, decide_verdict(models, outcomes)
 
 
 def check_unsafe_load(policy: str, run: dict, *, source: str) -> None:

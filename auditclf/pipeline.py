@@ -19,13 +19,7 @@ from auditclf.data import PreparedData
 from auditclf.device_defaults import for_device, forward_chunk
 from auditclf.dryrun import expected_metric_keys
 from auditclf.evidence import load_samples, new_table, split_by_model
-from auditclf.gates import (
-    check_gate_keys,
-    decide_verdict,
-    evaluate_gates,
-    gate_metrics,
-    gates_from_config,
-)
+from auditclf.gates import check_gate_keys, gates_from_config, judge
 from auditclf.models import PreparedModel, prepare_model, wrap_module
 from auditclf.probes import PROBES, ProbeContext
 from auditclf.report.limitations import device_limitations, limitations
@@ -182,12 +176,9 @@ def run_audit(
         )
         tables.append(table)
         prepared_models[name] = retrained
-    metrics, notes = gate_metrics(models)
-    gate_outcomes = evaluate_gates(gates, metrics, notes)
-    if baseline_check is not None:
-        gate_outcomes += baseline_check.evaluate(metrics, notes)
+    gate_outcomes, verdict = judge(models, gates, baseline_check)
     result = AuditResult(
-        verdict=decide_verdict(models, gate_outcomes),
+        verdict=verdict,
         run=run_card(
             run,
             model_hash=baseline.card["weights_sha256"],

@@ -1,4 +1,5 @@
-"""AuditResult: everything a run found, and its JSON form (``report.json``).
+"""The typed results of a run: AuditResult, ModelResult, GateOutcome, Verdict, and
+their JSON form (``report.json``). Nothing here renders or saves a result.
 
 NaN is never written as a number: a metric that cannot be computed is
 ``null`` and its reason is in the model's ``notes``.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,33 @@ from auditclf.errors import UsageError
 
 SCHEMA_VERSION = 1
 READABLE_VERSIONS = (1,)
-VERDICTS = ("pass", "fail", "unreliable", "error")
+
+
+class Verdict(str, Enum):
+    """A run's verdict: every blocking gate held, a gate failed, a gate reads an
+    unreliable robustness number, or an analysis failed (gates.decide_verdict)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    UNRELIABLE = "unreliable"
+    ERROR = "error"
+
+    def __str__(self) -> str:  # "pass", not "Verdict.PASS", in text and f-strings
+        return self.value
+
+
+VERDICTS = tuple(verdict.value for verdict in Verdict)
+
+# report.json's key order of a gate outcome and of a baseline-regression entry, as written
+# since schema version 1 (a saved report re-renders byte for byte).
+_GATE_KEYS = (
+    "metric", "op", "threshold", "severity", "on", "missing", "kind", "key", "expression",
+    "value", "ci", "passed", "status", "reason",
+)  # fmt: skip
+_BASELINE_KEYS = (
+    "kind", "metric", "key", "op", "threshold", "severity", "on", "missing", "expression",
+    "value", "baseline_value", "ci", "passed", "status", "reason",
+)  # fmt: skip
 
 
 def _finite(value: Any) -> Any:
@@ -30,6 +58,71 @@ def _finite(value: Any) -> Any:
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return _finite(value.item())
     return value
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """One gate's outcome, or one entry of the baseline regression check (``kind``
+    ``baseline``): what was read, whether it held, and why in one line.
+
+    ``status`` is ``pass``, ``fail``, or ``warn`` (a ``warn`` gate that did not
+    hold: reported, never failing the run). ``key`` is the key read (a CI bound for
+    ``on: lower_ci``); ``baseline_value`` is the old value of a regressed key.
+    """
+
+    kind: str
+    metric: str
+    key: str | None
+    op: str | None
+    threshold: float | None
+    severity: str
+    on: str
+    missing: str
+    expression: str
+    value: float | None
+    ci: list[float] | None
+    passed: bool
+    status: str
+    reason: str
+    baseline_value: float | None = None
+
+    @property
+    def blocking(self) -> bool:
+        """Whether this outcome can fail the run (``warn`` gates never do)."""
+        return self.severity != "warn"
+
+    def to_dict(self) -> dict:
+        """The outcome as report.json spells it (``baseline_value`` only for a regression)."""
+        names = _GATE_KEYS if self.kind == "gate" else _BASELINE_KEYS
+        return {
+            name: getattr(self, name)
+            for name in names
+            if name != "baseline_value" or self.baseline_value is not None
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> GateOutcome:
+        """An outcome read from a report.json; a report older than ``status`` gets the
+        status its ``passed`` and ``severity`` say."""
+        severity = raw.get("severity", "fail")
+        failed = "warn" if severity == "warn" else "fail"
+        return cls(
+            kind=raw.get("kind", "gate"),
+            metric=raw["metric"],
+            key=raw.get("key"),
+            op=raw.get("op"),
+            threshold=raw.get("threshold"),
+            severity=severity,
+            on=raw.get("on", "value"),
+            missing=raw.get("missing", "fail"),
+            expression=raw["expression"],
+            value=raw["value"],
+            ci=raw.get("ci"),
+            passed=raw["passed"],
+            status=raw.get("status") or ("pass" if raw["passed"] else failed),
+            reason=raw["reason"],
+            baseline_value=raw.get("baseline_value"),
+        )
 
 
 @dataclass
@@ -49,60 +142,42 @@ class ModelResult:
 
 @dataclass
 class AuditResult:
-    verdict: str
+    """Everything a run found: ``report.json``'s content, and nothing that renders it
+    (:mod:`auditclf.report` renders a result; :mod:`auditclf.api` saves a run)."""
+
+    verdict: Verdict
     run: dict
     data: dict
     models: dict[str, ModelResult]
-    gates: list[dict] = field(default_factory=list)
+    gates: list[GateOutcome] = field(default_factory=list)
     limitations: list[dict] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     # the array file written beside report.json: {"file": "artifacts.npz", "sha256": ...}
     artifacts: dict | None = None
 
-    # The sample table and trained models of the run that produced this result (set by
-    # auditclf.audit), so that save() writes samples.csv and weights too; not serialised.
-    _run_outputs = None
+    def __post_init__(self) -> None:
+        self.verdict = Verdict(self.verdict)  # "pass" given as text is the same verdict
 
     @property
     def metrics(self) -> dict[str, float | None]:
         """The baseline model's flat metrics."""
         return self.models["baseline"].metrics
 
-    def attach_outputs(self, samples: Any, models: dict) -> None:
-        """Keep the run's sample table and prepared models for :meth:`save`."""
-        self._run_outputs = (samples, models)
-
-    def to_html(self, *, templates: Path | None = None, title: str | None = None) -> str:
-        """The self-contained report page (templates and title default to the run's config;
-        templates only for a result this process's audit made, never one read from disk)."""
-        from auditclf.report import render_html, run_templates
-
-        title = title or self.run.get("config", {}).get("report", {}).get("title")
-        return render_html(self, templates=templates or run_templates(self), title=title)
-
-    def save(self, out_dir: str | Path) -> list[Path]:
-        """Write the report files into ``out_dir`` as ``auditclf run`` does (atomically).
-
-        A result from :func:`auditclf.audit` writes everything, samples.csv and
-        trained weights included; one loaded from report.json writes the reports
-        (report.html, report.json, junit.xml, summary.md), and artifacts.npz when its
-        arrays were read back (``auditclf.report.artifacts.read_artifacts``).
-        """
-        from auditclf.report import save_result
-
-        return save_result(self, Path(out_dir))
-
-    def _repr_html_(self) -> str:
-        from auditclf.report.notebook import render_summary_html
-
-        return render_summary_html(self)
-
     def to_dict(self) -> dict:
         """The JSON form; the models' arrays are left out (they go to artifacts.npz)."""
-        raw = {f.name: getattr(self, f.name) for f in fields(self)}
-        raw["models"] = {
+        models = {
             name: {f.name: getattr(model, f.name) for f in fields(model) if f.name != "arrays"}
             for name, model in self.models.items()
+        }
+        raw = {
+            "verdict": self.verdict.value,
+            "run": self.run,
+            "data": self.data,
+            "models": models,
+            "gates": [gate.to_dict() for gate in self.gates],
+            "limitations": self.limitations,
+            "schema_version": self.schema_version,
+            "artifacts": self.artifacts,
         }
         return _finite(raw)
 
@@ -111,6 +186,7 @@ class AuditResult:
 
     @classmethod
     def from_dict(cls, raw: dict, *, source: str = "report.json") -> AuditResult:
+        """A result read from a report.json (untrusted: a wrong shape is a usage error)."""
         version = raw.get("schema_version") if isinstance(raw, dict) else None
         if version not in READABLE_VERSIONS:
             readable = ", ".join(map(str, READABLE_VERSIONS))
@@ -123,16 +199,16 @@ class AuditResult:
                 for name, body in raw["models"].items()
             }
             return cls(
-                verdict=raw["verdict"],
+                verdict=Verdict(raw["verdict"]),
                 run=raw["run"],
                 data=raw["data"],
                 models=models,
-                gates=raw.get("gates", []),
+                gates=[GateOutcome.from_dict(gate) for gate in raw.get("gates", [])],
                 limitations=raw.get("limitations", []),
                 schema_version=version,
                 artifacts=raw.get("artifacts"),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UsageError(f"{source}: not an auditclf report ({exc})") from None
 
     @classmethod

@@ -98,10 +98,10 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    from auditclf.api import Audit
     from auditclf.config import load_config
     from auditclf.data import prepare_data
     from auditclf.pipeline import run_audit
-    from auditclf.report import write_outputs
 
     overrides = {"data": {"dataset": args.dataset}}
     if args.clean_only:
@@ -109,7 +109,7 @@ def main() -> None:
     config = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         outcome = run_audit(config, progress=False)
-        write_outputs(outcome.result, outcome.samples, outcome.models, Path(tmp) / "inproc")
+        Audit(outcome.result, outcome.samples, outcome.models).save(Path(tmp) / "inproc")
         durations = dict(outcome.result.run["durations"])
         config_file = Path(tmp) / "audit.yaml"
         config_file.write_text(yaml.safe_dump(overrides))

@@ -38,12 +38,23 @@ def test_importing_auditclf_stays_cheap():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_results_import_no_renderer_and_the_report_no_model_code():
+    code = (
+        "import sys; from auditclf.results import AuditResult; "
+        "assert not [m for m in sys.modules if m.startswith('auditclf.report')]; "
+        "assert not [a for a in ('save', 'to_html', '_repr_html_') if hasattr(AuditResult, a)]; "
+        "import auditclf.report; banned = ('auditclf.models', 'auditclf.probes'); "
+        "assert not [m for m in sys.modules if m.startswith(banned)]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_audit_an_in_memory_module(tmp_path):
     net = _tiny_net()
     net.train()
     weights = [p.detach().clone() for p in net.parameters()]
     result = audit(net, "digits", CLEAN_ONLY, seed=0, gates=["performance.accuracy >= 0"])
-    assert isinstance(result, AuditResult) and result.verdict == "pass"
+    assert isinstance(result.result, AuditResult) and result.verdict == "pass"
     assert net.training and all(
         torch.equal(a, b) for a, b in zip(weights, net.parameters(), strict=True)
     )

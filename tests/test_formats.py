@@ -64,6 +64,15 @@ def test_junit_from_a_real_run_parses_with_the_right_cases(gated_run):
     assert regressions and all(c.result[0].type == "BaselineRegression" for c in regressions)
 
 
+def test_gate_judges_a_saved_run_as_the_run_did(gated_run, digits_run, tmp_path):
+    out = tmp_path / "again"
+    result = cli("gate", gated_run, "--baseline", digits_run, "--out", out)
+    before, after = _report(gated_run), _report(out)
+    assert result.status == 1 and before["verdict"] == after["verdict"] == "fail"
+    assert after["gates"] == before["gates"]
+    assert (out / "summary.md").read_text() == (gated_run / "summary.md").read_text()
+
+
 def test_summary_renders_as_markdown_with_the_gate_table(gated_run):
     text = (gated_run / "summary.md").read_text()
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
@@ -154,9 +163,9 @@ matplotlib.use("svg")  # the user's own backend and style
 matplotlib.rcParams["font.size"] = 17.0
 before = dict(matplotlib.rcParams)
 from auditclf.results import AuditResult
-from auditclf.report import figures
+from auditclf.report import figures, render_html
 result = AuditResult.load({run!r})
-html = result.to_html()
+html = render_html(result)
 figures.confusion({{"labels": ["a", "b"], "counts": [[3, 1], [0, 4]],
                    "normalised": [[0.75, 0.25], [0.0, 1.0]]}})
 assert "data:image/png;base64," in html

@@ -12,13 +12,27 @@ a run (``test_robustness.test_gate_on_an_unreliable_robustness_number_exits_5``)
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from auditclf.compare import BaselineCheck, Tolerances
 from auditclf.config import load_config
 from auditclf.errors import UsageError
-from auditclf.gates import Gate, evaluate_gates, gates_from_config, parse_gate
+from auditclf.gates import (
+    Gate,
+    GateOutcome,
+    Verdict,
+    evaluate_gate,
+    evaluate_gates,
+    gates_from_config,
+    judge,
+    parse_gate,
+)
+from auditclf.results import ModelResult
 from tests.conftest import cli
+
+ACCURACY = "performance.accuracy"
 
 
 def _copy_report(digits_run, tmp_path, edit=None):
@@ -113,7 +127,7 @@ def test_fairness_difference_gates_on_its_interval(digits_run):
         load_config(None, {"gates": [{"metric": key, "max": 1.0, "on": "upper_ci"}]}).gates
     )
     (outcome,) = evaluate_gates([gate], metrics, {})
-    assert outcome["key"] == f"{key}_ci_high" and outcome["passed"]
+    assert outcome.key == f"{key}_ci_high" and outcome.passed
 
 
 def test_on_ci_without_an_interval_is_a_usage_error_naming_the_sibling(digits_run):
@@ -183,3 +197,51 @@ def test_gate_command_help():
     for command in ("gate", "compare", "schema", "init"):
         result = cli(command, "--help")
         assert result.status == 0 and "usage: auditclf" in result.out
+
+
+def test_gate_outcomes_keep_report_json_key_order_and_round_trip():
+    gate = evaluate_gate(Gate(ACCURACY, ">=", 0.5), {ACCURACY: 0.8}, {})
+    check = BaselineCheck(Path("old/report.json"), {ACCURACY: 0.9}, Tolerances(0.01))
+    (regression,) = check.evaluate({ACCURACY: 0.8}, {})
+    (held,) = check.evaluate({ACCURACY: 0.9}, {})
+    assert list(gate.to_dict()) == [
+        "metric", "op", "threshold", "severity", "on", "missing", "kind", "key", "expression",
+        "value", "ci", "passed", "status", "reason",
+    ]  # fmt: skip
+    assert list(regression.to_dict()) == [
+        "kind", "metric", "key", "op", "threshold", "severity", "on", "missing", "expression",
+        "value", "baseline_value", "ci", "passed", "status", "reason",
+    ]  # fmt: skip
+    assert regression.to_dict()["baseline_value"] == 0.9 and regression.status == "fail"
+    assert "baseline_value" not in held.to_dict() and held.status == "pass"
+    for outcome in (gate, regression, held):
+        assert GateOutcome.from_dict(outcome.to_dict()) == outcome
+
+
+def test_a_report_older_than_status_gets_it_when_loaded():
+    warn = Gate(ACCURACY, ">=", 0.9, severity="warn")
+    raw = evaluate_gate(warn, {ACCURACY: 0.8}, {}).to_dict()
+    del raw["status"]
+    assert GateOutcome.from_dict(raw).status == "warn"
+    assert GateOutcome.from_dict({**raw, "severity": "fail"}).status == "fail"
+    assert GateOutcome.from_dict({**raw, "passed": True}).status == "pass"
+
+
+def test_judge_gives_the_outcomes_and_the_verdict():
+    robust = "robustness.fgsm@0.1.accuracy"
+    metrics = {ACCURACY: 0.8, robust: 0.5, "robustness.reliable": 1.0}
+    models = {"baseline": ModelResult(card={}, metrics=metrics)}
+    check = BaselineCheck(Path("old/report.json"), {ACCURACY: 0.8}, Tolerances(0.01))
+    held, failed = Gate(ACCURACY, ">=", 0.5), Gate(ACCURACY, ">=", 0.9)
+    warned = Gate(ACCURACY, ">=", 0.9, severity="warn")
+    outcomes, verdict = judge(models, [held, warned, Gate(robust, ">=", 0.1)], check)
+    assert verdict is Verdict.PASS and str(verdict) == "pass"
+    assert [(o.kind, o.status) for o in outcomes] == [
+        ("gate", "pass"), ("gate", "warn"), ("gate", "pass"), ("baseline", "pass")
+    ]  # fmt: skip
+    assert judge(models, [failed], None)[1] is Verdict.FAIL
+    metrics["robustness.reliable"] = 0.0
+    assert judge(models, [Gate(robust, ">=", 0.1)], None)[1] is Verdict.UNRELIABLE
+    assert judge(models, [held], None)[1] is Verdict.PASS  # the gate reads no robustness key
+    models["baseline"].sections.append({"name": "fairness", "error": "boom"})
+    assert judge(models, [held], None)[1] is Verdict.ERROR

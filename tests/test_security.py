@@ -31,10 +31,13 @@ import pytest
 import torch
 import torch.nn as nn
 from jinja2 import Environment
+from jinja2.exceptions import SecurityError
 from junitparser import JUnitXml, Skipped
 from safetensors.torch import load_file, save_file
 
+from auditclf.api import Audit
 from auditclf.cli import COMMANDS
+from auditclf.gates import Gate, evaluate_gate
 from auditclf.probes.base import FORWARD_CHUNK
 from auditclf.report import html
 from auditclf.results import AuditResult
@@ -411,7 +414,7 @@ ESCAPES = {
     "lipsum globals": "{{{{ lipsum.__globals__.os.system('touch {canary}') }}}}",
     "cycler init globals": "{{{{ cycler.__init__.__globals__.os.popen('touch {canary}') }}}}",
     "subclasses walk": "{{{{ ''.__class__.__mro__[1].__subclasses__() }}}}",
-    "a method of the result": "{{{{ result.save('{canary}') }}}}",
+    "a method of the result": "{{{{ result.load('{canary}') }}}}",
     "mutating the result": "{{{{ result.limitations.append('{canary}') }}}}",
 }
 
@@ -452,7 +455,7 @@ def test_gate_out_never_takes_templates_from_a_saved_report(unsafe_run, tmp_path
     result = cli("gate", folder, "--gate", "performance.accuracy>=0.1", "--out", out)
     assert result.status == 0, result
     assert _shipped(out / "report.html") and not canary.exists()
-    loaded = AuditResult.load(folder / "report.json")  # the Python API: the same rule
+    loaded = Audit.load(folder / "report.json")  # the Python API: the same rule
     assert "Content-Security-Policy" in loaded.to_html()
     loaded.save(tmp_path / "saved")
     assert _shipped(tmp_path / "saved" / "report.html") and not canary.exists()
@@ -467,6 +470,14 @@ def test_named_templates_render_sandboxed(escape, unsafe_run, tmp_path):
     _one_line(result)
     assert f"{templates}: report.html.j2" in result.err and "unsafe" in result.err
     assert not canary.exists() and not (tmp_path / "o" / "report.html").exists()
+
+
+def test_the_sandbox_refuses_methods_of_a_gate_outcome():
+    gate = Gate("performance.accuracy", ">=", 0.5)
+    outcome = evaluate_gate(gate, {"performance.accuracy": 1.0}, {})
+    page = html.environment().from_string("{{ g.status }} {{ g.to_dict() }}")
+    with pytest.raises(SecurityError, match="to_dict"):
+        page.render(g=outcome)
 
 
 def test_compare_templates_render_sandboxed(unsafe_run, tmp_path):

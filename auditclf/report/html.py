@@ -12,7 +12,6 @@ a usage error naming the folder and the template.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +26,17 @@ from jinja2 import (
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from auditclf.errors import UsageError
-from auditclf.keys import interval_keys
-from auditclf.keys.families import (
-    ACCURACY,
-    BALANCED_ACCURACY,
-    ECE,
-    IMBALANCE_RATIO,
-    RELIABLE,
-    WORST_ACCURACY,
-    WORST_CLASS_RECALL,
-)
+from auditclf.keys.families import RELIABLE
 from auditclf.report.figures import (
     FIGURE_TITLES,
     attack_gallery,
     render_figure,
     training_curves,
 )
-from auditclf.report.ledger import group_ledger, ledger
-from auditclf.results import AuditResult, ModelResult
+from auditclf.report.view import ReportView, build_view, key_numbers, missing, reference_eps
+from auditclf.results import AuditResult, GateOutcome, ModelResult
 
 TEMPLATE = "report.html.j2"
-KEY_NUMBERS = (
-    (ACCURACY.key(), "Test accuracy", "pct"),
-    (BALANCED_ACCURACY.key(), "Balanced accuracy", "pct"),
-    (WORST_CLASS_RECALL.key(), "Worst-class recall", "pct"),
-    (ECE.key(), "Calibration error (ECE)", "num"),
-    (IMBALANCE_RATIO.key(), "Class imbalance ratio", "ratio"),
-)
 
 
 def default_templates_dir() -> Path:
@@ -67,11 +50,11 @@ def default_templates_dir() -> Path:
 
 class ReportSandbox(ImmutableSandboxedEnvironment):
     """jinja2's sandbox, immutable (no ``list.append``, no ``dict.update``), and with no
-    method of the audit objects reachable (``result.save(...)`` writes files): a template
+    method of the audit objects reachable (``result.to_json()``, ``gate.to_dict()``): a template
     reads the result, it never acts on it or on anything else."""
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        if isinstance(obj, (AuditResult, ModelResult)) and callable(value):
+        if isinstance(obj, (AuditResult, ModelResult, GateOutcome)) and callable(value):
             return False
         return super().is_safe_attribute(obj, attr, value)
 
@@ -112,29 +95,25 @@ def render_template(env: Environment, name: str, templates: Path | None, **conte
         raise UsageError(f"{templates}: {at}: {message} (report.templates)") from None
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and not math.isfinite(value))
-
-
 def fmt_pct(value: Any, digits: int = 1) -> str:
-    return "—" if _missing(value) else f"{100 * value:.{digits}f}%"
+    return "—" if missing(value) else f"{100 * value:.{digits}f}%"
 
 
 def fmt_num(value: Any, digits: int = 3) -> str:
-    return "—" if _missing(value) else f"{value:.{digits}f}"
+    return "—" if missing(value) else f"{value:.{digits}f}"
 
 
 def fmt_ratio(value: Any) -> str:
-    return "—" if _missing(value) else f"{value:.2f}×"
+    return "—" if missing(value) else f"{value:.2f}×"
 
 
 def fmt_seconds(value: Any) -> str:
-    return "—" if _missing(value) else f"{value:.1f} s"
+    return "—" if missing(value) else f"{value:.1f} s"
 
 
 def fmt_cell(value: Any) -> str:
     """One table cell as text: numbers to 3 decimals, intervals as [low, high]."""
-    if _missing(value):
+    if missing(value):
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -154,37 +133,6 @@ def fmt_cell(value: Any) -> str:
     return str(value)
 
 
-def key_numbers(metrics: dict, level: float, reference_eps: str | None = None) -> list[dict]:
-    """The five tiles of the verdict banner: value, interval and key of each headline metric.
-
-    With a robustness evaluation, worst-case robust accuracy replaces the imbalance ratio.
-    """
-    chosen = list(KEY_NUMBERS)
-    robust = WORST_ACCURACY.key(eps=reference_eps)
-    if robust in metrics:
-        chosen[-1] = (robust, f"Worst-case robust accuracy, L∞ eps {reference_eps}", "pct")
-    tiles = []
-    for key, label, style in chosen:
-        if key in metrics:
-            bounds = interval_keys(key)
-            low, high = (metrics.get(bounds[0]), metrics.get(bounds[1])) if bounds else (None, None)
-            tiles.append(
-                {
-                    "key": key,
-                    "label": label,
-                    "value": metrics[key],
-                    "style": style,
-                    "level": level,
-                    "ci": None if _missing(low) or _missing(high) else (low, high),
-                }
-            )
-    return tiles
-
-
-def _reference_eps(model) -> str | None:
-    return model.artifacts.get("robustness", {}).get("reference_eps")
-
-
 def _with_figures(sections: list[dict], arrays: dict) -> dict[str, dict]:
     drawn = {}
     for section in sections:
@@ -202,10 +150,14 @@ def _with_figures(sections: list[dict], arrays: dict) -> dict[str, dict]:
 
 
 def render_html(
-    result: AuditResult, *, templates: Path | None = None, title: str | None = None
+    result: AuditResult,
+    *,
+    templates: Path | None = None,
+    title: str | None = None,
+    view: ReportView | None = None,
 ) -> str:
-    """The report page for ``result`` as one HTML string."""
-    level = result.run["config"]["analyses"]["confidence_level"]
+    """The report page for ``result`` as one HTML string (``view``: its view, if built)."""
+    view = view or build_view(result)
     models = {}
     for name, model in result.models.items():
         sections = _with_figures(model.sections, model.arrays)
@@ -215,46 +167,23 @@ def render_html(
             "sections": sections,
             "gallery": attack_gallery(model.artifacts.get("gallery"), model.arrays),
             "training_curves": curves,
-            "key_numbers": key_numbers(model.metrics, level, _reference_eps(model)),
+            "key_numbers": key_numbers(model.metrics, view.level, reference_eps(model)),
         }
     page_title = (
         title
         or f"auditclf report: {result.models['baseline'].card['architecture']} "
         f"on {result.data['dataset']}"
     )
-    hardened_ledger = None
-    if "hardened" in result.models:
-        robustness = result.models["baseline"].artifacts.get("robustness", {})
-        hardened_ledger = ledger(
-            result.models["baseline"].metrics,
-            result.models["hardened"].metrics,
-            robustness.get("reference_eps"),
-        )
     return render_template(
         environment(templates),
         TEMPLATE,
         templates,
         result=result,
+        view=view,
         models=models,
         baseline=models["baseline"],
         title=page_title,
-        ledger=hardened_ledger,
-        fairness_ledger=fairness_ledger(result),
+        ledger=view.hardened,
+        fairness_ledger=view.rebalanced,
         reliable_key=RELIABLE.key(),
-    )
-
-
-def fairness_ledger(result: AuditResult) -> dict | None:
-    """Baseline vs the group-balanced retrained model, per group of the balanced attribute."""
-    attribute = result.run["config"].get("fairness", {}).get("rebalance")
-    if "rebalanced" not in result.models or not attribute:
-        return None
-    section = next(
-        (s for s in result.models["baseline"].sections if s["name"] == "fairness"), {}
-    )
-    block = next((b for b in section.get("attributes", []) if b["name"] == attribute), None)
-    if block is None:
-        return None
-    return group_ledger(
-        result.models["baseline"].metrics, result.models["rebalanced"].metrics, block, attribute
     )

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from auditclf.results import AuditResult
+from auditclf.report.view import ReportView, build_view
+from auditclf.results import AuditResult, GateOutcome
 
 
-def _gate_detail(gate: dict) -> str:
+def _gate_detail(gate: GateOutcome) -> str:
     """The failure's text: what was read, its value and interval, and what was required."""
-    ci = gate.get("ci")
-    interval = f"; CI [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "; no interval"
-    value = "null" if gate["value"] is None else f"{gate['value']:.6g}"
-    if gate.get("kind") == "baseline":
-        return f"{gate['reason']}{interval}"
+    interval = f"; CI [{gate.ci[0]:.4g}, {gate.ci[1]:.4g}]" if gate.ci else "; no interval"
+    value = "null" if gate.value is None else f"{gate.value:.6g}"
+    if gate.kind == "baseline":
+        return f"{gate.reason}{interval}"
     return (
-        f"metric {gate.get('key') or gate['metric']} = {value}{interval}; "
-        f"required {gate['op']} {gate['threshold']:g}"
+        f"metric {gate.key or gate.metric} = {value}{interval}; "
+        f"required {gate.op} {gate.threshold:g}"
     )
 
 
@@ -42,17 +42,19 @@ def _unsafe_load_case(result: AuditResult) -> ET.Element:
     return case
 
 
-def render_junit(result: AuditResult) -> str:
+def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
+    """junit.xml of ``result`` (``view``: its view, if built)."""
+    view = view or build_view(result)
     cases: list[ET.Element] = []
     if result.run.get("unsafe_load"):
         cases.append(_unsafe_load_case(result))
-    for gate in result.gates:
-        case = ET.Element("testcase", classname="auditclf.gates", name=gate["expression"])
-        if not gate["passed"] and gate.get("severity", "fail") == "warn":
-            ET.SubElement(case, "skipped", message=f"WARNING: {gate['reason']}", type="warning")
-        elif not gate["passed"]:
-            kind = "BaselineRegression" if gate.get("kind") == "baseline" else "GateFailed"
-            failure = ET.SubElement(case, "failure", message=gate["reason"], type=kind)
+    for gate in view.gates:
+        case = ET.Element("testcase", classname="auditclf.gates", name=gate.expression)
+        if gate.status == "warn":
+            ET.SubElement(case, "skipped", message=f"WARNING: {gate.reason}", type="warning")
+        elif gate.status == "fail":
+            kind = "BaselineRegression" if gate.kind == "baseline" else "GateFailed"
+            failure = ET.SubElement(case, "failure", message=gate.reason, type=kind)
             failure.text = _gate_detail(gate)
         cases.append(case)
     for model_name, model in result.models.items():

@@ -11,9 +11,9 @@ import html
 import re
 
 from auditclf.keys.families import RELIABLE, WORST_ACCURACY
-from auditclf.report.html import fairness_ledger, fmt_cell, key_numbers
-from auditclf.report.ledger import ledger
-from auditclf.results import AuditResult
+from auditclf.report.html import fmt_cell
+from auditclf.report.view import ReportView, build_view
+from auditclf.results import AuditResult, GateOutcome
 
 ICONS = {"pass": "✅", "fail": "❌", "unreliable": "⚠️", "error": "💥"}
 
@@ -44,14 +44,14 @@ def _code(text) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def _gate_row(gate: dict) -> str:
+def _gate_row(gate: GateOutcome) -> str:
     """One gate as a table row: a failed ``warn`` gate reads WARN, never FAIL."""
-    status = gate.get("status") or ("pass" if gate["passed"] else "fail")
-    shown = "pass" if status == "pass" else f"{_escape(status.upper())}: {_escape(gate['reason'])}"
-    ci = gate.get("ci")
+    status = gate.status
+    shown = "pass" if status == "pass" else f"{_escape(status.upper())}: {_escape(gate.reason)}"
+    ci = gate.ci
     interval = _escape(f"[{fmt_cell(ci[0])}, {fmt_cell(ci[1])}]") if ci else ""
-    value = _escape(fmt_cell(gate["value"]))
-    return f"| {_code(gate['expression'])} | {value} | {interval} | {shown} |"
+    value = _escape(fmt_cell(gate.value))
+    return f"| {_code(gate.expression)} | {value} | {interval} | {shown} |"
 
 
 def _unsafe_load_line(card: dict) -> str:
@@ -68,11 +68,12 @@ def _unsafe_load_line(card: dict) -> str:
     )
 
 
-def render_markdown(result: AuditResult) -> str:
+def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> str:
+    """summary.md of ``result`` (``view``: its view, if built)."""
+    view = view or build_view(result)
     baseline = result.models["baseline"]
-    level = result.run["config"]["analyses"]["confidence_level"]
     lines = [
-        f"## auditclf: {ICONS.get(result.verdict, '')} {_escape(str(result.verdict).upper())}",
+        f"## auditclf: {ICONS.get(view.verdict, '')} {_escape(str(view.verdict).upper())}",
         "",
         f"{_escape(baseline.card['architecture'])} on {_escape(result.data['dataset'])}: "
         f"{_escape(result.data['split_counts']['test'])} test images, "
@@ -81,14 +82,14 @@ def render_markdown(result: AuditResult) -> str:
     ]
     if result.run.get("unsafe_load"):
         lines[2:2] = [_unsafe_load_line(baseline.card), ""]
-    if result.gates:
+    if view.gates:
         lines += ["| gate | measured | interval | result |", "|---|---:|---|---|"]
-        lines += [_gate_row(g) for g in result.gates]
+        lines += [_gate_row(g) for g in view.gates]
     else:
         lines.append("No gates were set; nothing was held to a threshold.")
     lines += ["", "| metric | value | interval |", "|---|---:|---|"]
-    reference = baseline.artifacts.get("robustness", {}).get("reference_eps")
-    for tile in key_numbers(baseline.metrics, level, reference):
+    reference = view.reference_eps
+    for tile in view.tiles:
         interval = f"[{fmt_cell(tile['ci'][0])}, {fmt_cell(tile['ci'][1])}]" if tile["ci"] else ""
         lines.append(
             f"| {_escape(tile['label'])} ({_code(tile['key'])}) | "
@@ -103,22 +104,16 @@ def render_markdown(result: AuditResult) -> str:
             f"Robustness ({reliable}): worst-case accuracy at L∞ eps {_escape(reference)} "
             f"{_escape(fmt_cell(worst))} ({_code(worst_key)}).",
         ]
-    if "hardened" in result.models:
-        lines += [
-            "",
-            _escape(
-                ledger(baseline.metrics, result.models["hardened"].metrics, reference)["headline"]
-            ),
-        ]
+    if view.hardened:
+        lines += ["", _escape(view.hardened["headline"])]
     fairness = next((s for s in baseline.sections if s["name"] == "fairness"), None)
     if fairness and fairness.get("attributes"):
         lines += ["", f"Fairness: {_escape(fairness['headline'])}"]
-    if rebalanced := fairness_ledger(result):
-        lines += ["", _escape(rebalanced["headline"])]
-    warnings = [f for f in baseline.findings if f["severity"] != "info"]
-    if warnings:
+    if view.rebalanced:
+        lines += ["", _escape(view.rebalanced["headline"])]
+    if view.warnings:
         lines += ["", "**Findings**", ""]
-        lines += [f"- {_escape(f['severity'])}: {_escape(f['message'])}" for f in warnings]
+        lines += [f"- {_escape(f['severity'])}: {_escape(f['message'])}" for f in view.warnings]
     ran = {section["name"] for section in baseline.sections if section.get("tables")}
     not_checked = [
         item["section"]

@@ -1,0 +1,133 @@
+"""The report view: what every renderer shows, derived once from an AuditResult.
+
+HTML, Markdown, JUnit and the notebook summary all read one :class:`ReportView`
+(verdict and its banner counts, gate rows, the headline numbers, the
+retraining ledgers, the findings to read first), so a number or a count is
+worked out in one place and every format shows the same.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from auditclf.keys import interval_keys
+from auditclf.keys.families import (
+    ACCURACY,
+    BALANCED_ACCURACY,
+    ECE,
+    IMBALANCE_RATIO,
+    WORST_ACCURACY,
+    WORST_CLASS_RECALL,
+)
+from auditclf.report.ledger import group_ledger, ledger
+from auditclf.results import AuditResult, GateOutcome, ModelResult, Verdict
+
+KEY_NUMBERS = (
+    (ACCURACY.key(), "Test accuracy", "pct"),
+    (BALANCED_ACCURACY.key(), "Balanced accuracy", "pct"),
+    (WORST_CLASS_RECALL.key(), "Worst-class recall", "pct"),
+    (ECE.key(), "Calibration error (ECE)", "num"),
+    (IMBALANCE_RATIO.key(), "Class imbalance ratio", "ratio"),
+)
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """One result as the reports show it.
+
+    ``ungated``: the verdict is pass only because no gate was set. ``failed`` and
+    ``warned`` count the blocking gates that failed and the ``warn`` gates that did
+    not hold. ``tiles`` are the baseline's headline numbers (:func:`key_numbers`),
+    ``hardened`` and ``rebalanced`` the ledgers of the retrained models (None when
+    not retrained), ``warnings`` the baseline's findings other than ``info``.
+    """
+
+    result: AuditResult
+    verdict: Verdict
+    gates: list[GateOutcome]
+    ungated: bool
+    failed: int
+    warned: int
+    level: float
+    reference_eps: str | None
+    tiles: list[dict]
+    hardened: dict | None
+    rebalanced: dict | None
+    warnings: list[dict]
+
+
+def build_view(result: AuditResult) -> ReportView:
+    """The view of ``result`` every renderer reads."""
+    baseline = result.models["baseline"]
+    level = result.run["config"]["analyses"]["confidence_level"]
+    reference = reference_eps(baseline)
+    hardened = None
+    if "hardened" in result.models:
+        hardened = ledger(baseline.metrics, result.models["hardened"].metrics, reference)
+    return ReportView(
+        result=result,
+        verdict=result.verdict,
+        gates=result.gates,
+        ungated=result.verdict == Verdict.PASS and not result.gates,
+        failed=sum(g.status == "fail" for g in result.gates),
+        warned=sum(g.status == "warn" for g in result.gates),
+        level=level,
+        reference_eps=reference,
+        tiles=key_numbers(baseline.metrics, level, reference),
+        hardened=hardened,
+        rebalanced=fairness_ledger(result),
+        warnings=[f for f in baseline.findings if f["severity"] != "info"],
+    )
+
+
+def reference_eps(model: ModelResult) -> str | None:
+    """The L∞ eps the robustness section headlines (None without a robustness run)."""
+    return model.artifacts.get("robustness", {}).get("reference_eps")
+
+
+def missing(value: Any) -> bool:
+    """Whether a number is absent: null, NaN or infinite (shown as —)."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def key_numbers(metrics: dict, level: float, reference_eps: str | None = None) -> list[dict]:
+    """The five tiles of the verdict banner: value, interval and key of each headline metric.
+
+    With a robustness evaluation, worst-case robust accuracy replaces the imbalance ratio.
+    """
+    chosen = list(KEY_NUMBERS)
+    robust = WORST_ACCURACY.key(eps=reference_eps)
+    if robust in metrics:
+        chosen[-1] = (robust, f"Worst-case robust accuracy, L∞ eps {reference_eps}", "pct")
+    tiles = []
+    for key, label, style in chosen:
+        if key in metrics:
+            bounds = interval_keys(key)
+            low, high = (metrics.get(bounds[0]), metrics.get(bounds[1])) if bounds else (None, None)
+            tiles.append(
+                {
+                    "key": key,
+                    "label": label,
+                    "value": metrics[key],
+                    "style": style,
+                    "level": level,
+                    "ci": None if missing(low) or missing(high) else (low, high),
+                }
+            )
+    return tiles
+
+
+def fairness_ledger(result: AuditResult) -> dict | None:
+    """Baseline vs the group-balanced retrained model, per group of the balanced attribute."""
+    attribute = result.run["config"].get("fairness", {}).get("rebalance")
+    if "rebalanced" not in result.models or not attribute:
+        return None
+    section = next((s for s in result.models["baseline"].sections if s["name"] == "fairness"), {})
+    block = next((b for b in section.get("attributes", []) if b["name"] == attribute), None)
+    if block is None:
+        return None
+    return group_ledger(
+        result.models["baseline"].metrics, result.models["rebalanced"].metrics, block, attribute
+    )
