@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 
 from auditclf.errors import DataError
+from auditclf.keys import ATTR_PREFIX, PROBA_PREFIX  # spelt with the other column names
 
-PROBA_PREFIX = "proba."
-ATTR_PREFIX = "attr."
 REQUIRED_COLUMNS = ("model", "sample_id", "label", "pred", "confidence")
 TEXT_COLUMNS = ("model", "sample_id", "label_name", "pred_name")
 # Filled on every row by the clean probe; other numeric columns may be empty (an image

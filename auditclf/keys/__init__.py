@@ -30,11 +30,13 @@ from auditclf.keys.families import (
 from auditclf.keys.parts import check_distinct_key_parts, key_part
 
 __all__ = [
+    "ATTR_PREFIX",
     "FAMILIES",
     "AdvColumn",
     "HIGHER",
     "LOWER",
     "NEUTRAL",
+    "PROBA_PREFIX",
     "ParsedKey",
     "adv_column",
     "attack_at",
@@ -60,6 +62,8 @@ __all__ = [
 ]
 
 ADV_PREFIX = "adv."
+PROBA_PREFIX = "proba."  # proba.<k>: the predicted probability of class k
+ATTR_PREFIX = "attr."  # attr.<attribute>: an image's group in one attribute
 EXPLAIN_PREFIX = "explain."
 _ADV_COLUMN = re.compile(
     re.escape(ADV_PREFIX)

@@ -14,7 +14,7 @@ import torch
 
 from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.errors import UnreliableEvaluation
-from auditclf.evidence import PROBA_PREFIX
+from auditclf.keys import PROBA_PREFIX
 from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
 from auditclf.train.standard import to_unit_float
 
