@@ -342,10 +342,16 @@ def _max_drop_overrides(values: list[str] | None) -> dict[tuple, Any]:
 
 
 def _write_gates(out: TextIO, result: Any) -> None:
+    from auditclf.keys import checks_sentence
+
     out.write(f"verdict: {result.verdict}\n")
     for gate in result.gates:
         shown = "pass" if gate.status == "pass" else gate.status.upper()
         out.write(f"  gate {gate.expression}: {shown} ({gate.reason})\n")
+    for name, model in result.models.items():
+        sentence = checks_sentence(model.metrics)
+        if sentence:
+            out.write(f"  robustness of the {name} model: {sentence}\n")
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -13,9 +15,10 @@ import torchattacks
 
 from auditclf.config import load_config
 from auditclf.data import SplitView, prepare_data
+from auditclf.keys import check_outcomes
 from auditclf.models import ModelAdapter, PreparedModel
 from auditclf.pipeline import PhaseTimer, audit_model, build_model
-from auditclf.probes.attacks import AttackRunner
+from auditclf.probes.attacks import AttackRunner, PgdLinf
 from auditclf.probes.base import ProbeContext
 from tests.conftest import cli
 
@@ -284,6 +287,75 @@ def test_gate_on_an_unreliable_robustness_number_exits_5(trained, tmp_path, fast
     )
     assert result.status == 5, result
     assert "unreliable" in result.out
+    # the report, the summary, the CLI line and junit.xml name the same failed checks
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    metrics = report["models"]["baseline"]["metrics"]
+    passed, failed = check_outcomes(metrics)
+    assert failed and "gradients_nonzero" in failed
+    section = next(s for s in report["models"]["baseline"]["sections"] if s["name"] == "robustness")
+    rows = section["tables"]["checks"]["rows"]
+    assert [row[0] for row in rows if row[1] != "pass"] == failed
+    assert len(rows) == len(passed) + len(failed)
+    assert f"{len(passed)} of {len(rows)} sanity checks passed" in section["headline"]
+    findings = report["models"]["baseline"]["findings"]
+    message = next(f["message"] for f in findings if "UNRELIABLE" in f["message"])
+    assert [row[0] for row in rows if f"{row[0]} (" in message] == failed
+    sentence = f"{len(failed)} of {len(rows)} sanity checks failed ({', '.join(failed)})"
+    assert sentence in result.out
+    assert sentence in (out / "summary.md").read_text().replace("\\_", "_")  # Markdown escapes
+    junit = ET.parse(out / "junit.xml").getroot()
+    failing = [
+        case.get("name")
+        for case in junit.iter("testcase")
+        if case.get("classname") == "auditclf.sanity.baseline" and case.find("failure") is not None
+    ]
+    assert failing == failed
+
+
+def test_a_weak_large_eps_probe_is_not_taken_for_masking(trained, monkeypatch):
+    """An honest model whose chance-level probe is weaker than its small-eps attack (here the
+    PGD-L∞ probe at the large eps does not move the image at all, as a too-large step can
+    fail on a deep network) is reported reliable: an image fooled at a smaller eps counts
+    as fooled at every larger one, and the large eps attacks only the survivors."""
+    config, data, prepared = trained
+    build = PgdLinf.build
+
+    def weak_at_large_eps(self, model, eps, cfg, *, seed, steps):
+        if eps >= 0.5:  # a probe that goes nowhere: no random start, no step
+            return torchattacks.PGD(model, eps=eps, alpha=0.0, steps=1, random_start=False)
+        return build(self, model, eps, cfg, seed=seed, steps=steps)
+
+    monkeypatch.setattr(PgdLinf, "build", weak_at_large_eps)
+    cheap = config.model_copy(
+        update={
+            "robustness": config.robustness.model_copy(
+                update={"attacks": ["fgsm", "pgd_linf"], "samples": 60}
+            )
+        }
+    )
+    weak = _audit(cheap, data, prepared.adapter.net, prepared.spec["normalization"])
+    metrics, table = weak["metrics"], weak["table"]
+    assert metrics["robustness.reliable"] == 1.0, _failed(weak)
+    # the probe alone, run on every attacked image, leaves them as they were (far above
+    # chance: the old per-eps check called this masking) ...
+    attacked = np.flatnonzero(table["attacked"].to_numpy() == 1)
+    ctx = ProbeContext(
+        model=prepared.adapter.eval(),
+        test=data.view("test"),
+        classes=data.classes,
+        device=torch.device("cpu"),
+        seed=0,
+        batch_size=64,
+        robustness=cheap.robustness,
+    )
+    raw = AttackRunner(ctx, attacked).run("pgd_linf", "0.5")
+    clean = table["pred"].to_numpy()[attacked]
+    assert (raw["pred"] == clean).all()
+    # ... and the curve still never rises with eps
+    accuracies = [metrics[f"robustness.pgd_linf@{e}.accuracy"] for e in ("0.1", "0.3", "0.5")]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert metrics["robustness.pgd_linf@0.5.accuracy"] <= 0.1 + 0.02
 
 
 def test_square_and_bisection_subsets_cover_every_class_of_sorted_data():

@@ -41,6 +41,8 @@ __all__ = [
     "adv_column",
     "attack_at",
     "check_distinct_key_parts",
+    "check_outcomes",
+    "checks_sentence",
     "class_metric",
     "direction",
     "explain_column",
@@ -116,6 +118,33 @@ def parse_adv_column(name: str) -> AdvColumn | None:
 def robust_metric(attack: str, eps: str) -> str:
     """``fgsm@0.1.accuracy``: robust accuracy as it ends a robustness or fairness key."""
     return f"{attack_at(attack, eps)}.accuracy"
+
+
+CHECK_PREFIX = "robustness.check."
+
+
+def check_outcomes(metrics: dict) -> tuple[list[str], list[str]]:
+    """(passed, failed) names of the robustness sanity checks, read from their
+    ``robustness.check.<name>`` flags, in the order the analysis wrote them: the one source
+    the CLI line and the summary read (the report's table, headline and finding, and JUnit,
+    come from the same checks as they were written)."""
+    passed, failed = [], []
+    for key, value in metrics.items():
+        if key.startswith(CHECK_PREFIX) and value is not None:
+            (passed if value == 1 else failed).append(key[len(CHECK_PREFIX) :])
+    return passed, failed
+
+
+def checks_sentence(metrics: dict) -> str | None:
+    """ "reliable: 9 of 9 sanity checks passed" or "UNRELIABLE: 2 of 9 sanity checks failed
+    (gradients_nonzero, loss_rises)"; None when no check ran."""
+    passed, failed = check_outcomes(metrics)
+    total = len(passed) + len(failed)
+    if not total:
+        return None
+    if not failed:
+        return f"reliable: {total} of {total} sanity checks passed"
+    return f"UNRELIABLE: {len(failed)} of {total} sanity checks failed ({', '.join(failed)})"
 
 
 def class_metric(class_part: str, rate: str) -> str:

@@ -352,8 +352,14 @@ class AttackRunner:
     A block is ``robustness.batch_size`` images; it halves on a GPU out-of-memory error
     (``sizes``, recorded in the report)."""
 
-    def __init__(self, ctx: ProbeContext, subset: np.ndarray) -> None:
+    def __init__(
+        self, ctx: ProbeContext, subset: np.ndarray, clean_pred: np.ndarray | None = None
+    ) -> None:
+        """``clean_pred``: the clean probe's predictions of the ``subset`` images, so that
+        attacks that take only the correctly classified images need no clean pass of their
+        own (None: they make one)."""
         self.ctx, self.cfg = ctx, ctx.robustness
+        self.clean_pred = clean_pred
         self.sizes = PassSizes(block=self.cfg.batch_size, chunk=ctx.chunk)
         self.model = AttackedModel(ctx.model, self.sizes)
         self.subset = subset
@@ -427,7 +433,10 @@ class AttackRunner:
             return self._per_image(built, x, y, seeds)
         # hand it only the images it attacks, so that its draws cover exactly those seeded
         adv = x.clone()
-        correct = (_logits(self.model, x).argmax(1) == y).cpu().numpy()
+        if self.clean_pred is not None:
+            correct = self.clean_pred[block] == self.labels.numpy()[block]
+        else:
+            correct = (_logits(self.model, x).argmax(1) == y).cpu().numpy()
         if correct.any():
             chosen = [seed for seed, keep in zip(seeds, correct, strict=True) if keep]
             mask = torch.from_numpy(correct).to(x.device)
@@ -487,25 +496,36 @@ class AttackRunner:
         names = ("loss_clean", "grad_zero", "repeat_diff", "softmax_output")
         return _to_numpy(names, self.each_block(None, work))
 
-    def minimal_eps(self, rows: np.ndarray, high: float) -> tuple[np.ndarray, np.ndarray]:
+    def minimal_eps(
+        self, rows: np.ndarray, high: float, bracket: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Bisection of each image's smallest L∞ eps that PGD flips, in [0, high].
 
         PGD runs without random start here (deterministic), with a per-image
         eps tensor so every image bisects its own interval in one batch.
+        ``bracket`` = (low, upper) per image, from the fixed-eps attacks: the largest grid
+        eps at which PGD-L∞ left the image correct (0 if none) and the smallest at which it
+        fooled it (+inf if none, 0 if it is wrong already). Bisection then starts inside
+        it, and stops at the same tolerance, high / 2^(iterations+1), in fewer steps.
         Returns (estimate, upper bound); an image PGD cannot flip at ``high``
         gets +inf, one already misclassified gets 0.
         """
         iterations, steps = self.cfg.min_eps_iterations, self.cfg.steps
-        low = np.zeros(len(rows))
-        upper = np.full(len(rows), high)
-        flipped_at_high = self._flips(rows, upper, steps)
-        wrong_clean = self._flips(rows, np.zeros(len(rows)), steps)
-        upper[~flipped_at_high] = np.inf
-        for _ in range(iterations):
-            active = np.isfinite(upper) & ~wrong_clean
+        limit = high / 2 ** (iterations + 1) * (1 + 1e-9)  # the tolerance, float rounding aside
+        if bracket is None:
+            low = np.zeros(len(rows))
+            upper = np.full(len(rows), high)
+            flipped_at_high = self._flips(rows, upper, steps)
+            wrong_clean = self._flips(rows, np.zeros(len(rows)), steps)
+            upper[~flipped_at_high] = np.inf
+        else:
+            low, upper = (np.asarray(b, dtype=np.float64).copy() for b in bracket)
+            wrong_clean = upper == 0
+        while True:
+            active = np.isfinite(upper) & ~wrong_clean & ((upper - low) / 2 > limit)
             if not active.any():
                 break
-            mid = (low + np.where(np.isfinite(upper), upper, high)) / 2
+            mid = (low + upper) / 2
             flips = np.zeros(len(rows), dtype=bool)
             flips[active] = self._flips(rows[active], mid[active], steps)
             upper = np.where(active & flips, mid, upper)
@@ -699,11 +719,73 @@ SANITY_COLUMNS = (
 )
 
 
+@contextmanager
+def no_weight_gradients(model: torch.nn.Module):
+    """The model's parameters do not require gradients inside the block (attacks need input
+    gradients only); each parameter's own setting is restored afterwards."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
+
+
+def fooled(out: dict[str, np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """Per image: the attack found a valid adversarial image that the model gets wrong."""
+    return (out["pred"] != labels) & (out["valid"] == 1)
+
+
+class Ladder:
+    """One attack up its eps grid, each image attacked until it falls (monotone worst case).
+
+    An adversarial image found at eps is inside every larger L∞ (or L2) ball, so an image
+    fooled at eps counts as fooled at every larger eps of the same norm, with that image's
+    prediction, margin and validity; only the survivors are attacked at the next eps. The
+    column ``adv.<attack>@<eps>.ran`` says which images the attack ran on at that eps (1)
+    and which carry an earlier eps's result (0): the raw numbers stay in the table.
+    """
+
+    def __init__(self, rows: np.ndarray, labels: np.ndarray) -> None:
+        self.rows = rows
+        self.labels = labels
+        self.alive = np.ones(len(rows), dtype=bool)
+        self.last: dict[str, np.ndarray] | None = None
+
+    def step(self, run) -> dict[str, np.ndarray]:
+        """``run(rows)`` on the survivors → this eps's results for every row of the ladder."""
+        result = {k: v.copy() for k, v in self.last.items()} if self.last else None
+        attacked = self.rows[self.alive]
+        out = run(attacked) if len(attacked) else None
+        if result is None:
+            result = out
+            result["ran"] = np.ones(len(self.rows))
+        else:
+            result["ran"] = np.zeros(len(self.rows))
+            if out is not None:
+                for key, values in out.items():
+                    result[key] = result[key].astype(np.result_type(result[key], values))
+                    result[key][self.alive] = values
+                result["ran"][self.alive] = 1
+        if out is not None:
+            self.alive[self.alive] = ~fooled(out, self.labels[self.alive])
+        self.last = result
+        return result
+
+
 @PROBES.register("attacks")
 def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     cfg = ctx.robustness
     if cfg is None or not cfg.enabled:
         return table
+    with no_weight_gradients(ctx.model):
+        return _attack_probe(ctx, table)
+
+
+def _attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
+    cfg = ctx.robustness
     channels = ctx.test.images.shape[1]
     n = len(ctx.test.labels)
     subset = (
@@ -711,7 +793,8 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         if cfg.samples == "all" or cfg.samples >= n
         else stratified_subsample(ctx.test.labels, cfg.samples, seed=ctx.seed, classes=ctx.classes)
     )
-    runner = AttackRunner(ctx, subset)
+    runner = AttackRunner(ctx, subset, clean_pred=table["pred"].to_numpy()[subset])
+    labels = runner.labels.numpy()
     columns: dict[str, np.ndarray] = {"attacked": np.zeros(n)}
     columns["attacked"][subset] = 1
 
@@ -720,25 +803,28 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         target[subset if rows is None else subset[rows]] = values
 
     reference = reference_eps(cfg, channels)
-    full = None  # PGD-L∞ at the reference eps with all steps: the grid usually has it
-    for name, grid in planned_grid(cfg, channels, len(ctx.classes)).items():
+    grid = planned_grid(cfg, channels, len(ctx.classes))
+    pgd_ladder = None  # PGD-L∞'s: the reference eps's losses and the bisection's brackets
+    for name, radii_ in grid.items():
         count = ATTACKS.get(name)().samples(cfg)
-        rows = None if count is None else runner.stratified_rows(count)
-        for eps_text in grid:
-            out = runner.run(name, eps_text, rows=rows)
-            for what in ("pred", "margin", "valid"):
+        rows = np.arange(len(subset)) if count is None else runner.stratified_rows(count)
+        ladder = Ladder(rows, labels[rows])
+        for eps_text in radii_:
+            out = ladder.step(lambda attacked, e=eps_text, a=name: runner.run(a, e, rows=attacked))
+            for what in ("pred", "margin", "valid", "ran"):
                 put(column(name, eps_text, what), out[what].astype(np.float64), rows)
-            if name == "pgd_linf" and eps_text == reference:
-                full = out
+            if name == "pgd_linf":
+                pgd_ladder = pgd_ladder or {}
+                pgd_ladder[eps_text] = out
     for key, values in runner.clean_loss_and_gradients().items():
         put(f"sanity.{key}", values.astype(np.float64))
-    half = runner.run("pgd_linf", reference, steps=max(1, cfg.steps // 2))
-    full = full or runner.run("pgd_linf", reference)
-    put("sanity.loss_half_steps", half["loss"].astype(np.float64))
-    put("sanity.loss_full_steps", full["loss"].astype(np.float64))
+    _loss_check(runner, put, reference, (pgd_ladder or {}).get(reference))
     if cfg.min_eps_samples:
         rows = runner.stratified_rows(cfg.min_eps_samples)
-        estimate, upper = runner.minimal_eps(rows, parse_eps(cfg.large_eps))
+        large = parse_eps(cfg.large_eps)
+        wrong = table["pred"].to_numpy()[subset][rows] != labels[rows]
+        bracket = _bracket(pgd_ladder, rows, labels, large, wrong) if pgd_ladder else None
+        estimate, upper = runner.minimal_eps(rows, large, bracket)
         put("min_eps", estimate, rows)
         put("min_eps.upper", upper, rows)
     if cfg.gallery_per_class:
@@ -749,4 +835,40 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     ctx.artifacts["robustness"] = run_artifacts(cfg, channels, len(ctx.classes), len(subset)) | {
         "passes": runner.sizes.record()
     }
-    return table.assign(**columns)
+    # joined in one step: inserting ~100 columns one by one fragments the frame
+    return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
+
+
+def _loss_check(runner: AttackRunner, put, reference: str, full: dict | None) -> None:
+    """The loss after half and all PGD-L∞ steps at the reference eps, on the images that eps
+    attacked (the survivors of the smaller eps; the grid's run gives the full steps)."""
+    cfg = runner.cfg
+    if full is None:  # the grid has no PGD-L∞ at the reference eps: run it on every image
+        full = runner.run("pgd_linf", reference)
+        full["ran"] = np.ones(len(full["loss"]))
+    ran = np.flatnonzero(full["ran"] == 1)
+    if not len(ran):
+        return
+    half = runner.run("pgd_linf", reference, rows=ran, steps=max(1, cfg.steps // 2))
+    put("sanity.loss_half_steps", half["loss"].astype(np.float64), ran)
+    put("sanity.loss_full_steps", full["loss"][ran].astype(np.float64), ran)
+
+
+def _bracket(
+    ladder: dict[str, dict[str, np.ndarray]],
+    rows: np.ndarray,
+    labels: np.ndarray,
+    large: float,
+    wrong: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image of ``rows``: (largest grid eps at which PGD-L∞ left it correct, or 0;
+    smallest at which it fooled it, +inf if none up to ``large``, 0 if wrong when clean)."""
+    low, upper = np.zeros(len(rows)), np.full(len(rows), np.inf)
+    for eps_text, out in sorted(ladder.items(), key=lambda kv: parse_eps(kv[0])):
+        eps = parse_eps(eps_text)
+        if eps > large:
+            break
+        hit = fooled(out, labels)[rows]
+        low = np.where(~hit, eps, low)
+        upper = np.where(hit & ~np.isfinite(upper), eps, upper)
+    return np.where(wrong, 0.0, low), np.where(wrong, 0.0, upper)

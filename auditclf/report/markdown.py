@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 
+from auditclf.keys import checks_sentence
 from auditclf.keys.families import RELIABLE, WORST_ACCURACY
 from auditclf.report.html import fmt_cell
 from auditclf.report.view import ReportView, build_view
@@ -96,13 +97,15 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
             f"{_escape(fmt_cell(tile['value']))} | {_escape(interval)} |"
         )
     if RELIABLE.key() in baseline.metrics:
-        reliable = "reliable" if baseline.metrics[RELIABLE.key()] == 1 else "UNRELIABLE"
+        checks = checks_sentence(baseline.metrics) or (
+            "reliable" if baseline.metrics[RELIABLE.key()] == 1 else "UNRELIABLE"
+        )
         worst_key = WORST_ACCURACY.key(eps=reference)
         worst = baseline.metrics.get(worst_key)
         lines += [
             "",
-            f"Robustness ({reliable}): worst-case accuracy at L∞ eps {_escape(reference)} "
-            f"{_escape(fmt_cell(worst))} ({_code(worst_key)}).",
+            f"Robustness ({_escape(checks)}): worst-case accuracy at L∞ eps "
+            f"{_escape(reference)} {_escape(fmt_cell(worst))} ({_code(worst_key)}).",
         ]
     if view.hardened:
         lines += ["", _escape(view.hardened["headline"])]
