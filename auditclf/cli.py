@@ -379,8 +379,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     preflight(config, command="run", out=config.out, flags=_given_flags(args))
     from auditclf.api import run as run_api
 
+    from auditclf.progress import Progress
+
     result = run_api(config, progress=not args.quiet, debug=args.debug)
-    result.save(config.out)
+    with Progress.for_stream(not args.quiet).task(f"writing the report to {config.out}"):
+        result.save(config.out)
     metrics = result.metrics
     _write_gates(out, result)
     out.write(
