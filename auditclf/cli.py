@@ -378,7 +378,6 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config, _overrides(args))
     preflight(config, command="run", out=config.out, flags=_given_flags(args))
     from auditclf.api import run as run_api
-
     from auditclf.progress import Progress
 
     result = run_api(config, progress=not args.quiet, debug=args.debug)

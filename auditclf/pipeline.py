@@ -83,7 +83,7 @@ def probe(
     config: AuditConfig,
     device: torch.device,
     name: str,
-    reporter: Progress | None = None,
+    reporter: Progress,
 ) -> tuple[pd.DataFrame, dict]:
     """Run every registered probe over the test split → (the model's sample table, what the
     probes noted, their arrays for the artifact file); ``reporter`` shows their long phases."""
@@ -99,7 +99,7 @@ def probe(
         chunk=forward_chunk(device.type),
         robustness=config.robustness,
         explain=config.explain if name == "baseline" or config.explain.all_models else None,
-        progress=reporter or Progress(),
+        progress=reporter,
         label=name,
     )
     for entry in PROBES:
