@@ -15,8 +15,13 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from auditclf import __version__
-from auditclf.errors import AuditError, ExitStatus, UsageError
+# Idle OpenMP threads sleep instead of spinning against other processes on shared cores
+# (auditclf.threads). The OpenMP runtime reads this once, when torch is imported: here, the
+# first module `auditclf` and `python -m auditclf` run, is before that. A user's own wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from auditclf import __version__  # noqa: E402 - after the environment is set
+from auditclf.errors import AuditError, ExitStatus, UsageError  # noqa: E402
 
 VERDICT_STATUS = {
     "pass": ExitStatus.OK,
@@ -31,6 +36,17 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _at_least_one(text: str) -> int:
+    """``--threads N``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
 
 
 def _add_data_model_flags(parser: argparse.ArgumentParser, *, hardening: bool = False) -> None:
@@ -50,6 +66,12 @@ def _add_data_model_flags(parser: argparse.ArgumentParser, *, hardening: bool = 
     )
     parser.add_argument("--seed", type=int, help="run seed, 0 to 2**32 - 1 (default 0)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    parser.add_argument(
+        "--threads",
+        type=_at_least_one,
+        metavar="N",
+        help="CPU compute threads (default: the CPUs this process may use)",
+    )
     if hardening:  # `harden`'s --epochs and --lr set the hardening (see _overrides)
         parser.add_argument(
             "--epochs",
@@ -280,6 +302,7 @@ def _flag_keys(args: argparse.Namespace) -> dict[str, tuple]:
         "trust_checkpoint": ("model", "trust_checkpoint"),
         "seed": ("seed",),
         "device": ("device",),
+        "threads": ("threads",),
         "epochs": (trains, "epochs"),
         "batch_size": ("train", "batch_size"),
         "lr": (trains, "lr"),
@@ -361,9 +384,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config, _overrides(args))
     preflight(config, command="run", out=config.out, flags=_given_flags(args))
     from auditclf.api import run as run_api
+    from auditclf.progress import Progress
 
     result = run_api(config, progress=not args.quiet, debug=args.debug)
-    result.save(config.out)
+    with Progress.for_stream(not args.quiet).task(f"writing the report to {config.out}"):
+        result.save(config.out)
     metrics = result.metrics
     _write_gates(out, result)
     out.write(

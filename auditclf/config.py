@@ -523,6 +523,12 @@ class AuditConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: cuda when available, else cpu"
     )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU compute threads; null = the CPUs this process may use (its CPU "
+        "affinity, capped by its cgroup CPU quota)",
+    )
     out: Path = Field(Path("audit-report"), description="folder the report files are written to")
     unsafe_load: Literal["allow", "forbid"] = Field(
         "allow",

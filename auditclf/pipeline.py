@@ -22,6 +22,7 @@ from auditclf.evidence import load_samples, new_table, split_by_model
 from auditclf.gates import check_gate_keys, gates_from_config, judge
 from auditclf.models import PreparedModel, prepare_model, wrap_module
 from auditclf.probes import PROBES, ProbeContext
+from auditclf.progress import Progress
 from auditclf.report.limitations import device_limitations, limitations
 from auditclf.results import AuditResult, ModelResult
 from auditclf.runcontext import PhaseTimer, open_run, run_card, trains
@@ -82,9 +83,10 @@ def probe(
     config: AuditConfig,
     device: torch.device,
     name: str,
+    reporter: Progress,
 ) -> tuple[pd.DataFrame, dict]:
     """Run every registered probe over the test split → (the model's sample table, what the
-    probes noted, their arrays for the artifact file)."""
+    probes noted, their arrays for the artifact file); ``reporter`` shows their long phases."""
     test = data.view("test")
     table = new_table(name, test.ids, test.labels, data.classes, test.attributes)
     ctx = ProbeContext(
@@ -97,6 +99,8 @@ def probe(
         chunk=forward_chunk(device.type),
         robustness=config.robustness,
         explain=config.explain if name == "baseline" or config.explain.all_models else None,
+        progress=reporter,
+        label=name,
     )
     for entry in PROBES:
         table = entry.obj(ctx, table)
@@ -113,12 +117,15 @@ def audit_model(
     timer: PhaseTimer,
     *,
     debug: bool,
+    reporter: Progress | None = None,
 ) -> tuple[ModelResult, pd.DataFrame]:
-    """Probes then analyses for one model → its result and its rows of the sample table."""
+    """Probes then analyses for one model → its result and its rows of the sample table
+    (``reporter``: the run's progress, off when None)."""
     config = for_device(config, device.type)[0]  # a no-op for run_audit's, resolved already
+    reporter = reporter or Progress()
     with timer.phase("probes"):
-        table, artifacts, arrays = probe(prepared, data, config, device, name)
-    with timer.phase("analyses"):
+        table, artifacts, arrays = probe(prepared, data, config, device, name, reporter)
+    with timer.phase("analyses"), reporter.task(f"analyses of {name}"):
         sections, metrics, notes, findings = analyse(
             table, config, data.summary, artifacts, debug=debug
         )
@@ -152,6 +159,7 @@ def run_audit(
     baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
     run = open_run(config, trains=trains(config, module))
     config, device, data, timer = run.config, run.device, run.data, run.timer
+    reporter = Progress.for_stream(progress)
     tolerances = baseline_check.tolerances.per_key if baseline_check else {}
     if gates or tolerances:  # before training, so a typo costs seconds, not a training run
         expected = expected_metric_keys(config, data.summary)
@@ -162,17 +170,25 @@ def run_audit(
         config, data, device, progress=progress, timer=timer, module=module
     )
     baseline, table = audit_model(
-        "baseline", prepared, history, data, config, device, timer, debug=debug
+        "baseline", prepared, history, data, config, device, timer, debug=debug, reporter=reporter
     )
     models, tables, prepared_models = {"baseline": baseline}, [table], {"baseline": prepared}
     wanted = {"hardened": config.harden.method != "none", "rebalanced": config.fairness.rebalance}
     for name, (phase, recipe) in RETRAINED.items():
         if not wanted[name]:
             continue
-        with timer.phase(phase):
+        with timer.phase(phase), reporter.task(f"{phase} (retraining the baseline)"):
             retrained, retrained_history = recipe(config, data, prepared, device, progress=progress)
         models[name], table = audit_model(
-            name, retrained, retrained_history, data, config, device, timer, debug=debug
+            name,
+            retrained,
+            retrained_history,
+            data,
+            config,
+            device,
+            timer,
+            debug=debug,
+            reporter=reporter,
         )
         tables.append(table)
         prepared_models[name] = retrained
@@ -212,7 +228,8 @@ def harden_model(
     adversarially retrained copy → (baseline, hardened, the hardening's history)."""
     run = open_run(config)
     baseline, _ = build_model(run.config, run.data, run.device, progress=progress, timer=run.timer)
-    hardened, history = harden(run.config, run.data, baseline, run.device, progress=progress)
+    with Progress.for_stream(progress).task("harden (retraining the baseline)"):
+        hardened, history = harden(run.config, run.data, baseline, run.device, progress=progress)
     return baseline, hardened, history
 
 

@@ -25,6 +25,7 @@ from auditclf.data.attributes import check_attributes
 from auditclf.device_defaults import for_device
 from auditclf.errors import UsageError
 from auditclf.seeding import seed_everything
+from auditclf.threads import use_threads
 
 ENGINES = (
     "torch",
@@ -79,11 +80,12 @@ def versions() -> dict[str, str]:
     return found
 
 
-def device_info(device: torch.device) -> dict:
-    """The device type, CPU threads and platform (and the GPU's name on CUDA)."""
+def device_info(device: torch.device, threads: dict) -> dict:
+    """The device type, CPU threads (how many, and what chose them: ``threads``, as
+    :func:`auditclf.threads.use_threads` set them) and platform (and the GPU's name on CUDA)."""
     info = {
         "type": device.type,
-        "torch_threads": torch.get_num_threads(),
+        **threads,
         "platform": platform.platform(),
         "processor": platform.machine(),
     }
@@ -95,20 +97,23 @@ def device_info(device: torch.device) -> dict:
 @dataclass
 class RunContext:
     """A run after its opening: the config resolved for the device, the device, the counts
-    the device chose, the prepared data and the phase timer (already timing ``data``)."""
+    the device chose, the prepared data, the phase timer (already timing ``data``) and the
+    CPU threads it runs (:func:`auditclf.threads.use_threads`)."""
 
     config: AuditConfig
     device: torch.device
     device_counts: dict[str, int]
     data: PreparedData
     timer: PhaseTimer
+    threads: dict
 
 
 def open_run(config: AuditConfig, *, trains: bool = True) -> RunContext:
-    """Seed, device and its default counts, the data (with ``fairness.metadata``) and the
-    group attributes the run needs, checked before any training. ``trains``: see
-    :func:`auditclf.data.prepare_data`."""
+    """Seed, CPU threads, device and its default counts, the data (with
+    ``fairness.metadata``) and the group attributes the run needs, checked before any
+    training. ``trains``: see :func:`auditclf.data.prepare_data`."""
     timer = PhaseTimer()
+    threads = use_threads(config.threads)  # before any work: inter-op threads are set once
     seed_everything(config.seed)
     device = resolve_device(config.device)
     config, device_counts = for_device(config, device.type)
@@ -118,7 +123,7 @@ def open_run(config: AuditConfig, *, trains: bool = True) -> RunContext:
         )
     if config.fairness.enabled or config.fairness.rebalance:
         check_attributes(config.fairness, data.summary)
-    return RunContext(config, device, device_counts, data, timer)
+    return RunContext(config, device, device_counts, data, timer, threads)
 
 
 def trains(config: AuditConfig, module: torch.nn.Module | None = None) -> bool:
@@ -134,7 +139,7 @@ def run_card(run: RunContext, *, model_hash: str, unsafe_load: bool) -> dict:
     return {
         "started_at": run.timer.started_at,
         "seed": run.config.seed,
-        "device": device_info(run.device),
+        "device": device_info(run.device, run.threads),
         "versions": versions(),
         "durations": run.timer.durations,
         "config": run.config.model_dump(mode="json"),

@@ -161,9 +161,10 @@ def test_custom_templates_override_the_shipped_ones(digits_run, tmp_path):
 
 
 def test_checkpoint_written_by_run_reloads_with_identical_metrics(
-    digits_run, fast_config, tmp_path
+    digits_run, fast_config, tmp_path, capfd
 ):
     out = tmp_path / "reloaded"
+    capfd.readouterr()
     result = cli(
         *_rerun(digits_run, fast_config),
         "--out",
@@ -171,6 +172,7 @@ def test_checkpoint_written_by_run_reloads_with_identical_metrics(
         "--quiet",
     )
     assert result.status == 0, result
+    assert capfd.readouterr().err == ""  # --quiet: no progress (bars, lines) on stderr
     assert _metrics(out) == _metrics(digits_run)
     assert not (out / "model.safetensors").exists()  # nothing was trained
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -16,6 +17,7 @@ from auditclf.analyses.explanations import explanations
 from auditclf.config import AnalysisConfig, ExplainConfig
 from auditclf.data import SplitView
 from auditclf.evidence import new_table
+from auditclf.keys import explain_column
 from auditclf.models.adapter import ModelAdapter
 from auditclf.probes import PROBES, ProbeContext, attributions
 from auditclf.probes.attributions import (
@@ -29,6 +31,7 @@ from auditclf.probes.attributions import (
     shortcut_region,
     superpixels,
 )
+from auditclf.progress import Progress
 from auditclf.seeding import derive_seed
 from tests.conftest import cli
 
@@ -336,3 +339,17 @@ def test_an_unknown_target_layer_exits_2_listing_the_conv_layers(tmp_path):
     assert "features.99" in result.err and "conv layers found" in result.err
     assert len(result.err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_probe_reports_each_method_as_it_runs():
+    stream = io.StringIO()
+    ctx = _probe_context(_small_cnn(), methods=["gradcam", "integrated_gradients"])
+    table = _probe_table(ctx)
+    ctx.progress, ctx.label = Progress("lines", stream, every=0), "baseline"
+    attributions.attribution_probe(ctx, table)
+    lines = stream.getvalue().splitlines()
+    n = len(ctx.arrays[explain_column("image")])
+    assert lines[0] == f"explanations of baseline: started ({2 * n} steps)"
+    assert any(line.endswith(f"gradcam, {n} images") for line in lines)
+    assert any(line.endswith(f"integrated_gradients, {n} images") for line in lines)
+    assert lines[-1].startswith("explanations of baseline: done in ")

@@ -26,7 +26,8 @@ def workers(monkeypatch) -> None:
     """Decode through DataLoader worker processes even a tiny set, in blocks of 5."""
     monkeypatch.setattr(lazy, "MIN_IMAGES_FOR_WORKERS", 0)
     monkeypatch.setattr(lazy, "SCAN_BLOCK", 5)
-    monkeypatch.setattr(lazy.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(lazy, "available_cpus", lambda: (2, "cpu affinity"))
+    monkeypatch.setattr(lazy.torch, "get_num_threads", lambda: 2)
 
 
 def _mixed_folder(root: Path) -> Path:

@@ -12,7 +12,6 @@ Every consumer reads both kinds the same way: a stream of blocks through
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from auditclf.data.images import decode_image, to_chw
 from auditclf.errors import DataError
+from auditclf.threads import available_cpus
 
 SCAN_BLOCK = 256  # images per block when a pass reads a whole set
 MIN_IMAGES_FOR_WORKERS = 512  # fewer are decoded in the process: workers cost more to start
@@ -158,11 +158,13 @@ def read_files(
 
 
 def _workers(images: int) -> int:
-    """Worker processes for decoding ``images`` files: one per CPU this process may use."""
+    """Worker processes for decoding ``images`` files: one per CPU this process may use
+    (its affinity and cgroup quota), and no more than the run's compute threads (``--threads``).
+    Each worker runs torch on one thread (the DataLoader sets it), so the workers never ask
+    for more cores than the run has."""
     if images < MIN_IMAGES_FOR_WORKERS:
         return 0
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    cpus = len(usable) if usable is not None else os.cpu_count() or 1
+    cpus = min(available_cpus()[0], torch.get_num_threads())
     return min(cpus, MAX_WORKERS) if cpus > 1 else 0
 
 

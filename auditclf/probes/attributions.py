@@ -37,6 +37,7 @@ from scipy.stats import spearmanr
 from auditclf.keys import explain_column
 from auditclf.probes.attacks import adversarial_versions
 from auditclf.probes.base import PROBES, ProbeContext
+from auditclf.progress import Task
 from auditclf.registry import Registry
 from auditclf.seeding import derive_seed, numpy_rng, torch_generator
 from auditclf.train.standard import to_unit_float
@@ -451,10 +452,6 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         return table
     model = ctx.model.eval()
-    x = to_unit_float(torch.from_numpy(np.asarray(ctx.test.images[rows])), ctx.device)
-    target = torch.tensor(table.loc[rows, "pred"].to_numpy(np.int64), device=ctx.device)
-    ids = [ctx.test.ids[r] for r in rows]
-    n, _, h, w = x.shape
     methods, skipped = [], []
     for method in cfg.methods:
         reason = ATTRIBUTIONS.get(method)().unavailable(model)
@@ -462,6 +459,27 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
             skipped.append(reason)
         else:
             methods.append(method)
+    what = f"explanations of {ctx.label}" if ctx.label else "explanations"
+    with ctx.progress.task(what, total=len(methods) * len(rows)) as task:
+        return _explain(ctx, table, rows, methods, skipped, task)
+
+
+def _explain(
+    ctx: ProbeContext,
+    table: pd.DataFrame,
+    rows: list[int],
+    methods: list[str],
+    skipped: list[str],
+    task: Task,
+) -> pd.DataFrame:
+    """:func:`attribution_probe`'s work on the selected ``rows`` with the available
+    ``methods`` (``task`` advances by the images of each method, naming it)."""
+    cfg, model = ctx.explain, ctx.model
+    x = to_unit_float(torch.from_numpy(np.asarray(ctx.test.images[rows])), ctx.device)
+    target = torch.tensor(table.loc[rows, "pred"].to_numpy(np.int64), device=ctx.device)
+    ids = [ctx.test.ids[r] for r in rows]
+    n, _, h, w = x.shape
+    task.advance(0, note=f"reference checks (region swaps, random orders), {n} images")
     masks = None if ctx.test.masks is None else ctx.test.masks[rows].astype(bool)
     region, region_text = shortcut_region(masks, h, w, n)
 
@@ -496,6 +514,7 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         )
     per_method = {}
     for method in methods:
+        task.advance(0, note=f"{method}, {n} images")
         maps, delta = _maps(method, model, x, target, cfg, ids, ctx.seed)
         order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
         deletion, insertion = curve_areas(model, x, target, order, cfg.curve_steps)
@@ -524,6 +543,7 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
             ctx.arrays[explain_column("adversarial_map", method)] = variants["adversarial"].astype(
                 np.float32
             )
+        task.advance(n)
     eps = None if adversarial is None else adversarial[1]
     ctx.artifacts["explanations"] = _run_notes(
         cfg, methods, skipped, n, region_text, masks is not None, eps

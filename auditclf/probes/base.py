@@ -16,6 +16,7 @@ from auditclf.data import SplitView
 from auditclf.device_defaults import forward_chunk, section_for_device
 from auditclf.errors import UsageError
 from auditclf.models.adapter import ModelAdapter
+from auditclf.progress import Progress
 from auditclf.registry import Registry
 
 FORWARD_CHUNK = forward_chunk("cpu")  # images per model pass on the CPU, whatever the batch sizes
@@ -81,7 +82,9 @@ class ProbeContext:
     """What a probe may use: the eval-mode model, the test split and the run settings.
 
     ``batch_size``: test images moved to the device at a time by the clean probe;
-    ``chunk``: images per model pass, a property of the device (``device_defaults``).
+    ``chunk``: images per model pass, a property of the device (``device_defaults``);
+    ``progress``: the run's reporter, for a probe's long phases (off by default);
+    ``label``: the audited model's name ("baseline", "hardened"), for its messages.
     """
 
     model: ModelAdapter
@@ -93,6 +96,8 @@ class ProbeContext:
     chunk: int = FORWARD_CHUNK
     robustness: RobustnessConfig | None = None
     explain: ExplainConfig | None = None
+    progress: Progress = field(default_factory=Progress)
+    label: str = ""
     artifacts: dict = field(default_factory=dict)  # small JSON: how the probes ran
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # images, maps: artifacts.npz
 

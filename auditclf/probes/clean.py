@@ -25,17 +25,22 @@ def predict_logits(ctx: ProbeContext) -> np.ndarray:
     halves on a GPU out-of-memory error; the sizes that ran go to ``artifacts["passes"]``)."""
     sizes = PassSizes(block=ctx.batch_size, chunk=ctx.chunk)
     model = FixedChunks(ctx.model.eval(), sizes)
-    chunks = []
-    for pixels in image_blocks(
-        ctx.test.images, row_blocks(len(ctx.test.labels), ctx.batch_size), device=ctx.device
-    ):
+    chunks, total = [], len(ctx.test.labels)
+    blocks = image_blocks(ctx.test.images, row_blocks(total, ctx.batch_size), device=ctx.device)
+    with ctx.progress.task(_what(ctx), total=total) as task:
+        for pixels in blocks:
 
-        def work(block: np.ndarray, pixels=pixels) -> torch.Tensor:
-            return model(to_unit_float(pixels[block[0] : block[-1] + 1], ctx.device)).double()
+            def work(block: np.ndarray, pixels=pixels) -> torch.Tensor:
+                return model(to_unit_float(pixels[block[0] : block[-1] + 1], ctx.device)).double()
 
-        chunks += in_blocks(np.arange(len(pixels)), sizes, work, "clean probe")
+            chunks += in_blocks(np.arange(len(pixels)), sizes, work, "clean probe")
+            task.advance(len(pixels))
     ctx.artifacts["passes"] = sizes.record()
     return torch.cat(chunks).cpu().numpy()
+
+
+def _what(ctx: ProbeContext) -> str:
+    return f"clean pass of {ctx.label}" if ctx.label else "clean pass"
 
 
 @PROBES.register("clean")

@@ -1,0 +1,92 @@
+"""How many compute threads a run uses: the CPUs this process may use, or ``--threads``.
+
+``torch`` starts one compute thread per core of the machine, whatever share of it the
+process has. On a shared runner (a CPU affinity mask, a container's CPU quota, or other
+jobs on the same cores) those threads spin against each other and against the other
+processes, and an audit that takes 20 s alone takes many minutes. A run therefore uses
+as many threads as the CPUs it may use (:func:`available_cpus`), one inter-op thread,
+and idle OpenMP threads that sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``,
+set by :mod:`auditclf.cli` before torch is imported).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+INTEROP_THREADS = 1  # the inter-op pool runs only torch.jit forks; one thread is enough
+# cgroup v1 mounts the cpu controller under one of these names
+CGROUP_V1_DIRS = ("cpu", "cpu,cpuacct", "cpuacct,cpu", ".")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _ratio(quota: str, period: str) -> int | None:
+    """CPUs granted by ``quota`` µs per ``period`` µs, rounded up; None when unlimited
+    ("max" or a negative quota) or unreadable."""
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:
+        return None
+    if quota_us <= 0 or period_us <= 0:
+        return None
+    return max(1, math.ceil(quota_us / period_us))
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> int | None:
+    """The CPUs the cgroup quota allows, rounded up (v2 ``cpu.max``, else v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); None when there is no quota."""
+    root = Path(root)
+    v2 = _read(root / "cpu.max")
+    if v2 is not None:
+        parts = v2.split()
+        return _ratio(parts[0], parts[1]) if len(parts) == 2 else None
+    for name in CGROUP_V1_DIRS:
+        quota = _read(root / name / "cpu.cfs_quota_us")
+        period = _read(root / name / "cpu.cfs_period_us")
+        if quota is not None and period is not None:
+            return _ratio(quota, period)
+    return None
+
+
+def available_cpus(root: Path = CGROUP_ROOT) -> tuple[int, str]:
+    """``(count, source)``: the CPUs this process may use, at least 1.
+
+    The CPUs of its affinity mask, capped by the cgroup CPU quota under ``root``;
+    ``source`` names the bound that applied: ``"cpu affinity"`` or ``"cgroup quota"``
+    (``"cpu count"`` where the platform has no affinity mask).
+    """
+    if hasattr(os, "sched_getaffinity"):
+        cpus, source = len(os.sched_getaffinity(0)), "cpu affinity"
+    else:
+        cpus, source = os.cpu_count() or 1, "cpu count"
+    quota = cgroup_cpu_quota(root)
+    if quota is not None and quota < cpus:
+        return quota, "cgroup quota"
+    return max(1, cpus), source
+
+
+def use_threads(requested: int | None) -> dict:
+    """Set torch's compute threads to ``requested`` (``--threads``) or the available CPUs,
+    and its inter-op threads to one where that is still allowed → what was set, for the
+    run card: ``{"torch_threads", "threads_source", "interop_threads"}``."""
+    import torch
+
+    count, source = (requested, "--threads") if requested is not None else available_cpus()
+    torch.set_num_threads(count)
+    # allowed once per process, before any inter-op work: a second run keeps what runs
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(INTEROP_THREADS)
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "threads_source": source,
+        "interop_threads": torch.get_num_interop_threads(),
+    }
