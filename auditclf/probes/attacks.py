@@ -43,6 +43,7 @@ from auditclf.errors import DataError
 from auditclf.keys import adv_column as column  # the one spelling of adv.<attack>@<eps>.<what>
 from auditclf.keys import gallery_array
 from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
+from auditclf.progress import Task
 from auditclf.registry import Registry
 from auditclf.seeding import derive_seed, numpy_rng
 from auditclf.train.standard import to_unit_float
@@ -780,11 +781,14 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     cfg = ctx.robustness
     if cfg is None or not cfg.enabled:
         return table
-    with no_weight_gradients(ctx.model):
-        return _attack_probe(ctx, table)
+    grid = planned_grid(cfg, ctx.test.images.shape[1], len(ctx.classes))
+    what = f"attacks on {ctx.label}" if ctx.label else "attacks"
+    steps = sum(len(radii_) for radii_ in grid.values()) + 3  # + sanity, bisection, gallery
+    with no_weight_gradients(ctx.model), ctx.progress.task(what, total=steps) as task:
+        return _attack_probe(ctx, table, grid, task)
 
 
-def _attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
+def _attack_probe(ctx: ProbeContext, table: pd.DataFrame, grid: dict, task: Task) -> pd.DataFrame:
     cfg = ctx.robustness
     channels = ctx.test.images.shape[1]
     n = len(ctx.test.labels)
@@ -803,22 +807,25 @@ def _attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         target[subset if rows is None else subset[rows]] = values
 
     reference = reference_eps(cfg, channels)
-    grid = planned_grid(cfg, channels, len(ctx.classes))
     pgd_ladder = None  # PGD-L∞'s: the reference eps's losses and the bisection's brackets
     for name, radii_ in grid.items():
         count = ATTACKS.get(name)().samples(cfg)
         rows = np.arange(len(subset)) if count is None else runner.stratified_rows(count)
         ladder = Ladder(rows, labels[rows])
         for eps_text in radii_:
+            task.advance(0, f"{name} eps {eps_text}, {int(ladder.alive.sum())} images standing")
             out = ladder.step(lambda attacked, e=eps_text, a=name: runner.run(a, e, rows=attacked))
+            task.advance()
             for what in ("pred", "margin", "valid", "ran"):
                 put(column(name, eps_text, what), out[what].astype(np.float64), rows)
             if name == "pgd_linf":
                 pgd_ladder = pgd_ladder or {}
                 pgd_ladder[eps_text] = out
+    task.advance(0, "sanity checks: input gradients, repeated pass, loss after half the steps")
     for key, values in runner.clean_loss_and_gradients().items():
         put(f"sanity.{key}", values.astype(np.float64))
     _loss_check(runner, put, reference, (pgd_ladder or {}).get(reference))
+    task.advance(1, f"minimal perturbation: bisection on {cfg.min_eps_samples} images")
     if cfg.min_eps_samples:
         rows = runner.stratified_rows(cfg.min_eps_samples)
         large = parse_eps(cfg.large_eps)
@@ -827,6 +834,7 @@ def _attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         estimate, upper = runner.minimal_eps(rows, large, bracket)
         put("min_eps", estimate, rows)
         put("min_eps.upper", upper, rows)
+    task.advance(1, "gallery")
     if cfg.gallery_per_class:
         ctx.artifacts["gallery"], images = gallery(
             runner, reference, cfg.gallery_per_class, ctx.classes
@@ -835,6 +843,7 @@ def _attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     ctx.artifacts["robustness"] = run_artifacts(cfg, channels, len(ctx.classes), len(subset)) | {
         "passes": runner.sizes.record()
     }
+    task.advance()
     # joined in one step: inserting ~100 columns one by one fragments the frame
     return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
 
