@@ -35,7 +35,7 @@ CATALOG: dict[str, dict[str, str]] = {
     },
     "probe": {
         "clean": "predictions, confidences and probabilities on clean images",
-        "attacks": "FGSM, PGD-L∞/L2, APGD-CE/DLR, Square (torchattacks)",
+        "attacks": "FGSM, PGD-L∞/L2, APGD-CE/DLR/T, FAB-T, Square (torchattacks)",
         "attributions": "Grad-CAM, Integrated Gradients and LIME (captum) with faithfulness, "
         "sanity, stability, localisation and shortcut scores",
     },
@@ -55,6 +55,10 @@ CATALOG: dict[str, dict[str, str]] = {
         "apgd_ce": "APGD with cross-entropy loss (Croce & Hein 2020), L∞",
         "apgd_dlr": "APGD with the DLR margin loss (Croce & Hein 2020), L∞, 3 classes or more",
         "square": "Square (Andriushchenko et al. 2020): black-box, queries only, L∞",
+        "apgd_t": "APGD-T (Croce & Hein 2020): targeted DLR loss towards up to 9 classes, "
+        "L∞, 4 classes or more (preset autoattack)",
+        "fab_t": "FAB-T (Croce & Hein 2020): targeted minimal-perturbation attack towards up "
+        "to 9 classes, L∞ (preset autoattack)",
     },
     "attribution": {
         "gradcam": "Grad-CAM (Selvaraju et al. 2017) on the adapter's target layer",
@@ -72,6 +76,8 @@ ATTACK_NORMS: dict[str, str] = {
     "apgd_ce": "linf",
     "apgd_dlr": "linf",
     "square": "linf",
+    "apgd_t": "linf",
+    "fab_t": "linf",
 }
 
 

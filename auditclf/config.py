@@ -248,13 +248,71 @@ def _check_radii(
 ATTACK_NAMES = names("attack")  # the registered attacks, in catalogue order
 ATTRIBUTION_NAMES = names("attribution")
 
+# What each ``robustness.preset`` sets, for the keys a config leaves out or sets to null.
+# "default": a cheap grid of six attacks, not comparable with published numbers.
+# "autoattack": AutoAttack's standard version as RobustBench reports it (Croce & Hein 2020,
+# fra31/auto-attack's ``version='standard'``): APGD-CE, APGD-T and FAB-T with 100 iterations
+# each, Square with 5,000 queries, one restart. torchattacks' own ``AutoAttack`` class leaves
+# the iterations at its classes' default of 10 and always targets 9 classes; the reference
+# implementation's 100 iterations are what published numbers used.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "attacks": ("fgsm", "pgd_linf", "pgd_l2", "apgd_ce", "apgd_dlr", "square"),
+        "steps": 10,
+        "square_queries": 300,
+    },
+    "autoattack": {
+        "attacks": ("apgd_ce", "apgd_t", "fab_t", "square"),
+        "steps": 100,
+        "square_queries": 5000,
+    },
+}
+AUTOATTACK_TARGETS = 9  # target classes of APGD-T and FAB-T (fewer when the model has fewer)
+
+
+def preset_note(robustness: dict[str, Any]) -> str:
+    """The report's sentence on the preset a run used (``robustness`` is the run's
+    ``robustness`` config as a dict), naming the values the config set against it."""
+    preset = robustness.get("preset", "default")
+    expected = {**PRESETS[preset], **({"restarts": 1} if preset == "autoattack" else {})}
+    changed = [
+        f"{key} {_shown(robustness[key])} (preset: {_shown(value)})"
+        for key, value in expected.items()
+        if key in robustness and _shown(robustness[key]) != _shown(value)
+    ]
+    if preset == "default":
+        text = (
+            "Preset default: cheaper than AutoAttack's standard version (fewer iterations and "
+            "queries, no targeted attacks); these numbers are not comparable with RobustBench."
+        )
+    else:
+        text = (
+            "Preset autoattack: AutoAttack's standard version as RobustBench reports it "
+            "(Croce & Hein 2020): APGD-CE, APGD-T and FAB-T (up to "
+            f"{AUTOATTACK_TARGETS} target classes) with 100 iterations, Square with 5,000 "
+            "queries, 1 restart, each attack run on its own; RobustBench reports one radius: "
+            "compare the number at that radius."
+        )
+    return text + (f" Set by this config: {'; '.join(changed)}." if changed else "")
+
+
+def _shown(value: Any) -> str:
+    return f"[{', '.join(value)}]" if isinstance(value, list | tuple) else f"{value:,}"
+
 
 class RobustnessConfig(_Strict):
     """Adversarial attacks (torchattacks). eps is in [0, 1] pixel units: 0.1 or 8/255."""
 
     enabled: bool = Field(True, description="run the attacks and their sanity checks")
-    attacks: list[Literal[ATTACK_NAMES]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: list(ATTACK_NAMES), description="attacks to run (torchattacks)"
+    preset: Literal["default", "autoattack"] = Field(
+        "default",
+        description="what attacks, steps and square_queries are when left null: default (6 "
+        "attacks, 10 steps, 300 queries; cheaper than AutoAttack, numbers not comparable "
+        "with RobustBench) or autoattack (AutoAttack standard: apgd_ce, apgd_t, fab_t, "
+        "square; 100 steps; 5,000 queries); a value set here wins over the preset",
+    )
+    attacks: list[Literal[ATTACK_NAMES]] | None = Field(  # type: ignore[valid-type]
+        None, description="attacks to run (torchattacks); null = the preset's"
     )
     eps_linf: list[EpsValue] | None = Field(
         None,
@@ -264,7 +322,12 @@ class RobustnessConfig(_Strict):
     eps_l2: list[EpsValue] | None = Field(
         None, description="L2 radii (> 0); default 0.5, 1, 2, 3 (grayscale) or 0.25, 0.5, 1 (RGB)"
     )
-    steps: int = Field(10, ge=1, description="iterations of PGD and APGD")
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description="iterations of PGD, APGD, APGD-T and FAB-T; null = the preset's (10, or "
+        "100 with autoattack)",
+    )
     step_size: float | None = Field(
         None, gt=0, description="PGD step as a multiple of eps; default 2.5 / steps (Madry)"
     )
@@ -281,7 +344,12 @@ class RobustnessConfig(_Strict):
         description="images for the black-box Square check; null = the device's default "
         "(100 on CPU, 1,000 on CUDA)",
     )
-    square_queries: int = Field(300, ge=1, description="queries per image for Square")
+    square_queries: int | None = Field(
+        None,
+        ge=1,
+        description="queries per image for Square; null = the preset's (300, or 5,000 with "
+        "autoattack)",
+    )
     large_eps: EpsValue = Field(
         0.5, description="L∞ radius in (0, 1] at which accuracy must reach chance"
     )
@@ -302,6 +370,15 @@ class RobustnessConfig(_Strict):
         "null = the device's default (100 on CPU, 512 on CUDA); no number depends on it: "
         "randomness is drawn per image and the model sees passes of a fixed size",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """The preset's attacks, steps and square_queries where the config left them null."""
+        if not isinstance(data, dict) or data.get("preset", "default") not in PRESETS:
+            return data  # not a mapping, or an unknown preset: the field checks say so
+        preset = PRESETS[data.get("preset", "default")]
+        return data | {key: value for key, value in preset.items() if data.get(key) is None}
 
     @field_validator("eps_linf")
     @classmethod

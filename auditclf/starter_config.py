@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from auditclf.config import AuditConfig, GateSpec
+from auditclf.config import PRESETS, AuditConfig, GateSpec
 
 WIDTH = 96
 HEADER = """\
@@ -148,5 +148,8 @@ def starter_yaml() -> str:
     """The commented ``audit.yaml``: every option of :class:`AuditConfig` at its default."""
     lines = HEADER.splitlines()
     lines.append("")
-    _write(AuditConfig, AuditConfig().model_dump(mode="json"), "", lines)
+    values = AuditConfig().model_dump(mode="json")
+    # null, as declared: the preset fills these, so that switching the preset takes effect
+    values["robustness"] |= dict.fromkeys(PRESETS["default"])
+    _write(AuditConfig, values, "", lines)
     return "\n".join(lines) + "\n"

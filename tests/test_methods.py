@@ -21,7 +21,7 @@ from auditclf.probes.attacks import ATTACKS, AttackRunner, planned_attacks, run_
 from auditclf.probes.attributions import ATTRIBUTIONS
 from auditclf.probes.base import ProbeContext
 
-CLASSES = 3  # APGD-DLR needs three
+CLASSES = 4  # APGD-T (targeted DLR loss) needs four
 EPS = {"linf": "0.1", "l2": "1"}
 DEVICES = [
     "cpu",

@@ -37,7 +37,7 @@ import torchattacks
 from torch.overrides import TorchFunctionMode
 
 from auditclf.catalog import ATTACK_NORMS
-from auditclf.config import RobustnessConfig, eps_label, parse_eps
+from auditclf.config import AUTOATTACK_TARGETS, RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
 from auditclf.errors import DataError
 from auditclf.keys import adv_column as column  # the one spelling of adv.<attack>@<eps>.<what>
@@ -231,6 +231,108 @@ class Square(_TorchAttack):
             n_restarts=1,
             seed=seed % 2**31,
             loss="margin",
+        )
+
+
+# The targeted attacks of AutoAttack's standard version (``robustness.preset: autoattack``).
+
+
+def _target_ranks(attack: torchattacks.Attack, images: torch.Tensor) -> int:
+    """How many target classes AutoAttack's standard version tries per image: 9, or every
+    class but the true one when the model has fewer (its logits say how many)."""
+    with torch.no_grad():
+        classes = attack.get_logits(images[:1]).shape[1]
+    return min(AUTOATTACK_TARGETS, classes - 1)
+
+
+class _ApgdtRankByRank(torchattacks.APGDT):
+    """torchattacks' APGD-T, one target rank per call of its ``perturb``, on every image.
+
+    torchattacks' loop over the target ranks hands each rank after the first only the
+    images the earlier ranks left, so their random starts would be drawn for part of the
+    batch from one generator: an image's start would depend on its batch-mates. Here every
+    rank runs on the whole batch (``perturb`` set to one target class, the rank it sets
+    shifted to ours), so every start is shaped like the batch and drawn per image
+    (:class:`PerImageRandomness`). An image keeps the adversarial of the first rank that
+    fooled it, as AutoAttack keeps it. The price: images already fooled are attacked again
+    at later ranks (their result dropped); the loop stops once every image is fooled.
+    """
+
+    def __init__(self, model: torch.nn.Module, **kwargs) -> None:
+        self._rank_offset = 0  # perturb's loop sets target_class 2 only; this shifts it
+        super().__init__(model, n_classes=2, **kwargs)
+
+    @property
+    def target_class(self) -> int | None:
+        return self._target_class
+
+    @target_class.setter
+    def target_class(self, rank: int | None) -> None:
+        self._target_class = None if rank is None else rank + self._rank_offset
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images, labels = images.clone().detach(), labels.clone().detach()
+        adv = images.clone()
+        left = torch.ones(len(images), dtype=torch.bool, device=images.device)
+        for offset in range(_target_ranks(self, images)):
+            self._rank_offset = offset
+            robust, attempt = self.perturb(images, labels, cheap=True)
+            fooled = left & ~robust
+            adv[fooled] = attempt[fooled]
+            left &= robust
+            if not left.any():
+                break
+        return adv
+
+
+class _FabTargeted(torchattacks.FAB):
+    """torchattacks' multi-targeted FAB at as many target ranks as AutoAttack's standard
+    version (counted from the model's logits when called)."""
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.n_target_classes = _target_ranks(self, images)
+        return super().forward(images, labels)
+
+
+@ATTACKS.register("apgd_t")
+class ApgdT(_TorchAttack):
+    """APGD-T (Croce & Hein 2020): APGD on the targeted DLR loss, towards each of the
+    classes the clean logits rank highest after the true one in turn (9, or all), as
+    AutoAttack's standard version runs it (rho 0.75, one restart per call)."""
+
+    name = "apgd_t"
+    on_correct_only = True
+    min_classes = 4
+    min_classes_reason = "the targeted DLR loss needs at least 4 classes"
+
+    def build(self, model, eps, cfg, *, seed, steps) -> torchattacks.Attack:
+        return _ApgdtRankByRank(
+            model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed % 2**31
+        )
+
+
+@ATTACKS.register("fab_t")
+class FabT(_TorchAttack):
+    """FAB-T, the targeted fast adaptive boundary attack (Croce & Hein 2020): the smallest
+    perturbation it finds towards each of the classes the clean logits rank highest after
+    the true one (9, or all), kept when within eps; torchattacks' defaults (alpha_max 0.1,
+    eta 1.05, beta 0.9) are AutoAttack's. It draws no random number on its first start."""
+
+    name = "fab_t"
+    on_correct_only = True
+
+    def restarts(self, cfg: RobustnessConfig) -> int:
+        return 1  # its first start is the image itself: a restart would repeat it
+
+    def build(self, model, eps, cfg, *, seed, steps) -> torchattacks.Attack:
+        return _FabTargeted(
+            model,
+            norm="Linf",
+            eps=eps,
+            steps=steps,
+            n_restarts=1,
+            multi_targeted=True,
+            seed=seed % 2**31,
         )
 
 
