@@ -21,6 +21,7 @@ from auditclf.dryrun import expected_metric_keys
 from auditclf.evidence import load_samples, new_table, split_by_model
 from auditclf.gates import check_gate_keys, gates_from_config, judge
 from auditclf.models import PreparedModel, prepare_model, wrap_module
+from auditclf.models.adapter import channels_last
 from auditclf.probes import PROBES, ProbeContext
 from auditclf.progress import Progress
 from auditclf.report.limitations import device_limitations, limitations
@@ -102,8 +103,9 @@ def probe(
         progress=reporter,
         label=name,
     )
-    for entry in PROBES:
-        table = entry.obj(ctx, table)
+    with channels_last(prepared.adapter):  # the fast kernels (see pass_layout)
+        for entry in PROBES:
+            table = entry.obj(ctx, table)
     return table, ctx.artifacts, ctx.arrays
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
 from auditclf.analyses.bootstrap import clopper_pearson
 from auditclf.catalog import ATTACK_NORMS
-from auditclf.config import parse_eps
+from auditclf.config import parse_eps, preset_note
 from auditclf.evidence import ATTR_PREFIX
 from auditclf.keys import adv_column, attack_at, parse_adv_column
 from auditclf.keys.families import (
@@ -209,7 +209,7 @@ def sanity_checks(
         )
 
     large = artifacts.get("large_eps")
-    if large and large in grid.get("pgd_linf", []):
+    if large and any(large in radii for radii in grid.values()):
         worst = worst_case(table, grid, large)
         acc = float(worst.mean()) if worst.notna().any() else float("nan")
         checks.append(
@@ -435,11 +435,23 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     cfg = ctx.robustness
     step = cfg["step_size"] or 2.5 / cfg["steps"]
     start = "random start" if cfg["random_start"] else "no random start"
+    pgd = f"{cfg['steps']} steps of {step:.3g}·eps, {start}, {cfg['restarts']} restart(s)"
+    described = {
+        "fgsm": "FGSM",
+        "pgd_linf": f"PGD-L∞ ({pgd})",
+        "pgd_l2": f"PGD-L2 ({pgd})",
+        "apgd_ce": f"APGD-CE ({cfg['steps']} steps)",
+        "apgd_dlr": f"APGD-DLR ({cfg['steps']} steps)",
+        "apgd_t": f"APGD-T ({cfg['steps']} steps per target class)",
+        "fab_t": f"FAB-T ({cfg['steps']} steps per target class)",
+        "square": f"Square ({cfg['square_queries']} queries on "
+        f"{artifacts.get('square_samples')} images)",
+    }
+    ran = artifacts.get("attacks", list(grid))
     section.method = (
-        f"torchattacks on {n} test images (stratified subset; seed {ctx.seed}): FGSM; PGD-L∞ "
-        f"and PGD-L2 with {cfg['steps']} steps of {step:.3g}·eps, {start}, {cfg['restarts']} "
-        f"restart(s); APGD-CE and APGD-DLR ({cfg['steps']} steps); Square "
-        f"({cfg['square_queries']} queries on {artifacts.get('square_samples')} images). "
+        f"torchattacks on {n} test images (stratified subset; seed {ctx.seed}): "
+        + "; ".join(described.get(a, a) for a in ran)
+        + f". {preset_note(cfg)} "
         "Every adversarial image was checked (finite, in [0, 1], within eps) and re-evaluated "
         "in eval mode. Monotone worst case: each attack climbs its eps grid from the smallest "
         "eps and attacks at the next eps only the images it has not fooled yet; an image "

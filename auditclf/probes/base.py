@@ -15,7 +15,7 @@ from auditclf.config import ExplainConfig, RobustnessConfig
 from auditclf.data import SplitView
 from auditclf.device_defaults import forward_chunk, section_for_device
 from auditclf.errors import UsageError
-from auditclf.models.adapter import ModelAdapter
+from auditclf.models.adapter import ModelAdapter, pass_layout
 from auditclf.progress import Progress
 from auditclf.registry import Registry
 
@@ -118,9 +118,9 @@ class FixedChunks(nn.Module):
     between a pass of 7 and a pass of 100 images, or between a channels-last and
     a contiguous batch. Passes of one fixed size (the last one filled up with
     detached copies of its last image, whose outputs are dropped), each copied
-    into the contiguous layout, give every image the same logits and input
-    gradients whatever the batch it comes in, so no number depends on
-    ``analyses.batch_size`` or ``robustness.batch_size``. The pass size is the
+    into one layout (channels-last for images: :func:`pass_layout`), give every
+    image the same logits and input gradients whatever the batch it comes in, so no
+    number depends on ``analyses.batch_size`` or ``robustness.batch_size``. The pass size is the
     device's (32 on the CPU); it changes only when memory runs out (:class:`PassSizes`).
     """
 
@@ -140,7 +140,7 @@ class FixedChunks(nn.Module):
             if missing:
                 filler = part[-1:].detach().expand(missing, *part.shape[1:])
                 part = torch.cat([part, filler])
-            part = part.clone(memory_format=torch.contiguous_format)
+            part = part.clone(memory_format=pass_layout(part))
             outputs.append(self.model(part)[: chunk - missing])
         return torch.cat(outputs)
 

@@ -3,8 +3,9 @@
 Optional inverse-frequency class weights, class-balanced oversampling for
 imbalanced data, or per-image sampling weights (group-balanced retraining);
 early stopping on the validation loss (the best epoch's weights are kept). On
-CUDA: bf16 autocast, ``channels_last`` and pinned host memory; on the CPU,
-plain float32. Batches are read block by block (:func:`image_blocks`), so a
+CUDA: bf16 autocast and pinned host memory; on the CPU, plain float32; on both,
+``channels_last`` weights and batches (the fast convolution and pooling kernels).
+Batches are read block by block (:func:`image_blocks`), so a
 set decoded from files is never held in memory whole.
 
 ``train.freeze_backbone`` fine-tunes the classification head alone (the last
@@ -35,7 +36,7 @@ from auditclf.config import TrainConfig
 from auditclf.data import LazyImages, SplitView
 from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.errors import UsageError
-from auditclf.models.adapter import ModelAdapter
+from auditclf.models.adapter import ModelAdapter, pass_layout
 from auditclf.models.pretrained import classification_head
 from auditclf.seeding import torch_generator
 from auditclf.train.augment import random_affine
@@ -185,8 +186,7 @@ def _train_epochs(
     """
     cuda = device.type == "cuda"
     adapter.to(device)
-    if cuda:
-        adapter.to(memory_format=torch.channels_last)
+    adapter.to(memory_format=torch.channels_last)  # fast kernels, on the CPU as on a GPU
     history = TrainHistory(device=str(device), mixed_precision="bf16" if cuda else None)
     labels = torch.from_numpy(train.labels)
     weight = _class_weights(train.labels, num_classes).to(device) if cfg.class_weighted else None
@@ -219,8 +219,7 @@ def _train_epochs(
                 x = random_affine(x, generator, hflip=hflip_ok)
             if perturb is not None:
                 x = perturb(x, y)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=pass_layout(x))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 logits = adapter(x)
                 loss = F.cross_entropy(logits.float(), y, weight=weight)
@@ -270,6 +269,5 @@ def _train_epochs(
     else:
         history.best_epoch = len(history.epochs)
     adapter.eval()
-    if cuda:
-        adapter.to(memory_format=torch.contiguous_format)
+    adapter.to(memory_format=torch.contiguous_format)
     return history
