@@ -3,7 +3,8 @@
     python benchmarks/bench_attacks.py [--images 300] [--repeats 3] [--device cpu]
 
 The floor is what any PGD-10 must do: 10 × (forward + backward to the input)
-over the same blocks of images. "torchattacks" is torchattacks.PGD called on
+over the same blocks of images (the network's weights channels-last, as the audit
+runs its probes, for all three). "torchattacks" is torchattacks.PGD called on
 the same blocks. "auditclf" is the attack probe's PGD path (a random start
 drawn per image, the model in fixed passes of 32 images, our own eval-mode
 re-evaluation of every adversarial image, validity checks). Prints the median
@@ -61,6 +62,7 @@ def main() -> None:
         "basic-cnn", {"in_channels": 1, "num_classes": 10, "input_size": [28, 28]}
     )
     model = ModelAdapter(net, [0.13], [0.31]).to(device).eval()
+    model.to(memory_format=torch.channels_last)  # as the audit runs its probes (every variant)
     view = SplitView(
         images, labels, np.array([str(i) for i in range(n)]), pd.DataFrame(index=range(n)), None
     )

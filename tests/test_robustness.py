@@ -65,7 +65,9 @@ def normal(trained):
     return _audit(config, data, prepared.adapter.net, prepared.spec["normalization"])
 
 
-def test_a_normal_model_is_reliable(normal):
+def test_a_normal_model_is_reliable(trained, normal):
+    # the probes ran the network channels-last and leave its weights as they found them
+    assert all(p.is_contiguous() and p.requires_grad for p in trained[2].adapter.parameters())
     metrics = normal["metrics"]
     assert metrics["robustness.reliable"] == 1.0
     assert all(v == 1.0 for k, v in metrics.items() if k.startswith("robustness.check."))

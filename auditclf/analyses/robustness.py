@@ -461,10 +461,14 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         "attack fooled it at that eps or a smaller one. The attacks table keeps each raw run "
         "(images attacked at that eps and fooled there). "
         f"Intervals: exact {level:.0%} Clopper–Pearson. Minimal perturbation: bisection with "
-        f"deterministic PGD-L∞ to ±{artifacts.get('min_eps_tolerance', 0):.2g}, started "
-        "inside the bracket the fixed-eps PGD-L∞ runs give each image (the largest grid eps "
-        "it survived, the smallest that fooled it); the curve it gives is drawn beside the "
-        "fixed-eps points."
+        f"deterministic PGD-L∞ to ±{artifacts.get('min_eps_tolerance', 0):.2g}"
+        + (
+            ", started inside the bracket the fixed-eps PGD-L∞ runs give each image (the "
+            "largest grid eps it survived, the smallest that fooled it)"
+            if "pgd_linf" in grid
+            else ", from [0, large eps]"
+        )
+        + "; the curve it gives is drawn beside the fixed-eps points."
     )
     return section
 
