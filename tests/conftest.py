@@ -82,6 +82,16 @@ def fast_config(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def clean_config(tmp_path_factory) -> Path:
+    """MINIMAL_CONFIG on digits: re-auditing the digits run's checkpoint with it costs one
+    evaluation pass (no training, attacks, hardening, attributions or subgroups), for tests
+    of exit codes, gates and output files of `auditclf run`."""
+    path = tmp_path_factory.mktemp("clean") / "clean.yaml"
+    path.write_text(MINIMAL_CONFIG + "data:\n  dataset: digits\n")
+    return path
+
+
+@pytest.fixture(scope="session")
 def digits_run(tmp_path_factory, fast_config) -> Path:
     """One finished `auditclf run` on digits; its output folder (read-only by convention)."""
     out = tmp_path_factory.mktemp("digits-run")

@@ -27,13 +27,19 @@ OUTPUTS = (
 )
 
 
-def _rerun(digits_run, fast_config) -> tuple:
+def _rerun(digits_run, config) -> tuple:
     """The argv that audits the digits run's trained model again (no training)."""
-    return ("run", "--config", fast_config, "--checkpoint", digits_run / "model.safetensors")
+    return ("run", "--config", config, "--checkpoint", digits_run / "model.safetensors")
 
 
 def _metrics(folder):
     return json.loads((folder / "report.json").read_text())["models"]["baseline"]["metrics"]
+
+
+def _every_metric(folder) -> dict:
+    """{model: its metrics}: the baseline's and the hardened model's."""
+    models = json.loads((folder / "report.json").read_text())["models"]
+    return {name: model["metrics"] for name, model in models.items()}
 
 
 def _strict_json(path):
@@ -131,12 +137,6 @@ def test_metrics_command_prints_every_key(digits_run):
     )
 
 
-def test_same_seed_gives_identical_metrics(digits_run, fast_config, tmp_path):
-    again = tmp_path / "again"
-    assert cli("run", "--config", fast_config, "--out", again, "--quiet").status == 0
-    assert _metrics(again) == _metrics(digits_run)
-
-
 def test_report_rerenders_without_the_model(digits_run, tmp_path):
     folder = tmp_path / "copy"
     folder.mkdir()
@@ -160,43 +160,42 @@ def test_custom_templates_override_the_shipped_ones(digits_run, tmp_path):
     assert "ACME audit: pass" in (tmp_path / "acme" / "report.html").read_text()
 
 
-def test_checkpoint_written_by_run_reloads_with_identical_metrics(
-    digits_run, fast_config, tmp_path, capfd
-):
-    out = tmp_path / "reloaded"
-    capfd.readouterr()
-    result = cli(
-        *_rerun(digits_run, fast_config),
-        "--out",
-        out,
-        "--quiet",
-    )
-    assert result.status == 0, result
-    assert capfd.readouterr().err == ""  # --quiet: no progress (bars, lines) on stderr
-    assert _metrics(out) == _metrics(digits_run)
-    assert not (out / "model.safetensors").exists()  # nothing was trained
+def _weights(path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(path)
 
 
-def test_train_command_then_checkpoint_gives_the_same_test_metrics(
-    digits_run, fast_config, tmp_path
+def test_same_seed_trains_the_same_model_and_a_reloaded_checkpoint_the_same_metrics(
+    digits_run, fast_config, clean_config, tmp_path, capfd
 ):
+    """The digits run repeated without its cost: `auditclf train` with the run's config
+    trains the very weights `auditclf run` trained (same seed, same model), and auditing the
+    run's checkpoint again (no training) gives every metric of both models exactly."""
+    import torch
+
     trained = tmp_path / "trained"
     result = cli("train", "--config", fast_config, "--out", trained, "--quiet")
     assert result.status == 0, result
     assert (trained / "model.safetensors").is_file() and (trained / "model.json").is_file()
-    out = tmp_path / "audit"
-    result = cli(
-        "run",
-        "--config",
-        fast_config,
-        "--checkpoint",
-        trained / "model.safetensors",
-        "--out",
-        out,
-        "--quiet",
-    )
+    ours = _weights(trained / "model.safetensors")
+    theirs = _weights(digits_run / "model.safetensors")
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    out = tmp_path / "reloaded"
+    capfd.readouterr()
+    result = cli(*_rerun(digits_run, fast_config), "--out", out, "--quiet")
     assert result.status == 0, result
-    assert _metrics(out) == _metrics(digits_run)
+    assert capfd.readouterr().err == ""  # --quiet: no progress (bars, lines) on stderr
+    assert _every_metric(out) == _every_metric(digits_run)
+    assert not (out / "model.safetensors").exists()  # nothing was trained
+
+    # The checkpoint `auditclf train` wrote (its own model.json) loads as well.
+    result = cli(*_rerun(trained, clean_config), "--out", tmp_path / "clean", "--quiet")
+    assert result.status == 0, result
+    accuracy = _metrics(tmp_path / "clean")["performance.accuracy"]
+    assert accuracy == _metrics(digits_run)["performance.accuracy"]
 
 
 @pytest.mark.parametrize(
@@ -208,10 +207,10 @@ def test_train_command_then_checkpoint_gives_the_same_test_metrics(
         ("performance.accuracy=>0.5", 2),
     ],
 )
-def test_gates_decide_the_exit_code(digits_run, fast_config, tmp_path, gate, status):
+def test_gates_decide_the_exit_code(digits_run, clean_config, tmp_path, gate, status):
     out = tmp_path / "gated"
     result = cli(
-        *_rerun(digits_run, fast_config),
+        *_rerun(digits_run, clean_config),
         "--gate",
         gate,
         "--out",
@@ -228,9 +227,9 @@ def test_gates_decide_the_exit_code(digits_run, fast_config, tmp_path, gate, sta
         assert report["verdict"] == ("pass" if status == 0 else "fail")
 
 
-def test_unknown_gate_key_suggests_the_closest(digits_run, fast_config, tmp_path):
+def test_unknown_gate_key_suggests_the_closest(digits_run, clean_config, tmp_path):
     result = cli(
-        *_rerun(digits_run, fast_config),
+        *_rerun(digits_run, clean_config),
         "--gate",
         "performance.acuracy>=0.5",
         "--out",
@@ -288,7 +287,7 @@ def test_interrupt_exits_130_and_writes_nothing(monkeypatch, tmp_path):
     assert not (tmp_path / "o" / "report.json").exists()
 
 
-def test_internal_error_is_one_line_unless_debug(monkeypatch, tmp_path, digits_run, fast_config):
+def test_internal_error_is_one_line_unless_debug(monkeypatch, tmp_path, digits_run, clean_config):
     import auditclf.report
 
     def broken(*args, **kwargs):
@@ -299,7 +298,7 @@ def test_internal_error_is_one_line_unless_debug(monkeypatch, tmp_path, digits_r
     out.mkdir()
     (out / "report.json").write_text("previous")
     argv = [
-        *_rerun(digits_run, fast_config),
+        *_rerun(digits_run, clean_config),
         "--out",
         out,
         "--quiet",
@@ -380,12 +379,12 @@ def test_metrics_accepts_the_run_folder(digits_run):
     assert result.status == 0 and "performance.accuracy" in result.out
 
 
-def test_checkpoint_from_another_split_is_flagged(digits_run, fast_config, tmp_path):
+def test_checkpoint_from_another_split_is_flagged(digits_run, clean_config, tmp_path):
     out = tmp_path / "other-seed"
     result = cli(
         "run",
         "--config",
-        fast_config,
+        clean_config,
         "--seed",
         "1",
         "--checkpoint",
@@ -441,21 +440,22 @@ def test_train_and_harden_read_the_configured_metadata(tmp_path, command):
     assert "Traceback" not in result.err and not (tmp_path / "m").exists()
 
 
-def test_junit_has_a_case_per_gate_analysis_and_sanity_check(digits_run, fast_config, tmp_path):
+def test_junit_has_a_case_per_gate_analysis_and_sanity_check(digits_run, tmp_path):
+    """The digits run's report judged again (in milliseconds) by two gates, one failing: the
+    junit.xml `auditclf gate --out` writes is the one a run writes (test_formats checks a run's
+    own), with a case per gate, per analysis and per sanity check."""
     import xml.etree.ElementTree as ET
 
     out = tmp_path / "gated"
     result = cli(
-        *_rerun(digits_run, fast_config),
-        "--harden",
-        "none",
+        "gate",
+        digits_run,
         "--gate",
         "performance.accuracy>=0.1",
         "--gate",
         "performance.accuracy>1",
         "--out",
         out,
-        "--quiet",
     )
     assert result.status == 1, result
     suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
@@ -465,5 +465,6 @@ def test_junit_has_a_case_per_gate_analysis_and_sanity_check(digits_run, fast_co
         by_class.setdefault(case.get("classname"), []).append(case)
     assert len(by_class["auditclf.gates"]) == 2
     assert len(by_class["auditclf.sanity.baseline"]) == 10
+    assert len(by_class["auditclf.sanity.hardened"]) == 10
     assert int(suite.get("tests")) == len(cases)
     assert int(suite.get("failures")) == sum(c.find("failure") is not None for c in cases) >= 1

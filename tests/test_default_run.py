@@ -4,8 +4,12 @@ hardened with PGD adversarial training, and attacked again."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tests.conftest import cli
+
+# The default audit written out, with the gates a user of it would set.
+DEFAULT_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mnist5k.yaml"
 
 
 def test_default_run_reaches_97_percent_and_shows_every_section(tmp_path):
@@ -59,3 +63,7 @@ def test_default_run_reaches_97_percent_and_shows_every_section(tmp_path):
     # Numbers in report.json, pixels in artifacts.npz (issue 12: report.json at most 1 MB).
     assert (out / "report.json").stat().st_size <= 1_000_000
     assert (out / "artifacts.npz").is_file() and "data:image" not in json.dumps(report)
+    # examples/mnist5k.yaml is this audit written out (tests/test_examples.py checks so): its
+    # gates pass on this report, as the example documents.
+    gated = cli("gate", out, "--config", DEFAULT_EXAMPLE)
+    assert gated.status == 0, gated

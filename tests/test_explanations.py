@@ -219,28 +219,17 @@ def test_region_swap_flips_a_model_that_reads_the_border_and_not_one_that_reads_
     assert reads_border[0] == 1.0 and reads_centre[0] == 0.0
 
 
-def test_explanations_in_a_real_run(tmp_path):
-    config = tmp_path / "audit.yaml"
-    config.write_text(
-        "data: {dataset: digits}\ntrain: {epochs: 3}\nrobustness: {enabled: false}"
-        "\nharden: {method: none}\nexplain: {enabled: true, correct_per_class: 1, "
-        "errors_per_class: 0}\n"
-    )
-    result = cli(
-        "run",
-        "--config",
-        config,
-        "--gate",
-        "explain.integrated_gradients.convergence_delta<0.05",
-        "--out",
-        tmp_path / "out",
-        "--quiet",
-    )
-    assert result.status == 0, result
-    html = (tmp_path / "out" / "report.html").read_text()
-    assert "Class 0: attribution maps with their scores" in html
-    assert html.count('class="attr-row"') >= 10  # one explained image per class at least
-    assert "no shortcut found" in html and "How this was computed" in html
+def test_explanations_in_a_real_run(digits_run):
+    """The digits run explained every class; its report passes a gate on Integrated
+    Gradients' completeness (judged by `auditclf gate`, no second audit) and its explanations
+    section shows the galleries, the shortcut check and the method."""
+    gated = cli("gate", digits_run, "--gate", "explain.integrated_gradients.convergence_delta<0.05")
+    assert gated.status == 0, gated
+    html = (digits_run / "report.html").read_text()
+    section = html.split('<section id="explanations">')[1].split("</section>")[0]
+    assert "Class 0: attribution maps with their scores" in section
+    assert section.count('class="attr-row"') >= 10  # one explained image per class at least
+    assert "no shortcut found" in section and "How this was computed" in section
 
 
 def test_superpixels_are_a_grid_for_tiny_images_and_slic_for_larger_ones():

@@ -135,7 +135,7 @@ def test_checkpoint_audit_of_a_splitless_folder_audits_all_and_says_so(tmp_path)
         tmp_path / "report",
         "--quiet",
     )
-    assert result.status in (0, 1), result
+    assert result.status == 0, result  # no gates: nothing can fail
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["data"]["split_counts"] == {"train": 0, "val": 0, "test": 11}
     reasons = {item["section"]: item["reason"] for item in report["limitations"]}
