@@ -15,10 +15,12 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-# Idle OpenMP threads sleep instead of spinning against other processes on shared cores
-# (auditclf.threads). The OpenMP runtime reads this once, when torch is imported: here, the
-# first module `auditclf` and `python -m auditclf` run, is before that. A user's own wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from auditclf.threads import short_openmp_waits  # noqa: I001 - stdlib only, before torch
+
+# Idle OpenMP threads spin briefly, then sleep, instead of spinning long against other
+# processes on shared cores. The OpenMP runtime reads this once, when torch is imported:
+# here, the first module `auditclf` and `python -m auditclf` run, is before that.
+short_openmp_waits()
 
 from auditclf import __version__  # noqa: E402 - after the environment is set
 from auditclf.errors import AuditError, ExitStatus, UsageError  # noqa: E402

@@ -5,8 +5,8 @@ process has. On a shared runner (a CPU affinity mask, a container's CPU quota, o
 jobs on the same cores) those threads spin against each other and against the other
 processes, and an audit that takes 20 s alone takes many minutes. A run therefore uses
 as many threads as the CPUs it may use (:func:`available_cpus`), one inter-op thread,
-and idle OpenMP threads that sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``,
-set by :mod:`auditclf.cli` before torch is imported).
+and idle OpenMP threads that spin only briefly before they sleep
+(:func:`short_openmp_waits`, called by :mod:`auditclf.cli` before torch is imported).
 """
 
 from __future__ import annotations
@@ -17,6 +17,12 @@ import os
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# libgomp's spins before an idle thread sleeps (its default: 300,000; 0 with
+# OMP_WAIT_POLICY=PASSIVE). Measured with PGD, APGD and Square on two cores
+# (benchmarks/bench_contention.py, the issue-13 note): 1,000 is within 7% of the default
+# alone and 2× alone beside one CPU-bound process; PASSIVE is 1.5× slower alone; the
+# default collapses beside competitors (the threads wait out each other's spins).
+SPIN_COUNT = "1000"
 INTEROP_THREADS = 1  # the inter-op pool runs only torch.jit forks; one thread is enough
 # cgroup v1 mounts the cpu controller under one of these names
 CGROUP_V1_DIRS = ("cpu", "cpu,cpuacct", "cpuacct,cpu", ".")
@@ -39,6 +45,13 @@ def _ratio(quota: str, period: str) -> int | None:
     if quota_us <= 0 or period_us <= 0:
         return None
     return max(1, math.ceil(quota_us / period_us))
+
+
+def short_openmp_waits() -> None:
+    """Set ``GOMP_SPINCOUNT`` to :data:`SPIN_COUNT` unless the user chose a wait policy or
+    a spin count; only effective before torch (and its OpenMP runtime) is loaded."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
 def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> int | None:

@@ -1,16 +1,17 @@
 """The audit's slowdown when CPU-bound processes compete for its cores, per thread setting.
 
     python benchmarks/bench_contention.py [--quick] [--competitors N] [--load python|matmul]
-        [--wait unset,passive] [--threads auto,8] [--repeats 1] [--timeout 1800]
+        [--wait unset,short,passive] [--threads auto,8] [--repeats 1] [--timeout 1800]
 
 Runs ``auditclf run`` in a fresh process alone, then again beside ``--competitors``
 CPU-bound processes (default: one per CPU this process may use) pinned to the same
 cores, and prints the slowdown (contended / alone) for each combination of:
 
-- ``--wait``: the OpenMP wait policy of the audit's threads. ``unset``: OpenMP's own
-  default (idle threads spin a while before they sleep; torch is imported before
-  auditclf.cli can set anything); ``passive``: what ``auditclf`` sets (idle threads
-  sleep); ``active``: idle threads spin.
+- ``--wait``: how the audit's idle OpenMP threads wait. ``unset``: OpenMP's own default
+  (they spin 300,000 times before they sleep; torch is imported before auditclf.cli can
+  set anything); ``short``: what ``auditclf`` sets (``GOMP_SPINCOUNT=1000``: a brief
+  spin, then sleep); ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (they sleep at once);
+  ``active``: they spin.
 - ``--threads``: ``auto`` (the CPUs this process may use, auditclf's default) or a
   number passed as ``--threads N`` (e.g. 8 on two cores: oversubscribed, as torch's
   default is on a container that sees more cores than its quota grants).
@@ -82,13 +83,14 @@ def loadavg() -> str:
 
 def audit_command(config: Path | None, out: Path, wait: str, threads: str) -> tuple[list, dict]:
     """The ``auditclf run`` command line and environment for one setting."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     if wait == "unset":
         head = [sys.executable, "-c", TORCH_FIRST]
     else:
         head = [sys.executable, "-m", "auditclf"]
-        env["OMP_WAIT_POLICY"] = wait.upper()
+        if wait != "short":
+            env["OMP_WAIT_POLICY"] = wait.upper()
     argv = ["run", "--out", str(out), "--quiet"]
     if config is not None:
         argv += ["--config", str(config)]
@@ -167,7 +169,9 @@ def main() -> None:
         "--competitors", type=int, default=cpus, help=f"CPU-bound processes (default {cpus})"
     )
     parser.add_argument("--load", choices=sorted(COMPETITORS), default="python")
-    parser.add_argument("--wait", type=lambda s: s.split(","), default=["unset", "passive"])
+    parser.add_argument(
+        "--wait", type=lambda s: s.split(","), default=["unset", "short", "passive"]
+    )
     parser.add_argument("--threads", type=lambda s: s.split(","), default=["auto", "8"])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per audit")
