@@ -367,7 +367,7 @@ class RobustnessConfig(_Strict):
         None,
         ge=1,
         description="images attacked together (memory; halved on a GPU out-of-memory error); "
-        "null = the device's default (100 on CPU, 512 on CUDA); no number depends on it: "
+        "null = the device's default (128 on CPU, 512 on CUDA); no number depends on it: "
         "randomness is drawn per image and the model sees passes of a fixed size",
     )
 

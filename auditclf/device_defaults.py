@@ -26,7 +26,7 @@ DEVICE_DEFAULTS = {
             "samples": 300,
             "square_samples": 100,
             "min_eps_samples": 100,
-            "batch_size": 100,
+            "batch_size": 128,  # a multiple of the pass size: no padded passes in a full block
         },
         "explain": {"correct_per_class": 2, "errors_per_class": 1},
     },

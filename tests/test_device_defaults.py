@@ -24,7 +24,7 @@ CPU_COUNTS = {
     "robustness.samples": 300,
     "robustness.square_samples": 100,
     "robustness.min_eps_samples": 100,
-    "robustness.batch_size": 100,
+    "robustness.batch_size": 128,
     "explain.correct_per_class": 2,
     "explain.errors_per_class": 1,
 }
