@@ -52,6 +52,7 @@ CHANCE_SLACK = 0.02
 BLACK_BOX_SLACK = 0.005
 REPEAT_ATOL = 1e-4
 LOSS_SLACK = 0.01
+BISECTION_CURVE = "minimal perturbation (PGD-L∞ bisection)"
 
 
 @dataclass
@@ -373,12 +374,13 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     )
     bisection = _bisection_curve(table, artifacts, level)
     if bisection:
-        curves["minimal perturbation (PGD-L∞ bisection)"] = bisection
+        curves[BISECTION_CURVE] = bisection
     section.figures["curves"] = {
         "kind": "robustness_curves",
         "clean": clean_hits / max(n, 1),
         "curves": dict(curves),
         "norms": {a: ATTACK_NORMS.get(a, "linf") for a in curves},
+        "steps": [BISECTION_CURVE] if bisection else [],  # drawn as step functions
     }
 
     _per_class(section, table, grid, ctx)
@@ -485,14 +487,17 @@ def _raw(table: pd.DataFrame, attack: str, eps: str) -> tuple[int, int]:
 
 def _bisection_curve(table: pd.DataFrame, artifacts: dict, level: float) -> list[list[float]]:
     """Robust accuracy against L∞ eps from each image's minimal perturbation: the share of
-    the bisected images whose minimal eps is above eps (0 for an image wrong already), on
-    41 points from 0 to the large eps, with exact intervals."""
+    the bisected images whose minimal eps is above eps (0 for an image wrong already), a step
+    at every measured value from 0 to the large eps, with exact intervals."""
     if "min_eps" not in table or not table["min_eps"].notna().any():
         return []
     values = table.loc[table["min_eps"].notna(), "min_eps"].to_numpy()
     large = parse_eps(artifacts.get("large_eps", "0.5"))
+    steps = np.unique(
+        np.concatenate([[0.0, large], values[np.isfinite(values) & (values < large)]])
+    )
     points = []
-    for eps in np.linspace(0.0, large, 41):
+    for eps in steps:
         hits = int((values > eps).sum())
         low, high = clopper_pearson(hits, len(values), level)
         points.append([float(eps), hits / len(values), low, high])

@@ -228,7 +228,7 @@ def robustness_curves(data: dict) -> str:
                 continue
             points = np.array(points, dtype=float)
             worst = attack.startswith("worst")
-            dense = len(points) > 12  # the bisection's curve: a step line, no markers
+            dense = attack in data.get("steps", [])  # the bisection's: a step line, no markers
             ax.plot(
                 points[:, 0],
                 points[:, 1],
@@ -240,7 +240,12 @@ def robustness_curves(data: dict) -> str:
                 label=attack,
             )
             ax.fill_between(
-                points[:, 0], points[:, 2], points[:, 3], alpha=0.12, color=INK if worst else None
+                points[:, 0],
+                points[:, 2],
+                points[:, 3],
+                alpha=0.12,
+                color=INK if worst else None,
+                step="post" if dense else None,
             )
         ax.axhline(data["clean"], color=OK, lw=1, ls=":", label="clean")
         ax.set_ylim(-0.02, 1.02)
