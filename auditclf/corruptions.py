@@ -63,6 +63,7 @@ class CorruptionSpec:
     meaning: str
     source: str
     grey_rgb_differ: str = ""
+    side_pixels: str = ""  # "exact" or "rounded" when values are fractions of the image side
 
 
 _SPECS: dict[str, CorruptionSpec] = {
@@ -82,11 +83,12 @@ _SPECS: dict[str, CorruptionSpec] = {
         (0.025, 0.04, 0.055, 0.075, 0.10), "sigma as a fraction of the image side",
         "Gaussian blur, kernel 2*ceil(3 sigma)+1",
         "ImageNet-C gaussian_blur sigma 1-6 px at 224 px and CIFAR-10-C 0.4-1 px at 32 px, "
-        "raised for small images where a sub-pixel sigma is a no-op"),
+        "raised for small images where a sub-pixel sigma is a no-op", side_pixels="exact"),
     "motion_blur": CorruptionSpec(
         (0.06, 0.10, 0.15, 0.22, 0.30), "line length as a fraction of the image side",
         "average along a centred line at a random angle in [0, 180) degrees",
-        "ImageNet-C motion_blur (radius 10-20, sigma 3-15 px at 224 px), as a fraction"),
+        "ImageNet-C motion_blur (radius 10-20, sigma 3-15 px at 224 px), as a fraction",
+        side_pixels="exact"),
     "brightness": CorruptionSpec(
         (0.1, 0.2, 0.3, 0.4, 0.5), "fraction of the way to white",
         "x + c (1 - x): 1 - adjust_brightness(1 - x, 1 - c); lifts dark background",
@@ -111,7 +113,7 @@ _SPECS: dict[str, CorruptionSpec] = {
     "pixelate": CorruptionSpec(
         (0.6, 0.5, 0.4, 0.3, 0.25), "downsampled side as a fraction of the side",
         "area downsample to round(c * side), nearest upsample back",
-        "ImageNet-C pixelate c"),
+        "ImageNet-C pixelate c", side_pixels="rounded"),
     "jpeg": CorruptionSpec(
         (25, 18, 15, 10, 7), "JPEG quality",
         "8-bit round trip through libjpeg at that quality",
@@ -129,14 +131,16 @@ _SPECS: dict[str, CorruptionSpec] = {
         (0.2, 0.3, 0.4, 0.5, 0.6), "box side as a fraction of the side",
         "a mid-grey (0.5) square at a uniform random position inside the image",
         "Cutout (DeVries & Taylor 2017; 0.5 of the side on CIFAR)",
-        "grey value 0.5 in every channel"),
+        "grey value 0.5 in every channel", side_pixels="rounded"),
     "elastic": CorruptionSpec(
         (0.015, 0.03, 0.045, 0.06, 0.08), "RMS displacement as a fraction of the side",
         "smooth random warp: uniform noise blurred with sigma 0.14 side, scaled to that RMS",
-        "Simard et al. 2003 (sigma 4 px on 28 px MNIST) / ImageNet-C elastic_transform"),
+        "Simard et al. 2003 (sigma 4 px on 28 px MNIST) / ImageNet-C elastic_transform",
+        side_pixels="exact"),
 }
 
 _OCCLUDER_GREY = 0.5
+_EXAMPLE_SIDES = (8, 28, 64)
 _JPEG_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 _ELASTIC_SMOOTHNESS = 0.14
 
@@ -172,11 +176,31 @@ def severity_table() -> list[dict]:
             "severity_1": spec.values[0],
             "severity_5": spec.values[-1],
             "values": list(spec.values),
+            "in_words": {
+                1: f"{_show(spec.values[0])} {spec.unit}",
+                5: f"{_show(spec.values[-1])} {spec.unit}",
+            },
+            "pixels_at_side": _pixels(spec),
             "channels": spec.grey_rgb_differ or "same for 1 and 3 channels",
             "source": spec.source,
         }
         for name, spec in ((n, _SPECS[n]) for n in CORRUPTIONS)
     ]
+
+
+def _show(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _pixels(spec: CorruptionSpec) -> dict:
+    """Severity 1 and 5 in pixels on 8, 28 and 64 px images, for side-relative parameters."""
+    if not spec.side_pixels:
+        return {}
+
+    def at(value, side):
+        return max(1, round(value * side)) if spec.side_pixels == "rounded" else round(value * side, 2)
+
+    return {side: (at(spec.values[0], side), at(spec.values[-1], side)) for side in _EXAMPLE_SIDES}
 
 
 def _generator(seed: int, name: str) -> torch.Generator:

@@ -35,6 +35,10 @@ def test_table_lists_every_corruption_in_order():
     assert [row["name"] for row in table] == list(CORRUPTIONS)
     assert len(CORRUPTIONS) == 15
     assert all(len(row["values"]) == len(SEVERITIES) for row in table)
+    rows = {row["name"]: row for row in table}
+    assert rows["pixelate"]["pixels_at_side"][8] == (5, 2)
+    assert rows["gaussian_blur"]["pixels_at_side"][28] == (0.7, 2.8)
+    assert rows["gaussian_noise"]["in_words"][5] == "0.38 std in [0,1] units"
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)
