@@ -198,7 +198,9 @@ def _pixels(spec: CorruptionSpec) -> dict:
         return {}
 
     def at(value, side):
-        return max(1, round(value * side)) if spec.side_pixels == "rounded" else round(value * side, 2)
+        if spec.side_pixels == "rounded":
+            return max(1, round(value * side))
+        return round(value * side, 2)
 
     return {side: (at(spec.values[0], side), at(spec.values[-1], side)) for side in _EXAMPLE_SIDES}
 
