@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -29,6 +30,7 @@ from auditclf.results import AuditResult, ModelResult
 from auditclf.runcontext import PhaseTimer, open_run, run_card, trains
 from auditclf.train import TrainHistory
 from auditclf.train.recipes import harden, rebalance, train_baseline, training_findings
+from auditclf.train.standard import to_unit_float
 
 # the retrained copies a run may audit beside the baseline: {name: (timer phase, recipe)}
 RETRAINED = {"hardened": ("harden", harden), "rebalanced": ("rebalance", rebalance)}
@@ -103,7 +105,8 @@ def probe(
         progress=reporter,
         label=name,
     )
-    with channels_last(prepared.adapter):  # the fast kernels (see pass_layout)
+    first = to_unit_float(torch.from_numpy(np.asarray(test.images[:1])), device)
+    with channels_last(prepared.adapter, first):  # the fast kernels (see pass_layout)
         for entry in PROBES:
             table = entry.obj(ctx, table)
     return table, ctx.artifacts, ctx.arrays

@@ -254,3 +254,36 @@ def test_nan_logits_exit_5(tmp_path):
     )
     assert result.status == 5, result
     assert "NaN or infinite logits" in result.err
+
+
+def test_a_network_that_cannot_run_channels_last_stays_contiguous():
+    """The probes and training run a network channels-last (the fast kernels) only when a
+    trial pass works: an old-style `.view` flatten needs contiguous activations."""
+    import torch.nn as nn
+
+    from auditclf.models.adapter import ModelAdapter, channels_last, pass_layout
+
+    class ViewFlatten(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.head = nn.Linear(4 * 8 * 8, 3)
+
+        def forward(self, x):
+            out = self.conv(x)
+            return self.head(out.view(out.size(0), -1))
+
+    x = torch.rand(2, 1, 8, 8)
+    for net, expected in (
+        (ViewFlatten(), False),
+        (nn.Sequential(ViewFlatten().conv, nn.Flatten()), True),
+    ):
+        adapter = ModelAdapter(net, [0.5], [0.5])
+        with channels_last(adapter, x) as fast:
+            assert fast is expected
+            assert pass_layout(x, adapter) == (
+                torch.channels_last if fast else torch.contiguous_format
+            )
+            adapter(x.contiguous(memory_format=pass_layout(x, adapter)))  # runs either way
+        assert all(p.is_contiguous() for p in adapter.parameters())
+        assert pass_layout(x, adapter) == torch.contiguous_format

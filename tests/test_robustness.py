@@ -385,3 +385,37 @@ def test_square_and_bisection_subsets_cover_every_class_of_sorted_data():
     assert len(rows) == 100 and np.all(np.diff(rows) > 0)
     assert np.bincount(labels[rows], minlength=10).tolist() == [10] * 10
     assert len(runner.stratified_rows(5)) == 5  # fewer rows than classes still works
+
+
+def test_old_tables_are_made_monotone_and_large_eps_needs_an_linf_attack_there():
+    """A samples.csv saved before the survivors-only probe (no `.ran` columns) is read as
+    the probe writes them now: an image wrong at a smaller eps stays wrong at the larger
+    ones. The large-eps check runs only where an L∞ attack ran at the large eps."""
+    from auditclf.analyses.robustness import attack_columns, monotone, sanity_checks
+
+    table = pd.DataFrame(
+        {
+            "label": [0, 1, 2, 3],
+            "pred": [0, 1, 2, 3],
+            "attacked": [1, 1, 1, 1],
+            "adv.pgd_linf@0.1.pred": [1.0, 1, 2, 3],  # image 0 fooled at 0.1 ...
+            "adv.pgd_linf@0.1.valid": [1.0, 1, 1, 1],
+            "adv.pgd_linf@0.5.pred": [0.0, 0, 0, 0],  # ... "recovers" at 0.5 in an old run
+            "adv.pgd_linf@0.5.valid": [1.0, 1, 1, 1],
+            "adv.pgd_l2@0.5.pred": [1.0, 0, 0, 0],
+            "adv.pgd_l2@0.5.valid": [1.0, 1, 1, 1],
+        }
+    )
+    grid = attack_columns(table)
+    made = monotone(table, grid)
+    assert made["adv.pgd_linf@0.5.pred"].tolist() == [1, 0, 0, 0]
+    assert monotone(made.assign(**{"adv.pgd_linf@0.5.ran": 1.0}), grid).equals(
+        made.assign(**{"adv.pgd_linf@0.5.ran": 1.0})
+    )
+    names = {c.name for c in sanity_checks(made, grid, 4, {"large_eps": "0.5"})}
+    assert "large_eps_reaches_chance" in names
+    l2_only = made.drop(columns=[c for c in made if c.startswith("adv.pgd_linf")])
+    names = {
+        c.name for c in sanity_checks(l2_only, attack_columns(l2_only), 4, {"large_eps": "0.5"})
+    }
+    assert "large_eps_reaches_chance" not in names  # 0.5 is an L2 radius there, not L∞

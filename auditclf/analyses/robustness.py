@@ -210,9 +210,10 @@ def sanity_checks(
         )
 
     large = artifacts.get("large_eps")
-    if large and any(large in radii for radii in grid.values()):
-        worst = worst_case(table, grid, large)
-        acc = float(worst.mean()) if worst.notna().any() else float("nan")
+    linf_at_large = [a for a, r in grid.items() if ATTACK_NORMS.get(a) == "linf" and large in r]
+    worst = worst_case(table, grid, large) if large and linf_at_large else None
+    if worst is not None and worst.notna().any():
+        acc = float(worst.mean())
         checks.append(
             Check(
                 "large_eps_reaches_chance",
@@ -291,10 +292,31 @@ def sanity_checks(
     return checks
 
 
+def monotone(table: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
+    """The table with every attack's columns monotone in eps, as the probe writes them: a
+    table saved before the probe attacked only the survivors (no ``.ran`` columns) holds
+    independent runs per eps; an image an attack got wrong at a smaller eps is carried to
+    the larger ones (its prediction, margin and validity). A no-op on newer tables."""
+    table = table.copy()
+    for attack, radii in grid.items():
+        for smaller, eps in zip(radii, radii[1:], strict=False):
+            if adv_column(attack, eps, "ran") in table:
+                continue
+            carried = table[adv_column(attack, smaller, "pred")] != table["label"]
+            carried &= table[adv_column(attack, smaller, "pred")].notna()
+            for what in ("pred", "margin", "valid"):
+                if adv_column(attack, smaller, what) in table:
+                    table.loc[carried, adv_column(attack, eps, what)] = table.loc[
+                        carried, adv_column(attack, smaller, what)
+                    ]
+    return table
+
+
 @ANALYSES.register("robustness")
 def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section = Section("robustness", "Robustness")
     grid = attack_columns(table)
+    table = monotone(table, grid)
     if not grid or "attacked" not in table:
         section.headline = "No attack ran (robustness.enabled is false)."
         return section
@@ -457,7 +479,7 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         "Every adversarial image was checked (finite, in [0, 1], within eps) and re-evaluated "
         "in eval mode. Monotone worst case: each attack climbs its eps grid from the smallest "
         "eps and attacks at the next eps only the images it has not fooled yet; an image "
-        "fooled (by a valid adversarial image) at a smaller eps counts as fooled at every "
+        "fooled at a smaller eps counts as fooled at every "
         "larger eps of the same norm, since the larger ball contains that image, so no "
         "curve can rise with eps. The worst case at an eps counts an image fooled if any L∞ "
         "attack fooled it at that eps or a smaller one. The attacks table keeps each raw run "
@@ -476,13 +498,12 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
 
 
 def _raw(table: pd.DataFrame, attack: str, eps: str) -> tuple[int, int]:
-    """(images the attack ran on at this eps, how many of those it fooled with a valid
-    image); tables saved before the survivors-only probe ran every image at every eps."""
+    """(images the attack ran on at this eps, how many of those it fooled); tables saved
+    before the survivors-only probe ran every image at every eps."""
     ran_column = adv_column(attack, eps, "ran")
     ran = table[ran_column] == 1 if ran_column in table else _rows(table, attack, eps)
     wrong = table.loc[ran, adv_column(attack, eps, "pred")] != table.loc[ran, "label"]
-    valid = table.loc[ran, adv_column(attack, eps, "valid")] == 1
-    return int(ran.sum()), int((wrong & valid).sum())
+    return int(ran.sum()), int(wrong.sum())
 
 
 def _bisection_curve(table: pd.DataFrame, artifacts: dict, level: float) -> list[list[float]]:

@@ -97,21 +97,37 @@ class ModelAdapter(nn.Module):
         return logits
 
 
-def pass_layout(x: torch.Tensor) -> torch.memory_format:
-    """The memory layout of a model pass: channels-last for a batch of images (N, C, H, W),
-    contiguous otherwise. With the network's weights channels-last too
-    (:func:`channels_last`), convolutions and pooling take the fast kernels on the CPU as on
-    a GPU (the tutorial CNN's forward pass 4× faster, forward + backward 1.5×, on two CPU
-    cores); one layout for every pass keeps the numbers independent of the batch."""
-    return torch.channels_last if x.dim() == 4 else torch.contiguous_format
+def pass_layout(x: torch.Tensor, model: nn.Module | None = None) -> torch.memory_format:
+    """The memory layout of a pass of ``model``: channels-last for a batch of images
+    (N, C, H, W) while the model runs channels-last (:func:`channels_last`), contiguous
+    otherwise. With the network's weights channels-last too, convolutions and pooling take
+    the fast kernels on the CPU as on a GPU (the tutorial CNN's forward pass 4× faster,
+    forward + backward 1.5×, on two CPU cores); one layout for every pass of a model keeps
+    the numbers independent of the batch."""
+    if x.dim() != 4 or model is None:
+        return torch.contiguous_format
+    return getattr(model, "pass_format", torch.contiguous_format)
 
 
 @contextmanager
-def channels_last(model: nn.Module):
-    """The model's 4-D weights channels-last inside the block, contiguous again afterwards
-    (saving and hashing read contiguous tensors; the values never change)."""
-    model.to(memory_format=torch.channels_last)
+def channels_last(model: nn.Module, sample: torch.Tensor):
+    """The model's 4-D weights channels-last inside the block (→ True), if a pass of
+    ``sample`` (a few images) runs that way; a network that cannot (a user model that
+    flattens with ``.view``, which needs contiguous activations) stays contiguous (→ False).
+    Contiguous again afterwards (saving and hashing read contiguous tensors; the values
+    never change)."""
+    fast = sample.dim() == 4
+    if fast:
+        model.to(memory_format=torch.channels_last)
+        try:
+            with torch.no_grad():
+                model(sample.contiguous(memory_format=torch.channels_last))
+        except (ModelRefused, RuntimeError):
+            fast = False
+            model.to(memory_format=torch.contiguous_format)
+    model.pass_format = torch.channels_last if fast else torch.contiguous_format
     try:
-        yield model
+        yield fast
     finally:
         model.to(memory_format=torch.contiguous_format)
+        model.pass_format = torch.contiguous_format

@@ -140,7 +140,7 @@ class FixedChunks(nn.Module):
             if missing:
                 filler = part[-1:].detach().expand(missing, *part.shape[1:])
                 part = torch.cat([part, filler])
-            part = part.clone(memory_format=pass_layout(part))
+            part = part.clone(memory_format=pass_layout(part, self.model))
             outputs.append(self.model(part)[: chunk - missing])
         return torch.cat(outputs)
 

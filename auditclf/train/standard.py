@@ -36,7 +36,7 @@ from auditclf.config import TrainConfig
 from auditclf.data import LazyImages, SplitView
 from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.errors import UsageError
-from auditclf.models.adapter import ModelAdapter, pass_layout
+from auditclf.models.adapter import ModelAdapter, channels_last, pass_layout
 from auditclf.models.pretrained import classification_head
 from auditclf.seeding import torch_generator
 from auditclf.train.augment import random_affine
@@ -153,7 +153,13 @@ def train_classifier(
 ) -> TrainHistory:
     """Train ``adapter`` in place and return its history (the options: :func:`_train_epochs`);
     with ``cfg.freeze_backbone``, the classification head alone (see the module docstring)."""
-    with trainable_parameters(adapter, cfg.freeze_backbone) as parameters:
+    device = options["device"]
+    adapter.to(device).eval()  # eval: the layout's trial pass changes no BatchNorm statistic
+    sample = to_unit_float(torch.from_numpy(np.asarray(train.images[:2])), device)
+    with (
+        trainable_parameters(adapter, cfg.freeze_backbone) as parameters,
+        channels_last(adapter, sample),  # the fast kernels, on the CPU as on a GPU
+    ):
         return _train_epochs(adapter, train, val, cfg, parameters=parameters, **options)
 
 
@@ -186,7 +192,6 @@ def _train_epochs(
     """
     cuda = device.type == "cuda"
     adapter.to(device)
-    adapter.to(memory_format=torch.channels_last)  # fast kernels, on the CPU as on a GPU
     history = TrainHistory(device=str(device), mixed_precision="bf16" if cuda else None)
     labels = torch.from_numpy(train.labels)
     weight = _class_weights(train.labels, num_classes).to(device) if cfg.class_weighted else None
@@ -219,7 +224,7 @@ def _train_epochs(
                 x = random_affine(x, generator, hflip=hflip_ok)
             if perturb is not None:
                 x = perturb(x, y)
-            x = x.contiguous(memory_format=pass_layout(x))
+            x = x.contiguous(memory_format=pass_layout(x, adapter))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
                 logits = adapter(x)
                 loss = F.cross_entropy(logits.float(), y, weight=weight)
@@ -269,5 +274,4 @@ def _train_epochs(
     else:
         history.best_epoch = len(history.epochs)
     adapter.eval()
-    adapter.to(memory_format=torch.contiguous_format)
     return history
