@@ -106,9 +106,10 @@ def probe(
         label=name,
     )
     first = to_unit_float(torch.from_numpy(np.asarray(test.images[:1])), device)
-    with channels_last(prepared.adapter, first):  # the fast kernels (see pass_layout)
+    with channels_last(prepared.adapter, first) as fast:  # the fast kernels (pass_layout)
         for entry in PROBES:
             table = entry.obj(ctx, table)
+    ctx.artifacts["layout"] = "channels-last" if fast else "contiguous"  # what the passes ran
     return table, ctx.artifacts, ctx.arrays
 
 

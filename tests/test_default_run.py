@@ -39,6 +39,11 @@ def test_default_run_reaches_97_percent_and_shows_every_section(tmp_path):
     assert hardened["robustness.pgd_linf@0.1.accuracy"] > 0.80
     assert hardened["performance.accuracy"] > 0.95
     assert metrics["robustness.reliable"] == 1.0 and hardened["robustness.reliable"] == 1.0
+    # both models ran channels-last (the fast kernels), and every curve is monotone in eps
+    assert {m["artifacts"]["layout"] for m in report["models"].values()} == {"channels-last"}
+    for model in (metrics, hardened):
+        curve = [model[f"robustness.worst@{e}.accuracy"] for e in ("0.05", "0.1", "0.2", "0.3")]
+        assert curve == sorted(curve, reverse=True)
     assert (
         metrics["robustness.pgd_linf@0.1.accuracy"] < hardened["robustness.pgd_linf@0.1.accuracy"]
     )
