@@ -332,12 +332,14 @@ def _perspective(x, scale, gens):
     """Move each corner inwards by up to scale/2 of the side; one torchvision call per image."""
     h, w = x.shape[-2:]
     start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
+    # corner coordinates are Python numbers for torchvision: computed on the CPU
+    corners = torch.tensor(start, dtype=torch.float64)
     inward = torch.tensor([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=torch.float64)
+    sides = torch.tensor([w - 1, h - 1], dtype=torch.float64)
     out = torch.empty_like(x)
     for i, g in enumerate(gens):
-        shift = torch.rand(4, 2, generator=g, dtype=torch.float64) * scale / 2
-        shift = shift * torch.tensor([w - 1, h - 1], dtype=torch.float64)
-        end = (torch.tensor(start, dtype=torch.float64) + inward * shift).tolist()
+        shift = torch.rand(4, 2, generator=g, dtype=torch.float64) * scale / 2 * sides
+        end = (corners + inward * shift).tolist()
         out[i] = F.perspective(x[i], start, end, interpolation=F.InterpolationMode.BILINEAR)
     return out
 

@@ -137,9 +137,8 @@ def sanity_checks(
         column = parse_adv_column(name)
         if column is not None and column.what == "valid":
             # count each adversarial image once: where the attack ran at this eps, not where
-            # it carries a smaller eps's image (tables saved before `.ran` existed: every row)
-            ran = adv_column(column.attack, column.eps, "ran")
-            here = table[ran] == 1 if ran in table else table[name].notna()
+            # it carries a smaller eps's image
+            here = table[adv_column(column.attack, column.eps, "ran")] == 1
             invalid += int((table.loc[here, name] == 0).sum())
     checks.append(
         Check(
@@ -293,22 +292,29 @@ def sanity_checks(
 
 
 def monotone(table: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
-    """The table with every attack's columns monotone in eps, as the probe writes them: a
-    table saved before the probe attacked only the survivors (no ``.ran`` columns) holds
-    independent runs per eps; an image an attack got wrong at a smaller eps is carried to
-    the larger ones (its prediction, margin and validity). A no-op on newer tables."""
+    """The table as the probe writes it: every attack's columns monotone in eps, with its
+    ``.ran`` column. A table saved before the probe attacked only the survivors (no
+    ``.ran`` columns) holds independent runs per eps; an image an attack got wrong at a
+    smaller eps is carried to the larger ones (its prediction, margin and validity; ``.ran``
+    0), the attack's own result kept elsewhere (``.ran`` 1). A no-op on newer tables."""
     table = table.copy()
     for attack, radii in grid.items():
+        if adv_column(attack, radii[0], "ran") in table:
+            continue
+        first = _rows(table, attack, radii[0])
+        table[adv_column(attack, radii[0], "ran")] = pd.Series(1.0, index=table.index).where(first)
         for smaller, eps in zip(radii, radii[1:], strict=False):
-            if adv_column(attack, eps, "ran") in table:
-                continue
-            carried = table[adv_column(attack, smaller, "pred")] != table["label"]
-            carried &= table[adv_column(attack, smaller, "pred")].notna()
+            # the smaller eps's columns are monotone already: wrong there = fooled up to it
+            before = table[adv_column(attack, smaller, "pred")]
+            carried = (before != table["label"]) & before.notna()
             for what in ("pred", "margin", "valid"):
                 if adv_column(attack, smaller, what) in table:
                     table.loc[carried, adv_column(attack, eps, what)] = table.loc[
                         carried, adv_column(attack, smaller, what)
                     ]
+            table[adv_column(attack, eps, "ran")] = (
+                (~carried).astype(float).where(_rows(table, attack, eps))
+            )
     return table
 
 
@@ -498,10 +504,8 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
 
 
 def _raw(table: pd.DataFrame, attack: str, eps: str) -> tuple[int, int]:
-    """(images the attack ran on at this eps, how many of those it fooled); tables saved
-    before the survivors-only probe ran every image at every eps."""
-    ran_column = adv_column(attack, eps, "ran")
-    ran = table[ran_column] == 1 if ran_column in table else _rows(table, attack, eps)
+    """(images the attack ran on at this eps, how many of those it fooled)."""
+    ran = table[adv_column(attack, eps, "ran")] == 1
     wrong = table.loc[ran, adv_column(attack, eps, "pred")] != table.loc[ran, "label"]
     return int(ran.sum()), int(wrong.sum())
 

@@ -854,9 +854,9 @@ class Ladder:
     An adversarial image found at eps is inside every larger L∞ (or L2) ball, so an image
     fooled at eps counts as fooled at every larger eps of the same norm, with that image's
     prediction, margin and validity (:func:`fooled`); only the survivors are attacked at
-    the next eps. The
-    column ``adv.<attack>@<eps>.ran`` says which images the attack ran on at that eps (1)
-    and which carry an earlier eps's result (0): the raw numbers stay in the table.
+    the next eps. The column ``adv.<attack>@<eps>.ran`` says which images the attack ran
+    on at that eps (1) and which carry an earlier eps's result (0): the raw numbers stay in
+    the table.
     """
 
     def __init__(self, rows: np.ndarray, labels: np.ndarray) -> None:
@@ -917,7 +917,7 @@ def _attack_probe(ctx: ProbeContext, table: pd.DataFrame, grid: dict, task: Task
         target[subset if rows is None else subset[rows]] = values
 
     reference = reference_eps(cfg, channels)
-    pgd_ladder = None  # PGD-L∞'s: the reference eps's losses and the bisection's brackets
+    pgd_ladder = {}  # PGD-L∞'s {eps: results}: the reference eps's losses, the brackets
     for name, radii_ in grid.items():
         count = ATTACKS.get(name)().samples(cfg)
         rows = np.arange(len(subset)) if count is None else runner.stratified_rows(count)
@@ -929,17 +929,16 @@ def _attack_probe(ctx: ProbeContext, table: pd.DataFrame, grid: dict, task: Task
             for what in ("pred", "margin", "valid", "ran"):
                 put(column(name, eps_text, what), out[what].astype(np.float64), rows)
             if name == "pgd_linf":
-                pgd_ladder = pgd_ladder or {}
                 pgd_ladder[eps_text] = out
     task.advance(0, "sanity checks: input gradients, repeated pass, loss after half the steps")
     for key, values in runner.clean_loss_and_gradients().items():
         put(f"sanity.{key}", values.astype(np.float64))
-    _loss_check(runner, put, reference, (pgd_ladder or {}).get(reference))
+    _loss_check(runner, put, reference, pgd_ladder.get(reference))
     task.advance(1, f"minimal perturbation: bisection on {cfg.min_eps_samples} images")
     if cfg.min_eps_samples:
         rows = runner.stratified_rows(cfg.min_eps_samples)
         large = parse_eps(cfg.large_eps)
-        wrong = table["pred"].to_numpy()[subset][rows] != labels[rows]
+        wrong = runner.clean_pred[rows] != labels[rows]
         bracket = _bracket(pgd_ladder, rows, labels, large, wrong) if pgd_ladder else None
         estimate, upper = runner.minimal_eps(rows, large, bracket)
         put("min_eps", estimate, rows)

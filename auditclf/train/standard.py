@@ -190,8 +190,7 @@ def _train_epochs(
     epoch draw ``len(train)`` images with replacement in proportion to them,
     instead of a permutation (and instead of ``cfg.oversample``).
     """
-    cuda = device.type == "cuda"
-    adapter.to(device)
+    cuda = device.type == "cuda"  # the adapter is on the device already (train_classifier)
     history = TrainHistory(device=str(device), mixed_precision="bf16" if cuda else None)
     labels = torch.from_numpy(train.labels)
     weight = _class_weights(train.labels, num_classes).to(device) if cfg.class_weighted else None
