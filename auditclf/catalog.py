@@ -38,12 +38,15 @@ CATALOG: dict[str, dict[str, str]] = {
         "attacks": "FGSM, PGD-L∞/L2, APGD-CE/DLR/T, FAB-T, Square (torchattacks)",
         "attributions": "Grad-CAM, Integrated Gradients and LIME (captum) with faithfulness, "
         "sanity, stability, localisation and shortcut scores",
+        "corruptions": "15 common corruptions at 5 severities (noise, blur, exposure, fog, "
+        "resolution, JPEG, pose, occlusion, warp; torchvision ops)",
     },
     "analysis": {
         "calibration": "ECE, MCE, Brier, NLL, reliability diagram",
         "explanations": "faithfulness, sanity, stability, localisation and shortcuts of "
         "attribution maps",
         "robustness": "robust accuracy per attack and eps, sanity verdict",
+        "corruption": "accuracy, calibration and flips under common corruptions by severity",
         "fairness": "subgroup metrics per attribute (fairlearn), parity gaps with intervals",
         "imbalance": "class distribution per split, imbalance, duplicates",
         "performance": "accuracy, per-class metrics, confusion, top-k",
@@ -59,6 +62,23 @@ CATALOG: dict[str, dict[str, str]] = {
         "L∞, 4 classes or more (preset autoattack)",
         "fab_t": "FAB-T (Croce & Hein 2020): targeted minimal-perturbation attack towards up "
         "to 9 classes, L∞ (preset autoattack)",
+    },
+    "corruption": {
+        "gaussian_noise": "additive Gaussian sensor noise",
+        "shot_noise": "Poisson photon noise (low light)",
+        "impulse_noise": "salt-and-pepper pixels",
+        "gaussian_blur": "out-of-focus blur",
+        "motion_blur": "camera shake along a random direction",
+        "brightness": "over-exposure: values moved towards white",
+        "darkness": "under-exposure or a fainter scanner: values moved towards black",
+        "contrast": "washed-out image: values moved towards their mean",
+        "fog": "smooth haze added over the image",
+        "pixelate": "lower resolution: downsampled then upsampled",
+        "jpeg": "JPEG compression artefacts",
+        "rotate": "camera or object rotated",
+        "perspective": "viewed at an angle: corners moved inwards",
+        "occlusion": "a grey box hides part of the image",
+        "elastic": "smooth local warping (paper, lens, handwriting)",
     },
     "attribution": {
         "gradcam": "Grad-CAM (Selvaraju et al. 2017) on the adapter's target layer",
@@ -101,5 +121,5 @@ ATTRIBUTION_FACTS: dict[str, MethodFacts] = {
 
 def names(kind: str) -> tuple[str, ...]:
     """The built-in names of one kind (``dataset``, ``model``, ``probe``, ``analysis``,
-    ``attack``, ``attribution``)."""
+    ``attack``, ``corruption``, ``attribution``)."""
     return tuple(CATALOG[kind])

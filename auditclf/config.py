@@ -247,6 +247,7 @@ def _check_radii(
 
 ATTACK_NAMES = names("attack")  # the registered attacks, in catalogue order
 ATTRIBUTION_NAMES = names("attribution")
+CORRUPTION_NAMES = names("corruption")
 
 # What each ``robustness.preset`` sets, for the keys a config leaves out or sets to null.
 # "default": a cheap grid of six attacks, not comparable with published numbers.
@@ -396,6 +397,48 @@ class RobustnessConfig(_Strict):
     def _valid_large(cls, value: EpsValue) -> EpsValue:
         parse_linf_eps(value)
         return value
+
+
+class CorruptionConfig(_Strict):
+    """Common corruptions (natural variability) at five severities; the table of what each
+    severity means, in [0, 1] pixel units, is in the README and the report."""
+
+    enabled: bool = Field(True, description="run the corruption probe and its sanity checks")
+    names: list[Literal[CORRUPTION_NAMES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(CORRUPTION_NAMES),
+        min_length=1,
+        description="corruptions to apply (default: all 15)",
+    )
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(
+        default_factory=lambda: [1, 2, 3, 4, 5],
+        min_length=1,
+        description="severities to apply, each 1 (mild) to 5 (severe)",
+    )
+    samples: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(
+        None,
+        description="test images corrupted (stratified subset); 'all' = every test image; "
+        "null = the device's default (500 on CPU, 10,000 on CUDA)",
+    )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="images corrupted together (memory; halved on a GPU out-of-memory error); "
+        "null = the device's default (128 on CPU, 512 on CUDA); no number depends on it",
+    )
+    gallery: bool = Field(True, description="show one image per corruption at severities 1, 3, 5")
+
+    @field_validator("names", "severities")
+    @classmethod
+    def _distinct(cls, values: list) -> list:
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"listed twice: {', '.join(repeated)}")
+        return values
+
+    @field_validator("severities")
+    @classmethod
+    def _ascending(cls, values: list[int]) -> list[int]:
+        return sorted(values)
 
 
 class HardenConfig(_Strict):
@@ -618,6 +661,7 @@ class AuditConfig(_Strict):
     train: TrainConfig = TrainConfig()
     analyses: AnalysisConfig = AnalysisConfig()
     robustness: RobustnessConfig = RobustnessConfig()
+    corruptions: CorruptionConfig = CorruptionConfig()
     harden: HardenConfig = HardenConfig()
     explain: ExplainConfig = ExplainConfig()
     fairness: FairnessConfig = FairnessConfig()

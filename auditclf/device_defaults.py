@@ -29,6 +29,7 @@ DEVICE_DEFAULTS = {
             "batch_size": 128,  # a multiple of the pass size: no padded passes in a full block
         },
         "explain": {"correct_per_class": 2, "errors_per_class": 1},
+        "corruptions": {"samples": 500, "batch_size": 128},
     },
     "cuda": {
         "analyses": {"batch_size": 2048},
@@ -39,6 +40,7 @@ DEVICE_DEFAULTS = {
             "batch_size": 512,
         },
         "explain": {"correct_per_class": 10, "errors_per_class": 5},
+        "corruptions": {"samples": 10_000, "batch_size": 512},
     },
 }
 # Images per model pass (see probes.base.FixedChunks): every logit is computed in a pass of

@@ -8,11 +8,13 @@ import numpy as np
 import pandas as pd
 
 from auditclf.analyses import analyse
+from auditclf.analyses.corruption import reference_errors
 from auditclf.config import AuditConfig
 from auditclf.evidence import ATTR_PREFIX, PROBA_PREFIX
 from auditclf.keys import model_key
 from auditclf.probes.attacks import stand_in_columns
 from auditclf.probes.attributions import stand_in_columns as explain_stand_in
+from auditclf.probes.corruption import stand_in_columns as corruption_stand_in
 
 
 def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
@@ -43,6 +45,9 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
             adversarial=config.robustness.enabled,
         )
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
+    if config.corruptions.enabled:
+        columns, artifacts["corruption"] = corruption_stand_in(config.corruptions, labels)
+        stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     dry = config.model_copy(
         update={
             "analyses": config.analyses.model_copy(
@@ -57,6 +62,7 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
     keys = set(metrics)
     # explanations run on the baseline only unless explain.all_models
     retrained = [k for k in metrics if config.explain.all_models or not k.startswith("explain.")]
+    retrained += list(reference_errors(metrics, metrics))  # relative to the baseline
     if config.harden.method != "none":
         keys |= {model_key("hardened", key) for key in retrained}
     if config.fairness.rebalance:

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from auditclf.errors import ModelRefused, UsageError
 from auditclf.keys import interval, interval_keys, model_key
-from auditclf.keys.families import CI, RELIABLE
+from auditclf.keys.families import CI, CORRUPTION_RELIABLE, RELIABLE
 from auditclf.results import GateOutcome, ModelResult, Verdict
 
 OPERATORS = {
@@ -192,13 +192,21 @@ def gate_metrics(models: dict[str, ModelResult]) -> tuple[dict, dict]:
     return metrics, notes
 
 
+# {section: the flag that says its sanity checks passed}: a gate on a section whose flag is 0
+# reads an untrustworthy number
+RELIABILITY_FLAGS = {"robustness": RELIABLE.key(), "corruption": CORRUPTION_RELIABLE.key()}
+
+
 def decide_verdict(models: dict[str, ModelResult], outcomes: list[GateOutcome]) -> Verdict:
     """error (an analysis failed) > unreliable (a blocking gate reads an unreliable
-    robustness number) > fail (a blocking gate failed) > pass."""
+    robustness or corruption number) > fail (a blocking gate failed) > pass."""
     if any(section.get("error") for m in models.values() for section in m.sections):
         return Verdict.ERROR
     unreliable = {
-        model_key(n, "robustness.") for n, m in models.items() if m.metrics.get(RELIABLE.key()) == 0
+        model_key(n, f"{section}.")
+        for n, m in models.items()
+        for section, reliable in RELIABILITY_FLAGS.items()
+        if m.metrics.get(reliable) == 0
     }
     gated = [outcome for outcome in outcomes if outcome.blocking]
     if any(outcome.metric.startswith(prefix) for outcome in gated for prefix in unreliable):

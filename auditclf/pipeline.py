@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from auditclf.analyses import analyse
+from auditclf.analyses.corruption import add_reference_errors
 from auditclf.compare import load_baseline
 from auditclf.config import AuditConfig, config_from_dict
 from auditclf.data import PreparedData
@@ -102,6 +103,7 @@ def probe(
         chunk=forward_chunk(device.type),
         robustness=config.robustness,
         explain=config.explain if name == "baseline" or config.explain.all_models else None,
+        corruptions=config.corruptions,
         progress=reporter,
         label=name,
     )
@@ -198,6 +200,7 @@ def run_audit(
         )
         tables.append(table)
         prepared_models[name] = retrained
+    add_reference_errors(models)
     gate_outcomes, verdict = judge(models, gates, baseline_check)
     result = AuditResult(
         verdict=verdict,
@@ -256,6 +259,7 @@ def reanalyse(folder: Path, *, debug: bool) -> tuple[AuditResult, AuditConfig]:
             models[name] = replace(
                 models[name], sections=sections, metrics=metrics, notes=notes, findings=findings
             )
+    add_reference_errors(models)
     return replace(saved, models=models), config
 
 

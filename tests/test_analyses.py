@@ -23,11 +23,18 @@ from auditclf.analyses.calibration import (
 )
 from auditclf.analyses.imbalance import imbalance
 from auditclf.analyses.performance import performance
-from auditclf.config import AnalysisConfig, ExplainConfig, RobustnessConfig, parse_eps
+from auditclf.config import (
+    AnalysisConfig,
+    CorruptionConfig,
+    ExplainConfig,
+    RobustnessConfig,
+    parse_eps,
+)
 from auditclf.data.splits import SPLITS
 from auditclf.device_defaults import section_for_device
 from auditclf.probes.attacks import stand_in_columns
 from auditclf.probes.attributions import stand_in_columns as stand_in_explanations
+from auditclf.probes.corruption import stand_in_columns as stand_in_corruptions
 from auditclf.registry import Entry
 
 METRIC_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_@/\-]+)+$")
@@ -428,7 +435,17 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
         ExplainConfig(), labels, len(classes), has_masks=True, adversarial=True
     )
     table = pd.concat([table, pd.DataFrame(explained, index=table.index)], axis=1)
-    ctx.artifacts = {"robustness": artifacts, "explanations": explain}
+    # Corruption columns as the probe writes them, worse with severity, on 30 of the rows.
+    corrupted, corruption = stand_in_corruptions(CorruptionConfig(names=["fog", "jpeg"]), labels)
+    for name in [c for c in corrupted if c.endswith(".pred")]:
+        severity = int(name.split("@")[1].split(".")[0])
+        wrong = rng.random(n) < 0.12 * severity
+        corrupted[name] = np.where(wrong, (labels + 2) % 3, labels).astype(float)
+        corrupted[name.replace(".pred", ".confidence")] = rng.uniform(0.3, 1.0, n)
+    corrupted["cor.check.severity0_pred"] = table["pred"].to_numpy(dtype=float)
+    corrupted["corrupted"] = (np.arange(n) < 30).astype(float)
+    table = pd.concat([table, pd.DataFrame(corrupted, index=table.index)], axis=1)
+    ctx.artifacts = {"robustness": artifacts, "explanations": explain, "corruption": corruption}
     return table, ctx
 
 

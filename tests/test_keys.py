@@ -27,6 +27,8 @@ EXAMPLES = {
     "split": "test",
     "metric": "accuracy",
     "name": "below_clean",
+    "corruption": "fog",
+    "severity": "3",
 }
 
 

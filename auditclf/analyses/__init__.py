@@ -2,6 +2,7 @@
 
 from auditclf.analyses import (  # noqa: F401  (registers them)
     calibration,
+    corruption,
     explanations,
     fairness,
     imbalance,

@@ -44,6 +44,10 @@ __all__ = [
     "check_outcomes",
     "checks_sentence",
     "class_metric",
+    "corruption_at",
+    "corruption_check_column",
+    "corruption_column",
+    "parse_corruption_column",
     "direction",
     "explain_column",
     "fairness_key",
@@ -98,6 +102,36 @@ def gallery_array(what: str) -> str:
     """The artifact file's array of the attack gallery's images: ``gallery.<what>``
     (``clean``, ``adversarial``, ``perturbation``), one row per gallery item."""
     return f"gallery.{what}"
+
+
+COR_PREFIX = "cor."
+_COR_COLUMN = re.compile(
+    re.escape(COR_PREFIX)
+    + rf"(?P<corruption>{PLACEHOLDERS['corruption']})@(?P<severity>{PLACEHOLDERS['severity']})"
+    + r"\.(?P<what>[a-z_]+)"
+)
+
+
+def corruption_at(corruption: str, severity: int | str) -> str:
+    """``fog@3``: one corruption at one severity, as keys and columns spell it."""
+    return f"{corruption}@{severity}"
+
+
+def corruption_column(corruption: str, severity: int | str, what: str) -> str:
+    """The sample-table column of one corruption × severity: ``cor.<corruption>@<severity>.
+    <what>`` (``what``: ``pred``, ``confidence``)."""
+    return f"{COR_PREFIX}{corruption_at(corruption, severity)}.{what}"
+
+
+def corruption_check_column(what: str) -> str:
+    """``cor.check.<what>``: a per-image measurement of a corruption sanity check."""
+    return f"{COR_PREFIX}check.{what}"
+
+
+def parse_corruption_column(name: str) -> tuple[str, int, str] | None:
+    """``cor.fog@3.pred`` → ``("fog", 3, "pred")``; None for any other column."""
+    found = _COR_COLUMN.fullmatch(name)
+    return None if found is None else (found["corruption"], int(found["severity"]), found["what"])
 
 
 class AdvColumn(NamedTuple):

@@ -37,6 +37,9 @@ PLACEHOLDERS = {
     "attribute": _NAME,
     "value": _NAME,
     "split": _NAME,
+    # a corruption's name; `mean`, `worst` and `check` head their own families
+    "corruption": r"(?!(?:mean|worst|check)\b)[a-z0-9_]+",
+    "severity": r"[1-5]",
 }
 _PLACEHOLDER = re.compile(r"<([a-z]+)>")
 
@@ -172,6 +175,110 @@ ROBUSTNESS = (
     CLASS_MIN_EPS_MEDIAN,
     RELIABLE,
     CHECK,
+)
+
+# corruptions
+_CE = "calibration error (0–1)"
+CORRUPTION_SEVERITY_ACCURACY = F(
+    "corruption.<corruption>@<severity>.accuracy",
+    "accuracy under one corruption at one severity",
+    HIGHER,
+    False,
+    CI,
+)
+CORRUPTION_ACCURACY = F(
+    "corruption.<corruption>.accuracy",
+    "accuracy under one corruption, mean over its severities",
+    HIGHER,
+    False,
+    CI,
+)
+CORRUPTION_MEAN_ACCURACY = F(
+    "corruption.mean.accuracy",
+    "accuracy under corruptions, mean over every corruption and severity",
+    HIGHER,
+    True,
+    CI,
+)
+CORRUPTION_WORST_ACCURACY = F(
+    "corruption.worst.accuracy",
+    "accuracy under the most damaging corruption (mean over its severities)",
+    HIGHER,
+    True,
+    CI,
+)
+CORRUPTION_MCE = F(
+    "corruption.mce",
+    "mean corruption error: errors under each corruption ÷ the baseline's, averaged "
+    "(retrained models; 1 = as robust as the baseline)",
+    LOWER,
+    True,
+    unit=RATIO,
+)
+CORRUPTION_CE = F(
+    "corruption.<corruption>.ce",
+    "corruption error ÷ the baseline's under one corruption (retrained models)",
+    LOWER,
+    unit=RATIO,
+)
+CORRUPTION_CLASS_ACCURACY = F(
+    "corruption.<corruption>.class.<class>.accuracy",
+    "accuracy per true class under one corruption, mean over severities",
+    HIGHER,
+)
+CORRUPTION_GROUP_ACCURACY = F(
+    "corruption.<corruption>.group.<attribute>.<value>.accuracy",
+    "accuracy per group under one corruption, mean over severities",
+    HIGHER,
+)
+CORRUPTION_RELIABLE = F(
+    "corruption.reliable",
+    "1 when every blocking corruption sanity check passed",
+    HIGHER,
+    True,
+    unit=FLAG,
+)
+CORRUPTION = (
+    F("corruption.samples", "images corrupted", unit=COUNT),
+    F("corruption.clean_accuracy", "accuracy of the corrupted subset, clean", HIGHER, True, CI),
+    CORRUPTION_SEVERITY_ACCURACY,
+    CORRUPTION_ACCURACY,
+    CORRUPTION_MEAN_ACCURACY,
+    CORRUPTION_WORST_ACCURACY,
+    F(
+        "corruption.<corruption>.relative_drop",
+        "share of clean accuracy lost under one corruption (mean over severities)",
+        LOWER,
+    ),
+    F(
+        "corruption.mean.relative_drop",
+        "share of clean accuracy lost under corruptions (mean over all)",
+        LOWER,
+        True,
+    ),
+    CORRUPTION_MCE,
+    CORRUPTION_CE,
+    F(
+        "corruption.<corruption>.flip_rate",
+        "predictions changed from the clean prediction (mean over severities)",
+        LOWER,
+    ),
+    F("corruption.mean.flip_rate", "predictions changed, mean over all", LOWER, True),
+    F(
+        "corruption.<corruption>.ece",
+        "expected calibration error under one corruption (all severities pooled)",
+        LOWER,
+        unit=_CE,
+    ),
+    F("corruption.mean.ece", "ECE under corruptions, mean over corruptions", LOWER, True, unit=_CE),
+    F(
+        "corruption.<corruption>.mean_confidence",
+        "mean top-class probability under one corruption (all severities pooled)",
+    ),
+    CORRUPTION_CLASS_ACCURACY,
+    CORRUPTION_GROUP_ACCURACY,
+    CORRUPTION_RELIABLE,
+    F("corruption.check.<check>", "1 when this corruption sanity check passed", HIGHER, unit=FLAG),
 )
 
 # explanations
@@ -311,5 +418,5 @@ DATA = (
     F("data.duplicates.label_conflicts", "duplicates with different labels", unit=COUNT),
 )
 
-FAMILIES: tuple[KeyFamily, ...] = PERFORMANCE + ROBUSTNESS + EXPLAIN + FAIRNESS + DATA
-SECTIONS = ("performance", "robustness", "fairness", "explain", "data")
+FAMILIES: tuple[KeyFamily, ...] = PERFORMANCE + ROBUSTNESS + CORRUPTION + EXPLAIN + FAIRNESS + DATA
+SECTIONS = ("performance", "robustness", "corruption", "fairness", "explain", "data")

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from auditclf.config import ExplainConfig, RobustnessConfig
+from auditclf.config import CorruptionConfig, ExplainConfig, RobustnessConfig
 from auditclf.data import SplitView
 from auditclf.device_defaults import forward_chunk, section_for_device
 from auditclf.errors import UsageError
@@ -96,6 +96,7 @@ class ProbeContext:
     chunk: int = FORWARD_CHUNK
     robustness: RobustnessConfig | None = None
     explain: ExplainConfig | None = None
+    corruptions: CorruptionConfig | None = None
     progress: Progress = field(default_factory=Progress)
     label: str = ""
     artifacts: dict = field(default_factory=dict)  # small JSON: how the probes ran
@@ -108,6 +109,10 @@ class ProbeContext:
             self.robustness = section_for_device("robustness", self.robustness, self.device.type)[0]
         if self.explain is not None:
             self.explain = section_for_device("explain", self.explain, self.device.type)[0]
+        if self.corruptions is not None:
+            self.corruptions = section_for_device(
+                "corruptions", self.corruptions, self.device.type
+            )[0]
 
 
 class FixedChunks(nn.Module):

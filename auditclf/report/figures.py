@@ -437,7 +437,71 @@ def fairness_bars(data: dict) -> str:
     return _to_data_uri(fig)
 
 
+@_styled
+def corruption_heatmap(data: dict) -> str:
+    """Accuracy per corruption (rows, most damaging first) and severity (columns), each cell
+    annotated, with the clean accuracy of the same images as the first column."""
+    accuracy = np.array(
+        [[np.nan if v is None else v for v in row] for row in data["accuracy"]], dtype=float
+    )
+    order = np.argsort(np.nanmean(accuracy, axis=1), kind="stable")
+    names = [_tick(data["names"][i]) for i in order]
+    cells = np.column_stack([np.full(len(order), data["clean"]), accuracy[order]])
+    columns = ["clean", *(str(s) for s in data["severities"])]
+    fig, ax = _subplots(figsize=(1.0 + 0.62 * len(columns), 0.8 + 0.3 * len(names)))
+    ax.imshow(cells, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    for (i, j), value in np.ndenumerate(cells):
+        if np.isfinite(value):
+            ink = "white" if value < 0.25 or value > 0.85 else INK
+            ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=7, color=ink)
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels(columns)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names)
+    ax.set_xlabel("severity")
+    ax.tick_params(length=0)
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    ax.axvline(0.5, color="white", lw=2)
+    ax.set_title("Accuracy under each corruption", fontsize=9)
+    return _to_data_uri(fig)
+
+
+def corruption_gallery(gallery: dict | None, arrays: dict, classes: list[str]) -> dict | None:
+    """The corruption probe's gallery: per corruption, the clean image and its severities
+    1, 3, 5 as PNG data URIs with the model's answers; None when it made none, ``missing``
+    set when its images are not at hand."""
+    if not gallery:
+        return None
+    gallery = {**gallery, "label_name": classes[gallery["label"]]}
+    images = arrays.get("corruption.gallery")
+    if images is None:
+        return {**gallery, "rows": [], "missing": MISSING_ARTIFACTS}
+    rows = []
+    for c, name in enumerate(gallery["names"]):
+        clean = {
+            "uri": _tile_uri(images[c, 0] / 255.0),
+            "title": "clean",
+            "answer": f"→ {short_label(classes[gallery['clean_pred']])}",
+            "wrong": gallery["clean_pred"] != gallery["label"],
+        }
+        tiles = [clean]
+        for k, severity in enumerate(gallery["severities"]):
+            pred = gallery["pred"][c][k]
+            tiles.append(
+                {
+                    "uri": _tile_uri(images[c, k + 1] / 255.0),
+                    "title": f"severity {severity}",
+                    "answer": f"→ {short_label(classes[pred])} ({gallery['confidence'][c][k]:.0%})",
+                    "wrong": pred != gallery["label"],
+                }
+            )
+        rows.append({"name": name, "tiles": tiles})
+    return {**gallery, "rows": rows, "missing": None}
+
+
 FIGURES: dict[str, Callable[[dict], str]] = {
+    "corruption_heatmap": corruption_heatmap,
     "confusion": confusion,
     "reliability": reliability,
     "confidence_histogram": confidence_histogram,
@@ -449,6 +513,7 @@ FIGURES: dict[str, Callable[[dict], str]] = {
 
 
 FIGURE_TITLES = {
+    "corruption_heatmap": "Accuracy under each corruption and severity, clean first",
     "fairness_bars": "Accuracy per group with intervals and the overall accuracy",
     "attribution_gallery": "Attribution maps per method over each explained image, with scores",
     "robustness_curves": "Robust accuracy against eps for every attack",

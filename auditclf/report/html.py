@@ -26,10 +26,11 @@ from jinja2 import (
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from auditclf.errors import UsageError
-from auditclf.keys.families import RELIABLE
+from auditclf.keys.families import CORRUPTION_RELIABLE, RELIABLE
 from auditclf.report.figures import (
     FIGURE_TITLES,
     attack_gallery,
+    corruption_gallery,
     render_figure,
     training_curves,
 )
@@ -166,6 +167,9 @@ def render_html(
             "model": model,
             "sections": sections,
             "gallery": attack_gallery(model.artifacts.get("gallery"), model.arrays),
+            "corruption_gallery": corruption_gallery(
+                model.artifacts.get("corruption_gallery"), model.arrays, result.data["classes"]
+            ),
             "training_curves": curves,
             "key_numbers": key_numbers(model.metrics, view.level, reference_eps(model)),
         }
@@ -186,4 +190,5 @@ def render_html(
         ledger=view.hardened,
         fairness_ledger=view.rebalanced,
         reliable_key=RELIABLE.key(),
+        corruption_reliable_key=CORRUPTION_RELIABLE.key(),
     )

@@ -42,6 +42,13 @@ def _unsafe_load_case(result: AuditResult) -> ET.Element:
     return case
 
 
+# sections whose sanity checks become test cases, and the cases' class names
+SANITY = {
+    "robustness": "auditclf.sanity.{model}",
+    "corruption": "auditclf.sanity.{model}.corruption",
+}
+
+
 def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
     """junit.xml of ``result`` (``view``: its view, if built)."""
     view = view or build_view(result)
@@ -59,12 +66,13 @@ def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
         cases.append(case)
     for model_name, model in result.models.items():
         for section in model.sections:
-            checks = (
-                section.get("tables", {}).get("checks") if section["name"] == "robustness" else None
-            )
+            checks = section.get("tables", {}).get("checks") if section["name"] in SANITY else None
             for name, outcome, measured, meaning in (checks or {}).get("rows", []):
-                case = ET.Element("testcase", classname=f"auditclf.sanity.{model_name}", name=name)
-                if outcome != "pass":
+                where = SANITY[section["name"]].format(model=model_name)
+                case = ET.Element("testcase", classname=where, name=name)
+                if outcome == "warn":  # a finding, not a failure: shown like a warn gate
+                    ET.SubElement(case, "skipped", message=f"WARNING: {measured}", type="warning")
+                elif outcome != "pass":
                     failure = ET.SubElement(
                         case, "failure", message=measured, type="SanityCheckFailed"
                     )

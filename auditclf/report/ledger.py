@@ -14,6 +14,10 @@ from auditclf.keys.families import (
     BALANCED_ACCURACY,
     BRIER,
     CLASS_RECALL,
+    CORRUPTION_ACCURACY,
+    CORRUPTION_MCE,
+    CORRUPTION_MEAN_ACCURACY,
+    CORRUPTION_WORST_ACCURACY,
     ECE,
     MIN_EPS_MEDIAN,
     ROBUST_ACCURACY,
@@ -95,8 +99,23 @@ def ledger(base: dict, hard: dict, reference_eps: str | None) -> dict:
         "gain": gain,
         "per_class": per_class,
         "per_group": per_group,
+        "corruption": corruption_rows(base, hard),
+        "mce": hard.get(CORRUPTION_MCE.key()),
         "headline": _headline(base, hard, reference_eps),
     }
+
+
+def corruption_rows(base: dict, after: dict) -> list[dict]:
+    """Accuracy under corruptions before and after retraining: the mean, the most damaging
+    corruption, then each corruption (mean over its severities)."""
+    rows = [
+        _row(CORRUPTION_MEAN_ACCURACY.key(), "mean over every corruption", base, after),
+        _row(CORRUPTION_WORST_ACCURACY.key(), "most damaging corruption", base, after),
+    ]
+    for key in base:
+        if found := CORRUPTION_ACCURACY.match(key):
+            rows.append(_row(key, found["corruption"], base, after))
+    return [row for row in rows if row]
 
 
 def _headline(base: dict, hard: dict, eps: str | None) -> str:
