@@ -374,9 +374,10 @@ def _write_gates(out: TextIO, result: Any) -> None:
         shown = "pass" if gate.status == "pass" else gate.status.upper()
         out.write(f"  gate {gate.expression}: {shown} ({gate.reason})\n")
     for name, model in result.models.items():
-        sentence = checks_sentence(model.metrics)
-        if sentence:
-            out.write(f"  robustness of the {name} model: {sentence}\n")
+        for section, what in (("robustness", "robustness"), ("corruption", "corruptions")):
+            sentence = checks_sentence(model.metrics, section)
+            if sentence:
+                out.write(f"  {what} of the {name} model: {sentence}\n")
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:

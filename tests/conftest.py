@@ -56,6 +56,8 @@ explain:
   enabled: false
 fairness:
   enabled: false
+corruptions:
+  enabled: false
 """
 
 
@@ -124,6 +126,9 @@ fairness:
   enabled: false
 explain:
   enabled: false
+corruptions:
+  samples: 60
+  names: [contrast, gaussian_blur]
 gates:
   - performance.accuracy >= 0.5
   - performance.accuracy >= 0.99

@@ -34,6 +34,7 @@ SMALL = {
         "gallery_per_class": 0,
     },
     "harden": {"method": "none"},
+    "corruptions": {"enabled": False},
 }
 
 

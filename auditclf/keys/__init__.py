@@ -157,28 +157,32 @@ def robust_metric(attack: str, eps: str) -> str:
 CHECK_PREFIX = "robustness.check."
 
 
-def check_outcomes(metrics: dict) -> tuple[list[str], list[str]]:
-    """(passed, failed) names of the robustness sanity checks, read from their
-    ``robustness.check.<name>`` flags, in the order the analysis wrote them: the one source
-    the CLI line and the summary read (the report's table, headline and finding, and JUnit,
-    come from the same checks as they were written)."""
+def check_outcomes(metrics: dict, section: str = "robustness") -> tuple[list[str], list[str]]:
+    """(passed, failed) names of a section's sanity checks (``robustness``, ``corruption``),
+    read from their ``<section>.check.<name>`` flags, in the order the analysis wrote them:
+    the one source the CLI line and the summary read (the report's table, headline and
+    finding, and JUnit, come from the same checks as they were written)."""
+    prefix = f"{section}.check."
     passed, failed = [], []
     for key, value in metrics.items():
-        if key.startswith(CHECK_PREFIX) and value is not None:
-            (passed if value == 1 else failed).append(key[len(CHECK_PREFIX) :])
+        if key.startswith(prefix) and value is not None:
+            (passed if value == 1 else failed).append(key[len(prefix) :])
     return passed, failed
 
 
-def checks_sentence(metrics: dict) -> str | None:
+def checks_sentence(metrics: dict, section: str = "robustness") -> str | None:
     """ "reliable: 9 of 9 sanity checks passed" or "UNRELIABLE: 2 of 9 sanity checks failed
-    (gradients_nonzero, loss_rises)"; None when no check ran."""
-    passed, failed = check_outcomes(metrics)
+    (gradients_nonzero, loss_rises)"; None when no check ran. The reliability is the
+    section's ``<section>.reliable`` flag where it has one: a corruption check that is a
+    finding only (``accuracy_falls_with_severity``) fails without making it unreliable."""
+    passed, failed = check_outcomes(metrics, section)
     total = len(passed) + len(failed)
     if not total:
         return None
     if not failed:
         return f"reliable: {total} of {total} sanity checks passed"
-    return f"UNRELIABLE: {len(failed)} of {total} sanity checks failed ({', '.join(failed)})"
+    state = "reliable" if metrics.get(f"{section}.reliable") == 1 else "UNRELIABLE"
+    return f"{state}: {len(failed)} of {total} sanity checks failed ({', '.join(failed)})"
 
 
 def class_metric(class_part: str, rate: str) -> str:

@@ -53,10 +53,10 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
                 "reason": "robust accuracy is an upper "
                 "bound: it holds against the attacks run here (steps, restarts, "
                 f"{run.get('square_samples', 0)} images for Square), not against every "
-                "attacker; L0, patch and physical attacks and common corruptions are not "
-                "tested",
+                "attacker; L0, patch and physical attacks are not tested",
             }
         )
+    items.append(_corruption_limitation(config, artifacts.get("corruption")))
     items += fairness_limitations(data, config)
     test_count = data["split_counts"]["test"]
     per_class = min(data["class_distribution"]["test"].values())
@@ -135,3 +135,20 @@ def fairness_limitations(data: dict, config: AuditConfig) -> list[dict]:
             }
         )
     return items
+
+
+def _corruption_limitation(config: AuditConfig, run: dict | None) -> dict:
+    """Corruptions off, or what their numbers rest on."""
+    if not config.corruptions.enabled or run is None:
+        return {
+            "section": "Corruptions",
+            "reason": "corruptions.enabled is false in this run's configuration: no claim is "
+            "made about noise, blur, exposure, compression, pose or occlusion",
+        }
+    return {
+        "section": "Corruptions",
+        "reason": f"{run['samples']} test images under {len(run['names'])} synthetic "
+        "corruptions (parameters in the severity table); real cameras, scanners and sites "
+        "shift images in ways these approximate, not reproduce: audit a second test set "
+        "from the new source for that",
+    }

@@ -11,7 +11,12 @@ import html
 import re
 
 from auditclf.keys import checks_sentence
-from auditclf.keys.families import RELIABLE, WORST_ACCURACY
+from auditclf.keys.families import (
+    CORRUPTION_MEAN_ACCURACY,
+    CORRUPTION_WORST_ACCURACY,
+    RELIABLE,
+    WORST_ACCURACY,
+)
 from auditclf.report.html import fmt_cell
 from auditclf.report.view import ReportView, build_view
 from auditclf.results import AuditResult, GateOutcome
@@ -106,6 +111,18 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
             "",
             f"Robustness ({_escape(checks)}): worst-case accuracy at L∞ eps "
             f"{_escape(reference)} {_escape(fmt_cell(worst))} ({_code(worst_key)}).",
+        ]
+    mean_key = CORRUPTION_MEAN_ACCURACY.key()
+    if mean_key in baseline.metrics:
+        checks = checks_sentence(baseline.metrics, "corruption") or ""
+        worst_key = CORRUPTION_WORST_ACCURACY.key()
+        under = baseline.notes.get(worst_key, "")
+        lines += [
+            "",
+            f"Corruptions ({_escape(checks)}): mean accuracy "
+            f"{_escape(fmt_cell(baseline.metrics[mean_key]))} ({_code(mean_key)}), most "
+            f"damaging {_escape(fmt_cell(baseline.metrics.get(worst_key)))} "
+            f"{_escape(under)} ({_code(worst_key)}).",
         ]
     if view.hardened:
         lines += ["", _escape(view.hardened["headline"])]
