@@ -488,6 +488,7 @@ def _cmd_list(args: argparse.Namespace, out: TextIO) -> int:
         ("probe", "probes"),
         ("analysis", "analyses"),
         ("attack", "attacks"),
+        ("corruption", "corruptions"),
         ("attribution", "attribution methods"),
     ):
         out.write(f"{title}:\n")

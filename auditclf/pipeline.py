@@ -33,6 +33,8 @@ from auditclf.train import TrainHistory
 from auditclf.train.recipes import harden, rebalance, train_baseline, training_findings
 from auditclf.train.standard import to_unit_float
 
+# probes timed as a phase of their own (the others are "probes"): {probe: phase}
+PROBE_PHASES = {"corruptions": "corruptions"}
 # the retrained copies a run may audit beside the baseline: {name: (timer phase, recipe)}
 RETRAINED = {"hardened": ("harden", harden), "rebalanced": ("rebalance", rebalance)}
 
@@ -88,9 +90,11 @@ def probe(
     device: torch.device,
     name: str,
     reporter: Progress,
+    timer: PhaseTimer,
 ) -> tuple[pd.DataFrame, dict]:
     """Run every registered probe over the test split → (the model's sample table, what the
-    probes noted, their arrays for the artifact file); ``reporter`` shows their long phases."""
+    probes noted, their arrays for the artifact file); ``reporter`` shows their long phases,
+    ``timer`` gets their time (the corruption probe's as a phase of its own)."""
     test = data.view("test")
     table = new_table(name, test.ids, test.labels, data.classes, test.attributes)
     ctx = ProbeContext(
@@ -110,7 +114,8 @@ def probe(
     first = to_unit_float(torch.from_numpy(np.asarray(test.images[:1])), device)
     with channels_last(prepared.adapter, first) as fast:  # the fast kernels (pass_layout)
         for entry in PROBES:
-            table = entry.obj(ctx, table)
+            with timer.phase(PROBE_PHASES.get(entry.name, "probes")):
+                table = entry.obj(ctx, table)
     ctx.artifacts["layout"] = "channels-last" if fast else "contiguous"  # what the passes ran
     return table, ctx.artifacts, ctx.arrays
 
@@ -131,8 +136,7 @@ def audit_model(
     (``reporter``: the run's progress, off when None)."""
     config = for_device(config, device.type)[0]  # a no-op for run_audit's, resolved already
     reporter = reporter or Progress()
-    with timer.phase("probes"):
-        table, artifacts, arrays = probe(prepared, data, config, device, name, reporter)
+    table, artifacts, arrays = probe(prepared, data, config, device, name, reporter, timer)
     with timer.phase("analyses"), reporter.task(f"analyses of {name}"):
         sections, metrics, notes, findings = analyse(
             table, config, data.summary, artifacts, debug=debug

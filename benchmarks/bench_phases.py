@@ -87,6 +87,31 @@ def training_floor(config, data, epochs: int) -> float:
     return time.perf_counter() - started
 
 
+@torch.no_grad()
+def corruption_floor(outcome, config, data) -> tuple[float, int]:
+    """Seconds of the bare model passes the corruption probe needs for one model (its
+    subset × (corruptions × severities + the severity-0 check)), in the probe's passes
+    (FixedChunks, channels-last), with no corruption made; → (seconds, images passed)."""
+    from auditclf.device_defaults import forward_chunk, section_for_device
+    from auditclf.models.adapter import channels_last
+    from auditclf.probes.base import FixedChunks, PassSizes
+    from auditclf.probes.corruption import corruption_subset
+
+    cfg = section_for_device("corruptions", config.corruptions, "cpu")[0]
+    test = data.view("test")
+    subset = corruption_subset(cfg, test.labels, config.seed, data.classes)
+    images = torch.from_numpy(test.images[subset]).float().div_(255)
+    model = outcome.models["baseline"].adapter.eval()
+    passes = len(cfg.names) * len(cfg.severities) + 1
+    with channels_last(model, images[:1]):
+        forward = FixedChunks(model, PassSizes(block=cfg.batch_size, chunk=forward_chunk("cpu")))
+        started = time.perf_counter()
+        for _ in range(passes):
+            for start in range(0, len(images), cfg.batch_size):
+                forward(images[start : start + cfg.batch_size])
+        return time.perf_counter() - started, passes * len(images)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist5k")
@@ -95,6 +120,9 @@ def main() -> None:
         "--clean-only",
         action="store_true",
         help="no attacks and no hardening (the performance audit alone)",
+    )
+    parser.add_argument(
+        "--no-corruptions", action="store_true", help="without the corruption probe"
     )
     args = parser.parse_args()
 
@@ -106,6 +134,8 @@ def main() -> None:
     overrides = {"data": {"dataset": args.dataset}}
     if args.clean_only:
         overrides |= {"robustness": {"enabled": False}, "harden": {"method": "none"}}
+    if args.no_corruptions:
+        overrides |= {"corruptions": {"enabled": False}}
     config = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         outcome = run_audit(config, progress=False)
@@ -116,7 +146,11 @@ def main() -> None:
         end_to_end = time_cli(config_file, Path(tmp) / "cli")
     durations = {"import": time_import(args.repeats), **durations}
     epochs_run = outcome.result.models["baseline"].training["epochs"]
-    floor = training_floor(config, prepare_data(config.data, seed=config.seed), len(epochs_run))
+    data = prepare_data(config.data, seed=config.seed)
+    floor = training_floor(config, data, len(epochs_run))
+    corrupted = None
+    if "corruptions" in durations:
+        corrupted = corruption_floor(outcome, config, data)
 
     total = sum(durations.values())
     print(
@@ -133,6 +167,15 @@ def main() -> None:
         f"fwd+bwd+Adam, same epochs) {floor:.2f} s; ratio {durations['train'] / floor:.2f}x "
         "(the rest is augmentation and the validation pass per epoch)"
     )
+    if corrupted is not None:
+        models = len(outcome.result.models)
+        seconds, images = corrupted
+        print(
+            f"corruptions: {durations['corruptions']:.2f} s for {models} model(s); floor (the "
+            f"{images:,} bare model passes per model, same pass size and layout) "
+            f"{seconds * models:.2f} s; ratio {durations['corruptions'] / (seconds * models):.2f}x "
+            "(the rest is making the corrupted images and the checks)"
+        )
     print(f"test accuracy {outcome.result.metrics['performance.accuracy']:.4f}")
 
 

@@ -96,6 +96,7 @@ def test_run_writes_every_output(digits_run):
         "model",
         "train",
         "probes",
+        "corruptions",
         "analyses",
         "report",
     }

@@ -4,6 +4,7 @@ known answers, the sanity checks (JUnit, verdict), the block size, mCE and the d
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +13,9 @@ import torch
 
 from auditclf.analyses.base import AnalysisContext
 from auditclf.analyses.corruption import corruption, reference_errors
+from auditclf.catalog import names
 from auditclf.config import AnalysisConfig, load_config
-from auditclf.corruptions import corrupt
+from auditclf.corruptions import CORRUPTIONS, corrupt, severity_table
 from auditclf.data import prepare_data
 from auditclf.dryrun import expected_metric_keys
 from auditclf.gates import decide_verdict, evaluate_gates, gates_from_config
@@ -254,3 +256,19 @@ def test_the_dry_run_lists_corruption_keys():
     assert "corruption.jpeg@3.accuracy" in keys and "corruption.mean.accuracy" in keys
     assert "hardened.corruption.mce" in keys and "corruption.mce" not in keys
     assert "corruption.fog.accuracy" not in keys  # not configured
+
+
+def test_the_readme_severity_table_is_the_modules():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert names("corruption") == CORRUPTIONS  # the catalogue the config reads, in order
+    for row in severity_table():
+        at = row["pixels_at_side"].get(28)
+        line = (
+            f"| `{row['name']}` | {_show(row['values'][0])} → {_show(row['values'][-1])} | "
+            f"{row['unit']} | {f'{at[0]} → {at[1]} px' if at else ''} | {row['channels']} |"
+        )
+        assert line in readme, line
+
+
+def _show(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
