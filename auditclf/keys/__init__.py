@@ -33,6 +33,7 @@ __all__ = [
     "ATTR_PREFIX",
     "FAMILIES",
     "AdvColumn",
+    "CORRUPTION_GALLERY",
     "HIGHER",
     "LOWER",
     "NEUTRAL",
@@ -105,6 +106,8 @@ def gallery_array(what: str) -> str:
 
 
 COR_PREFIX = "cor."
+# the artifact file's array of the corruption gallery: (corruptions, clean + severities, C, H, W)
+CORRUPTION_GALLERY = "corruption.gallery"
 _COR_COLUMN = re.compile(
     re.escape(COR_PREFIX)
     + rf"(?P<corruption>{PLACEHOLDERS['corruption']})@(?P<severity>{PLACEHOLDERS['severity']})"

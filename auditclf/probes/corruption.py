@@ -23,7 +23,7 @@ import torch
 from auditclf.config import CorruptionConfig
 from auditclf.corruptions import corrupt, corrupt_severities, severity_table
 from auditclf.data.splits import stratified_subsample
-from auditclf.keys import corruption_check_column, corruption_column
+from auditclf.keys import CORRUPTION_GALLERY, corruption_check_column, corruption_column
 from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
 from auditclf.seeding import derive_seed
 from auditclf.train.standard import to_unit_float
@@ -122,14 +122,14 @@ class Corrupter:
 
     @torch.no_grad()
     def gallery(self, row: int) -> np.ndarray:
-        """(corruptions, gallery severities + clean, C, H, W) uint8 images of one image."""
+        """(corruptions, clean + gallery severities, C, H, W) float32 versions of one image."""
         x = self._pixels(np.array([row]))
         severities = [s for s in GALLERY_SEVERITIES if s in self.cfg.severities]
         versions = [
             torch.cat([x, *corrupt_severities(x, name, severities, [self.seeds[row]])])
             for name in self.cfg.names
         ]
-        return (torch.stack(versions) * 255).round().to(torch.uint8).cpu().numpy()
+        return torch.stack(versions).float().cpu().numpy()
 
 
 @PROBES.register("corruptions")
@@ -210,7 +210,7 @@ def _gallery(
     row = int(np.flatnonzero(correct == 1)[0]) if correct.any() else 0
     cfg = runner.cfg
     shown = [s for s in GALLERY_SEVERITIES if s in cfg.severities]
-    ctx.arrays["corruption.gallery"] = runner.gallery(row)
+    ctx.arrays[CORRUPTION_GALLERY] = runner.gallery(row)
     ctx.artifacts["corruption_gallery"] = {
         "names": list(cfg.names),
         "sample_id": str(ctx.test.ids[subset[row]]),

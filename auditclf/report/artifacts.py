@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from auditclf.errors import DataError, UsageError
-from auditclf.keys import explain_column, gallery_array
+from auditclf.keys import CORRUPTION_GALLERY, explain_column, gallery_array
 from auditclf.report.figures import GALLERY_IMAGES
 from auditclf.results import AuditResult, ModelResult
 
@@ -76,13 +76,21 @@ def _count(value, what: str, source: str) -> int:
 
 def expected_shapes(model: ModelResult, input_shape, source: str) -> dict[str, tuple]:
     """{array name: shape} of the arrays ``model``'s report entry calls for: its attack
-    gallery's images and its explained images and maps (see the probes)."""
+    gallery's images, its corruption gallery and its explained images and maps (see the
+    probes)."""
     channels, height, width = input_shape
     shapes = {}
     gallery = model.artifacts.get("gallery")
     if gallery:
         items = _count(len(gallery["items"]), "artifacts.gallery.items", source)
         shapes |= {gallery_array(w): (items, channels, height, width) for w in GALLERY_IMAGES}
+    corrupted = model.artifacts.get("corruption_gallery")
+    if corrupted:  # per corruption: the clean image, then each gallery severity
+        rows = _count(len(corrupted["names"]), "artifacts.corruption_gallery.names", source)
+        columns = _count(
+            len(corrupted["severities"]) + 1, "artifacts.corruption_gallery.severities", source
+        )
+        shapes[CORRUPTION_GALLERY] = (rows, columns, channels, height, width)
     run = model.artifacts.get("explanations")
     if run:  # the images whenever the probe explained any, the maps of the methods that ran
         n = _count(run.get("explained"), "artifacts.explanations.explained", source)

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from auditclf.catalog import ATTRIBUTION_FACTS
-from auditclf.keys import explain_column, gallery_array
+from auditclf.keys import CORRUPTION_GALLERY, explain_column, gallery_array
 
 DPI = 110
 LABEL_CHARS = 40  # class and group names are cut to this for display; JSON and CSV keep them
@@ -474,13 +474,13 @@ def corruption_gallery(gallery: dict | None, arrays: dict, classes: list[str]) -
     if not gallery:
         return None
     gallery = {**gallery, "label_name": classes[gallery["label"]]}
-    images = arrays.get("corruption.gallery")
+    images = arrays.get(CORRUPTION_GALLERY)
     if images is None:
         return {**gallery, "rows": [], "missing": MISSING_ARTIFACTS}
     rows = []
     for c, name in enumerate(gallery["names"]):
         clean = {
-            "uri": _tile_uri(images[c, 0] / 255.0),
+            "uri": _tile_uri(images[c, 0]),
             "title": "clean",
             "answer": f"→ {short_label(classes[gallery['clean_pred']])}",
             "wrong": gallery["clean_pred"] != gallery["label"],
@@ -490,7 +490,7 @@ def corruption_gallery(gallery: dict | None, arrays: dict, classes: list[str]) -
             pred = gallery["pred"][c][k]
             tiles.append(
                 {
-                    "uri": _tile_uri(images[c, k + 1] / 255.0),
+                    "uri": _tile_uri(images[c, k + 1]),
                     "title": f"severity {severity}",
                     "answer": f"→ {short_label(classes[pred])} ({gallery['confidence'][c][k]:.0%})",
                     "wrong": pred != gallery["label"],
