@@ -10,7 +10,7 @@ import pandas as pd
 from auditclf.analyses import analyse
 from auditclf.config import AuditConfig
 from auditclf.evidence import ATTR_PREFIX, PROBA_PREFIX
-from auditclf.keys import model_key
+from auditclf.keys import SET_COLUMN, TEST_SET, model_key, shift_set
 from auditclf.probes.attacks import stand_in_columns
 from auditclf.probes.attributions import stand_in_columns as explain_stand_in
 
@@ -43,6 +43,16 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
             adversarial=config.robustness.enabled,
         )
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
+    shift = data_summary.get("shift")
+    if shift is not None:  # the shift set's rows: its classes and every group of it
+        _, rows = _stand_in_table(classes, shift["attribute_counts"])
+        stand_in = pd.concat(
+            [
+                stand_in.assign(**{SET_COLUMN: TEST_SET}),
+                rows.assign(**{SET_COLUMN: shift_set(shift["name"])}),
+            ],
+            ignore_index=True,
+        )
     dry = config.model_copy(
         update={
             "analyses": config.analyses.model_copy(

@@ -24,6 +24,7 @@ from auditclf.gates import check_gate_keys, gates_from_config, judge
 from auditclf.models import PreparedModel, prepare_model, wrap_module
 from auditclf.models.adapter import channels_last
 from auditclf.probes import PROBES, ProbeContext
+from auditclf.probes.shift import with_shift_rows
 from auditclf.progress import Progress
 from auditclf.report.limitations import device_limitations, limitations
 from auditclf.results import AuditResult, ModelResult
@@ -88,8 +89,9 @@ def probe(
     name: str,
     reporter: Progress,
 ) -> tuple[pd.DataFrame, dict]:
-    """Run every registered probe over the test split → (the model's sample table, what the
-    probes noted, their arrays for the artifact file); ``reporter`` shows their long phases."""
+    """Run every registered probe over the test split, and the clean one over the shift set
+    → (the model's sample table, what the probes noted, their arrays for the artifact file);
+    ``reporter`` shows their long phases."""
     test = data.view("test")
     table = new_table(name, test.ids, test.labels, data.classes, test.attributes)
     ctx = ProbeContext(
@@ -109,6 +111,7 @@ def probe(
     with channels_last(prepared.adapter, first) as fast:  # the fast kernels (pass_layout)
         for entry in PROBES:
             table = entry.obj(ctx, table)
+        table = with_shift_rows(ctx, data.shift, table)  # the clean probe on the shift set
     ctx.artifacts["layout"] = "channels-last" if fast else "contiguous"  # what the passes ran
     return table, ctx.artifacts, ctx.arrays
 
@@ -163,7 +166,7 @@ def run_audit(
     gates = gates_from_config(config.gates)
     regression = config.regression
     baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
-    run = open_run(config, trains=trains(config, module))
+    run = open_run(config, trains=trains(config, module), audits=True)
     config, device, data, timer = run.config, run.device, run.data, run.timer
     reporter = Progress.for_stream(progress)
     tolerances = baseline_check.tolerances.per_key if baseline_check else {}

@@ -429,6 +429,9 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
     )
     table = pd.concat([table, pd.DataFrame(explained, index=table.index)], axis=1)
     ctx.artifacts = {"robustness": artifacts, "explanations": explain}
+    # A shift set: the same images, fainter (every other prediction moved), its own groups.
+    shifted = sample_table(labels, np.roll(proba, n // 2, axis=0), classes)
+    ctx.shift = {"scanner_b": shifted.assign(**{"attr.site": np.where(labels, "east", "west")})}
     return table, ctx
 
 
