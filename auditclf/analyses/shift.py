@@ -217,15 +217,20 @@ def shift(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         headlines.append(_one_set(section, name, table, rows, ctx))
     level = ctx.config.confidence_level
     section.headline = " ".join(headlines)
+    draws = (
+        f"balanced accuracy the interval of {ctx.config.bootstrap} seeded draws (seed "
+        f"{ctx.seed}) of every class's recall from its Jeffreys posterior, and ECE a "
+        "percentile bootstrap over the rows, as on the test split"
+        if ctx.config.bootstrap
+        else "balanced accuracy and ECE none (analyses.bootstrap is 0)"
+    )
     section.method = (
         "Every image of the shift set went through the same clean pass as the test split "
         "(no attack, no explanation). Accuracy, per-class and per-group accuracy carry "
-        f"exact {level:.0%} Clopper–Pearson intervals; balanced accuracy the interval of "
-        f"{ctx.config.bootstrap} seeded draws (seed {ctx.seed}) of every class's recall from "
-        "its Jeffreys posterior, and ECE (the top-class confidence in "
-        f"{ctx.config.ece_bins} equal-width bins) a percentile bootstrap over the rows, as "
-        "on the test split. The gap is test accuracy − shift accuracy, with Newcombe's "
-        "hybrid score interval for a difference of two independent proportions (Newcombe "
-        "1998); a gap whose interval excludes 0 is beyond sampling error."
+        f"exact {level:.0%} Clopper–Pearson intervals; {draws}. ECE bins the top-class "
+        f"confidence in {ctx.config.ece_bins} equal-width bins. The gap is test accuracy − "
+        "shift accuracy, with Newcombe's hybrid score interval for a difference of two "
+        "independent proportions (Newcombe 1998); a gap whose interval excludes 0 is beyond "
+        "sampling error."
     )
     return section

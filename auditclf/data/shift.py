@@ -21,7 +21,7 @@ import pandas as pd
 from auditclf.config import DataConfig, ShiftConfig
 from auditclf.data import SplitView
 from auditclf.data.attributes import clean_values, read_metadata, value_counts
-from auditclf.data.datasets import DATASETS, ImageSet, load_imageset
+from auditclf.data.datasets import ImageSet, load_imageset
 from auditclf.data.duplicates import content_hashes
 from auditclf.data.lazy import LazyImages
 from auditclf.errors import DataError
@@ -38,11 +38,12 @@ class ShiftData:
     summary: dict
 
 
-def shift_name(cfg: ShiftConfig) -> str:
-    """``shift.name``, else the folder's or file's name (a built-in set's own), as a key part."""
+def shift_name(cfg: ShiftConfig, imageset: ImageSet) -> str:
+    """``shift.name``, else the set's own (a folder's name, a manifest's file name without
+    ``.csv``, a built-in set's name), as a key part."""
     if cfg.name is not None:
         return key_part(cfg.name)
-    return key_part(cfg.dataset if cfg.dataset in DATASETS else Path(cfg.dataset).stem)
+    return key_part(imageset.name or Path(cfg.dataset).resolve().name)
 
 
 def prepare_shift(
@@ -67,24 +68,21 @@ def prepare_shift(
         }
     )
     imageset = load_imageset(loading, seed)
-    source = imageset.source
-    if sorted(imageset.classes) != sorted(classes):
-        raise DataError(
-            f"{source}: the shift set's classes ({', '.join(imageset.classes)}) are not the "
-            f"audited data's ({', '.join(classes)}) (shift.dataset)"
-        )
-    labels = np.array([classes.index(imageset.classes[i]) for i in imageset.labels], np.int64)
+    _check_classes(imageset, classes)
+    index = {name: i for i, name in enumerate(classes)}
+    order = np.array([index[name] for name in imageset.classes], dtype=np.int64)
+    labels = order[imageset.labels]
     images = _resized(imageset, input_shape)
     attributes = _attributes(imageset, cfg.metadata)
     digest = hashlib.sha256()
     content_hashes(images, whole=digest)  # decodes every image: a bad file is refused now
     digest.update(labels.astype("<i8").tobytes())
-    name = shift_name(cfg)
+    name = shift_name(cfg, imageset)
     everything = np.ones(len(labels), dtype=bool)
     summary = {
         "name": name,
         "dataset": imageset.name,
-        "source": source,
+        "source": imageset.source,
         "num_images": int(len(labels)),
         "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(classes)},
         "attributes": list(attributes.columns),
@@ -94,6 +92,22 @@ def prepare_shift(
     }
     view = SplitView(images, labels, imageset.ids, attributes, None)
     return ShiftData(name, view, summary)
+
+
+def _check_classes(imageset: ImageSet, classes: list[str]) -> None:
+    """Refuse a shift set whose class names are not exactly ``classes`` (any order)."""
+    missing = [c for c in classes if c not in imageset.classes]
+    extra = [c for c in imageset.classes if c not in classes]
+    if missing or extra:
+        named = "; ".join(
+            f"{what} {', '.join(repr(c) for c in names[:5])}{' …' if len(names) > 5 else ''}"
+            for what, names in (("lacks", missing), ("adds", extra))
+            if names
+        )
+        raise DataError(
+            f"{imageset.source}: the shift set's classes are not the audited data's: it "
+            f"{named} (shift.dataset)"
+        )
 
 
 def _resized(imageset: ImageSet, input_shape: tuple[int, ...]) -> np.ndarray | LazyImages:
