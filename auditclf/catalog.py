@@ -50,6 +50,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "fairness": "subgroup metrics per attribute (fairlearn), parity gaps with intervals",
         "imbalance": "class distribution per split, imbalance, duplicates",
         "performance": "accuracy, per-class metrics, confusion, top-k",
+        "shift": "a second test set from another source beside the test split: accuracy, "
+        "ECE, per class and group, the gap with an interval",
     },
     "attack": {
         "fgsm": "FGSM (Goodfellow et al. 2015): one signed-gradient step, L∞",

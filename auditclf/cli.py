@@ -188,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="adversarial retraining to audit beside the baseline (default pgd)",
     )
     _add_fairness_flags(run)
+    run.add_argument(
+        "--shift-dataset",
+        metavar="PATH",
+        help="a second test set from another source (folder, CSV manifest or built-in name, "
+        "the same classes), audited whole beside the test split",
+    )
+    run.add_argument(
+        "--shift-name",
+        metavar="NAME",
+        help="its name in the keys shift.<name>.* (default: the folder's or file's name)",
+    )
 
     harden = commands.add_parser(
         "harden",
@@ -319,6 +330,8 @@ def _flag_keys(args: argparse.Namespace) -> dict[str, tuple]:
         "rebalance_groups": ("fairness", "rebalance"),
         "min_group_size": ("fairness", "min_group_size"),
         "baseline": ("regression", "baseline"),
+        "shift_dataset": ("shift", "dataset"),
+        "shift_name": ("shift", "name"),
     }
 
 

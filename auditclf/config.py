@@ -556,6 +556,41 @@ class FairnessConfig(_Strict):
         return self
 
 
+class ShiftConfig(_Strict):
+    """A second test set from another source (another scanner, site or camera), audited
+    whole beside the test split: its accuracy, calibration, per-class and per-group numbers,
+    and the gap to the test accuracy (keys ``shift.<name>.*``)."""
+
+    dataset: str | None = Field(
+        None,
+        description="a built-in name, a folder or a CSV manifest with exactly the audited "
+        "data's classes (never trained on); null = no shift set",
+    )
+    name: str | None = Field(
+        None,
+        description="its name in the keys (shift.<name>.accuracy); default: the folder's or "
+        "file's name (a built-in set's own), as a key part",
+    )
+    metadata: Path | None = Field(
+        None,
+        description="CSV of the shift set's per-image attributes, as fairness.metadata "
+        "(a `path` or `id` column)",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _named(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("give a non-empty name, or null for the dataset's own")
+        return value
+
+    @model_validator(mode="after")
+    def _metadata_needs_dataset(self) -> ShiftConfig:
+        if self.dataset is None and (self.metadata is not None or self.name is not None):
+            raise ValueError("shift.name and shift.metadata need shift.dataset")
+        return self
+
+
 class ReportConfig(_Strict):
     """The report's look: templates and title."""
 
@@ -665,6 +700,7 @@ class AuditConfig(_Strict):
     harden: HardenConfig = HardenConfig()
     explain: ExplainConfig = ExplainConfig()
     fairness: FairnessConfig = FairnessConfig()
+    shift: ShiftConfig = ShiftConfig()
     report: ReportConfig = ReportConfig()
     regression: RegressionConfig = RegressionConfig()
     gates: list[GateEntry] = Field(

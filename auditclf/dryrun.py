@@ -11,7 +11,7 @@ from auditclf.analyses import analyse
 from auditclf.analyses.corruption import reference_errors
 from auditclf.config import AuditConfig
 from auditclf.evidence import ATTR_PREFIX, PROBA_PREFIX
-from auditclf.keys import model_key
+from auditclf.keys import SET_COLUMN, TEST_SET, model_key, shift_set
 from auditclf.probes.attacks import stand_in_columns
 from auditclf.probes.attributions import stand_in_columns as explain_stand_in
 from auditclf.probes.corruption import stand_in_columns as corruption_stand_in
@@ -48,6 +48,16 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
     if config.corruptions.enabled:
         columns, artifacts["corruption"] = corruption_stand_in(config.corruptions, labels)
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
+    shift = data_summary.get("shift")
+    if shift is not None:  # the shift set's rows: its classes and every group of it
+        _, rows = _stand_in_table(classes, shift["attribute_counts"])
+        stand_in = pd.concat(
+            [
+                stand_in.assign(**{SET_COLUMN: TEST_SET}),
+                rows.assign(**{SET_COLUMN: shift_set(shift["name"])}),
+            ],
+            ignore_index=True,
+        )
     dry = config.model_copy(
         update={
             "analyses": config.analyses.model_copy(

@@ -6,6 +6,12 @@ predictions under attack); analyses read it and never run the model, so
 
 Columns:
   model        which model the row's predictions come from ("baseline", "hardened")
+  set          which images: "test" (the test split) or "shift.<name>" (the shift set
+               ``name``, audited whole beside it; spelt by :func:`auditclf.keys.shift_set`);
+               a table without the column (an older report's) is all test rows. Every
+               analysis but the shift analysis reads the test rows only
+               (:func:`split_sets`); the shift rows carry the clean probe's columns
+               and their own attributes, and are empty in the attack and explanation ones
   sample_id    stable id of the image (relative path or ``set/index``)
   label        true class index; label_name its name
   pred         predicted class index; pred_name its name
@@ -29,10 +35,16 @@ import numpy as np
 import pandas as pd
 
 from auditclf.errors import DataError
-from auditclf.keys import ATTR_PREFIX, PROBA_PREFIX  # spelt with the other column names
+from auditclf.keys import (  # spelt with the other column names
+    ATTR_PREFIX,
+    PROBA_PREFIX,
+    SET_COLUMN,
+    TEST_SET,
+    shift_name,
+)
 
 REQUIRED_COLUMNS = ("model", "sample_id", "label", "pred", "confidence")
-TEXT_COLUMNS = ("model", "sample_id", "label_name", "pred_name")
+TEXT_COLUMNS = ("model", SET_COLUMN, "sample_id", "label_name", "pred_name")
 # Filled on every row by the clean probe; other numeric columns may be empty (an image
 # the attacks did not cover).
 FILLED_COLUMNS = ("label", "pred", "correct", "confidence", "margin")
@@ -40,12 +52,20 @@ CLASS_INDEX_COLUMNS = ("label", "pred")
 
 
 def new_table(
-    model: str, ids: np.ndarray, labels: np.ndarray, classes: list[str], attributes: pd.DataFrame
+    model: str,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    attributes: pd.DataFrame,
+    *,
+    images: str = TEST_SET,
 ) -> pd.DataFrame:
-    """The table's fixed columns for one model, before any probe ran."""
+    """The table's fixed columns for one model's rows of one set of ``images`` (the ``set``
+    column: the test split, or a shift set), before any probe ran."""
     table = pd.DataFrame(
         {
             "model": model,
+            SET_COLUMN: images,
             "sample_id": np.asarray(ids, dtype=str),
             "label": np.asarray(labels, dtype=np.int64),
             "label_name": np.asarray(classes, dtype=object)[labels],
@@ -147,6 +167,42 @@ def _line_of_row(path: Path, row: int) -> int:
                     return start
             start = reader.line_num + 1
     return start
+
+
+def split_sets(table: pd.DataFrame, source: str) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """One model's rows → (its test rows, {shift set name: its rows}).
+
+    A table without a ``set`` column is all test rows. Each part keeps only the group
+    attributes it has (an attribute of the shift set alone is empty on the test rows:
+    NaN in a run, an empty cell in ``samples.csv``), so the analyses of the test rows
+    see the columns a run without a shift set gives them. A ``set`` value that is
+    neither is a DataError naming ``source``.
+    """
+    if SET_COLUMN not in table.columns:
+        return table, {}
+    values = table[SET_COLUMN].astype(str)
+    shifts = {}
+    for value in pd.unique(values):
+        name = shift_name(value)
+        if value != TEST_SET and name is None:
+            raise DataError(
+                f"{source}: column {SET_COLUMN!r}: {value[:40]!r} is neither {TEST_SET!r} nor "
+                "shift.<name>"
+            )
+        if name is not None:
+            shifts[name] = _own_attributes(table[values == value])
+    test = table[values == TEST_SET]
+    if not shifts:
+        return test, {}
+    return _own_attributes(test), shifts
+
+
+def _own_attributes(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (re-indexed) without the group attributes empty on every one of them."""
+    empty = [
+        c for c in rows.columns if c.startswith(ATTR_PREFIX) and rows[c].fillna("").eq("").all()
+    ]
+    return rows.drop(columns=empty).reset_index(drop=True)
 
 
 def split_by_model(table: pd.DataFrame) -> dict[str, pd.DataFrame]:

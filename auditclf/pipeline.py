@@ -25,6 +25,7 @@ from auditclf.gates import check_gate_keys, gates_from_config, judge
 from auditclf.models import PreparedModel, prepare_model, wrap_module
 from auditclf.models.adapter import channels_last
 from auditclf.probes import PROBES, ProbeContext
+from auditclf.probes.shift import with_shift_rows
 from auditclf.progress import Progress
 from auditclf.report.limitations import device_limitations, limitations
 from auditclf.results import AuditResult, ModelResult
@@ -92,9 +93,10 @@ def probe(
     reporter: Progress,
     timer: PhaseTimer,
 ) -> tuple[pd.DataFrame, dict]:
-    """Run every registered probe over the test split → (the model's sample table, what the
-    probes noted, their arrays for the artifact file); ``reporter`` shows their long phases,
-    ``timer`` gets their time (the corruption probe's as a phase of its own)."""
+    """Run every registered probe over the test split, and the clean one over the shift set
+    → (the model's sample table, what the probes noted, their arrays for the artifact file);
+    ``reporter`` shows their long phases, ``timer`` gets their time (the corruption probe's
+    as a phase of its own)."""
     test = data.view("test")
     table = new_table(name, test.ids, test.labels, data.classes, test.attributes)
     ctx = ProbeContext(
@@ -116,6 +118,8 @@ def probe(
         for entry in PROBES:
             with timer.phase(PROBE_PHASES.get(entry.name, "probes")):
                 table = entry.obj(ctx, table)
+        with timer.phase("probes"):
+            table = with_shift_rows(ctx, data.shift, table)  # the clean probe on the shift set
     ctx.artifacts["layout"] = "channels-last" if fast else "contiguous"  # what the passes ran
     return table, ctx.artifacts, ctx.arrays
 
@@ -169,7 +173,7 @@ def run_audit(
     gates = gates_from_config(config.gates)
     regression = config.regression
     baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
-    run = open_run(config, trains=trains(config, module))
+    run = open_run(config, trains=trains(config, module), audits=True)
     config, device, data, timer = run.config, run.device, run.data, run.timer
     reporter = Progress.for_stream(progress)
     tolerances = baseline_check.tolerances.per_key if baseline_check else {}

@@ -65,8 +65,9 @@ def _command_mistakes(config: AuditConfig, command: str) -> list[str]:
     return []
 
 
-def _dataset_mistakes(cfg: DataConfig) -> list[str]:
-    """The same verdicts as ``load_imageset`` and the torchvision loaders, without loading."""
+def _dataset_mistakes(cfg: DataConfig, key: str = "data.dataset") -> list[str]:
+    """The same verdicts as ``load_imageset`` and the torchvision loaders, without loading
+    (``key``: the config key that names the set, for the messages)."""
     name = cfg.dataset
     if name in BUILTIN_DATASETS:
         if not name.startswith("torchvision-"):
@@ -80,9 +81,9 @@ def _dataset_mistakes(cfg: DataConfig) -> list[str]:
     if path.is_dir() or (path.is_file() and path.suffix.lower() == ".csv"):
         return []
     if path.exists():
-        return [f"{name}: neither a folder nor a .csv manifest (data.dataset)"]
+        return [f"{name}: neither a folder nor a .csv manifest ({key})"]
     if path.suffix.lower() == ".csv" or "/" in name or os.sep in name:
-        return [f"{name}: no such file or folder (data.dataset)"]
+        return [f"{name}: no such file or folder ({key})"]
     known = ", ".join(BUILTIN_DATASETS)
     return [f"unknown dataset {name!r}; known: {known}; or give a folder or a .csv manifest"]
 
@@ -172,6 +173,12 @@ def _run_mistakes(config: AuditConfig) -> list[str]:
         mistakes.append(f"{metadata}: no such metadata file (fairness.metadata)")
     if templates is not None and not Path(templates).is_dir():
         mistakes.append(f"{templates}: no such templates folder (report.templates)")
+    shift = config.shift
+    if shift.dataset is not None:
+        loading = config.data.model_copy(update={"dataset": shift.dataset})
+        mistakes += _dataset_mistakes(loading, "shift.dataset")
+    if shift.metadata is not None and not Path(shift.metadata).is_file():
+        mistakes.append(f"{shift.metadata}: no such metadata file (shift.metadata)")
     regression = config.regression
     for check in (
         lambda: gates_from_config(config.gates),

@@ -22,6 +22,7 @@ from auditclf import __version__
 from auditclf.config import AuditConfig
 from auditclf.data import PreparedData, prepare_data
 from auditclf.data.attributes import check_attributes
+from auditclf.data.shift import prepare_shift
 from auditclf.device_defaults import for_device
 from auditclf.errors import UsageError
 from auditclf.seeding import seed_everything
@@ -108,10 +109,11 @@ class RunContext:
     threads: dict
 
 
-def open_run(config: AuditConfig, *, trains: bool = True) -> RunContext:
+def open_run(config: AuditConfig, *, trains: bool = True, audits: bool = False) -> RunContext:
     """Seed, CPU threads, device and its default counts, the data (with
     ``fairness.metadata``) and the group attributes the run needs, checked before any
-    training. ``trains``: see :func:`auditclf.data.prepare_data`."""
+    training. ``trains``: see :func:`auditclf.data.prepare_data`; ``audits``: the run audits
+    (``auditclf run``), so the shift set (``shift.dataset``) is loaded too."""
     timer = PhaseTimer()
     threads = use_threads(config.threads)  # before any work: inter-op threads are set once
     seed_everything(config.seed)
@@ -121,6 +123,11 @@ def open_run(config: AuditConfig, *, trains: bool = True) -> RunContext:
         data = prepare_data(
             config.data, seed=config.seed, metadata=config.fairness.metadata, trains=trains
         )
+        if audits and config.shift.dataset is not None:
+            data.shift = prepare_shift(
+                config.shift, config.data, data.classes, data.input_shape, seed=config.seed
+            )
+            data.summary["shift"] = data.shift.summary
     if config.fairness.enabled or config.fairness.rebalance:
         check_attributes(config.fairness, data.summary)
     return RunContext(config, device, device_counts, data, timer, threads)

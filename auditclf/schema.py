@@ -205,6 +205,18 @@ REPORT_SCHEMA: dict[str, Any] = {
                 },
                 "class_distribution": {"type": "object"},
                 "hash": {"type": "string"},
+                "shift": {
+                    "description": "the shift set audited beside the test split "
+                    "(shift.dataset), when given; its metrics are the models' shift.<name>.*",
+                    "type": "object",
+                    "required": ["name", "source", "num_images", "hash"],
+                    "properties": {
+                        "name": {"type": "string", "pattern": "^[a-z0-9_-]+$"},
+                        "source": {"type": "string"},
+                        "num_images": {"type": "integer", "minimum": 1},
+                        "hash": {"type": "string"},
+                    },
+                },
             },
         },
         "models": {

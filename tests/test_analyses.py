@@ -446,6 +446,9 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
     corrupted["corrupted"] = (np.arange(n) < 30).astype(float)
     table = pd.concat([table, pd.DataFrame(corrupted, index=table.index)], axis=1)
     ctx.artifacts = {"robustness": artifacts, "explanations": explain, "corruption": corruption}
+    # A shift set: the same images, fainter (every other prediction moved), its own groups.
+    shifted = sample_table(labels, np.roll(proba, n // 2, axis=0), classes)
+    ctx.shift = {"scanner_b": shifted.assign(**{"attr.site": np.where(labels, "east", "west")})}
     return table, ctx
 
 

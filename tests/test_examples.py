@@ -5,6 +5,7 @@ config the CI workflow audits with (examples/digits-quick.yaml) on the workflow'
 
 from __future__ import annotations
 
+import json
 import runpy
 import shlex
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from auditclf.config import load_config
+from auditclf.evidence import load_samples
 from tests.conftest import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,11 +41,11 @@ SHORTEN = {
     "fairness": {"n_boot": 20},
 }
 # Fewer epochs where the example's gates still pass with a margin (training is seeded, so
-# it is the same model every time: test accuracy 0.86 and 0.84 after 3 epochs, against
-# gates of 0.8), and the example without gates, on larger images, on a fifth of them.
+# it is the same model every time: test accuracy 0.86 after 3 epochs and 0.84 after 5,
+# against gates of 0.8), and the example without gates, on larger images, on a fifth of them.
 PER_EXAMPLE = {
     "custom-model.yaml": {"train": {"epochs": 3}},
-    "folder-metadata.yaml": {"train": {"epochs": 3}},
+    "folder-metadata.yaml": {"train": {"epochs": 5}},
     "shapes-shortcut.yaml": {"data": {"shapes": {"n_per_class": 40}}, "train": {"epochs": 1}},
 }
 
@@ -64,11 +66,36 @@ def _shortened(example: Path, tmp_path: Path, **extra) -> Path:
 
 
 def _folder_data(tmp_path: Path) -> dict:
-    """The folder example's data, written where the example's script writes it."""
+    """The folder example's data and its shift set, written where the example's script
+    writes them."""
     module = runpy.run_path(str(EXAMPLES / "folder_dataset.py"))
     root = tmp_path / "digits-folder"
     metadata = module["write_folder"](root)
-    return {"data": {"dataset": str(root)}, "fairness": {"metadata": str(metadata)}}
+    shift = module["shift_folder"](root)
+    return {
+        "data": {"dataset": str(root)},
+        "fairness": {"metadata": str(metadata)},
+        "shift": {"dataset": str(shift), "metadata": str(shift / "metadata.csv")},
+    }
+
+
+def _check_shift_set(out: Path) -> None:
+    """The folder example's shift set, the fainter scanner B's images: every model's
+    ``shift.scanner_b.accuracy`` is the accuracy of its rows of samples.csv from that set,
+    and the test rows still give ``performance.accuracy``."""
+    models = json.loads((out / "report.json").read_text())["models"]
+    samples = load_samples(out / "samples.csv")
+    assert set(samples["set"]) == {"test", "shift.scanner_b"}
+    for name, model in models.items():
+        rows = samples[samples["model"] == name]
+        for where, key in (
+            ("shift.scanner_b", "shift.scanner_b.accuracy"),
+            ("test", "performance.accuracy"),
+        ):
+            part = rows[rows["set"] == where]
+            expected = (part["pred"] == part["label"]).mean()
+            assert abs(model["metrics"][key] - expected) < 1e-9, (name, key)
+    assert "Distribution shift" in (out / "report.html").read_text()
 
 
 @pytest.mark.parametrize("example", RUN, ids=[p.name for p in RUN])
@@ -85,6 +112,8 @@ def test_example_config_runs_and_passes_its_gates(example, tmp_path, monkeypatch
     result = cli("run", "--config", config, "--out", tmp_path / "out", "--quiet", *extra_args)
     assert result.status == 0, result
     assert (tmp_path / "out" / "report.html").is_file()
+    if example.name == "folder-metadata.yaml":
+        _check_shift_set(tmp_path / "out")
 
 
 def test_the_default_audit_example_is_the_default_config():

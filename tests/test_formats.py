@@ -23,10 +23,10 @@ def _report(folder) -> dict:
 def _sanity_rows(report: dict) -> list[tuple[str, str]]:
     """(model, outcome) of every sanity check the run's robustness sections list."""
     return [
-        (name, row[1])
+        (name, row[1], section["name"])
         for name, model in report["models"].items()
         for section in model["sections"]
-        if section["name"] == "robustness"
+        if section["name"] in ("robustness", "corruption")
         for row in section["tables"].get("checks", {}).get("rows", [])
     ]
 
@@ -43,15 +43,19 @@ def test_junit_from_a_real_run_parses_with_the_right_cases(gated_run):
     assert [c.name for c in by_class["auditclf.gates"]] == [g["expression"] for g in gates]
     sanity = _sanity_rows(report)
     for model in ("baseline", "hardened"):  # one case per sanity check the model's run made
-        checks = [s for s in sanity if s[0] == model]
+        checks = [s for s in sanity if s[0] == model and s[2] == "robustness"]
         assert len(by_class[f"auditclf.sanity.{model}"]) == len(checks) >= 7
+        checks = [s for s in sanity if s[0] == model and s[2] == "corruption"]
+        assert len(by_class[f"auditclf.sanity.{model}.corruption"]) == len(checks) == 4
     sections = sum(len(m["sections"]) for m in report["models"].values())
     assert suite.tests == len(cases) == len(gates) + len(sanity) + sections
 
     failed_gates = [g for g in gates if g["status"] == "fail"]
-    failed_checks = [s for s in sanity if s[1] != "pass"]
+    failed_checks = [s for s in sanity if s[1] == "FAIL"]
+    warned_checks = [s for s in sanity if s[1] == "warn"]  # a finding, not a failure
     assert suite.failures == len(failed_gates) + len(failed_checks)
-    assert suite.skipped == 1  # the failing warn gate: reported, not failing the job
+    # the failing warn gate (and any warning check): reported, not failing the job
+    assert suite.skipped == 1 + len(warned_checks)
     results = {c.name: c.result for c in by_class["auditclf.gates"]}
     (failure,) = results["performance.accuracy >= 0.99"]
     assert isinstance(failure, Failure) and failure.type == "GateFailed"

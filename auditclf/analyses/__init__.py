@@ -8,6 +8,7 @@ from auditclf.analyses import (  # noqa: F401  (registers them)
     imbalance,
     performance,
     robustness,
+    shift,
 )
 from auditclf.analyses.audit import analyse
 from auditclf.analyses.base import (

@@ -11,6 +11,7 @@ import pandas as pd
 
 from auditclf.analyses.base import AnalysisContext, run_analyses
 from auditclf.config import AuditConfig
+from auditclf.evidence import split_sets
 
 
 def analyse(
@@ -21,7 +22,9 @@ def analyse(
     *,
     debug: bool = False,
 ) -> tuple[list, dict, dict, list]:
-    """Analyses over one model's rows → (sections, metrics, notes, findings)."""
+    """Analyses over one model's rows → (sections, metrics, notes, findings); its shift-set
+    rows go to the shift analysis only, every other one reads its test rows."""
+    table, shift = split_sets(table, "samples.csv")
     ctx = AnalysisContext(
         classes=data_summary["classes"],
         config=config.analyses,
@@ -30,6 +33,7 @@ def analyse(
         artifacts=artifacts,
         robustness=config.robustness.model_dump(mode="json"),
         fairness=config.fairness.model_dump(mode="json"),
+        shift=shift,
     )
     sections = run_analyses(table, ctx, debug=debug)
     metrics, notes, findings = {}, {}, []

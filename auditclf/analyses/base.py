@@ -89,7 +89,9 @@ class Section:
 
 @dataclass
 class AnalysisContext:
-    """What analyses may read besides the table: settings, the data card, probe artifacts."""
+    """What analyses may read besides the table: settings, the data card, probe artifacts,
+    and the model's rows of each shift set (``shift``: {name: rows}; the table holds the
+    test rows only, see :func:`auditclf.evidence.split_sets`)."""
 
     classes: list[str]
     config: AnalysisConfig
@@ -98,6 +100,7 @@ class AnalysisContext:
     artifacts: dict = field(default_factory=dict)
     robustness: dict = field(default_factory=lambda: RobustnessConfig().model_dump(mode="json"))
     fairness: dict = field(default_factory=lambda: FairnessConfig().model_dump(mode="json"))
+    shift: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 Analysis = Callable[[pd.DataFrame, AnalysisContext], Section]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from auditclf.data.splits import SPLITS, assign_splits, split_train_val, stratif
 from auditclf.errors import DataError
 from auditclf.keys import check_distinct_key_parts
 
+if TYPE_CHECKING:
+    from auditclf.data.shift import ShiftData
+
 __all__ = ["DATASETS", "ImageSet", "LazyImages", "PreparedData", "SplitView", "prepare_data"]
 
 
@@ -41,9 +45,13 @@ class SplitView:
 
 @dataclass
 class PreparedData:
+    """The audited data: the image set, each image's split and the data card (``summary``);
+    ``shift``: the shift set audited beside the test split (``shift.dataset``), if any."""
+
     imageset: ImageSet
     split: np.ndarray
     summary: dict
+    shift: ShiftData | None = None
 
     @property
     def classes(self) -> list[str]:

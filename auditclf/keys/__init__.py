@@ -39,6 +39,8 @@ __all__ = [
     "NEUTRAL",
     "PROBA_PREFIX",
     "ParsedKey",
+    "SET_COLUMN",
+    "TEST_SET",
     "adv_column",
     "attack_at",
     "check_distinct_key_parts",
@@ -65,6 +67,8 @@ __all__ = [
     "parse",
     "parse_adv_column",
     "robust_metric",
+    "shift_name",
+    "shift_set",
     "shown_in_points",
 ]
 
@@ -72,6 +76,9 @@ ADV_PREFIX = "adv."
 PROBA_PREFIX = "proba."  # proba.<k>: the predicted probability of class k
 ATTR_PREFIX = "attr."  # attr.<attribute>: an image's group in one attribute
 EXPLAIN_PREFIX = "explain."
+SET_COLUMN = "set"  # set: the test split (TEST_SET) or a shift set (shift_set(name))
+TEST_SET = "test"
+SHIFT_SET_PREFIX = "shift."
 _ADV_COLUMN = re.compile(
     re.escape(ADV_PREFIX)
     + rf"(?P<attack>{PLACEHOLDERS['attack']})@(?P<eps>{PLACEHOLDERS['eps']})\.(?P<what>[a-z_]+)"
@@ -97,6 +104,19 @@ def explain_column(what: str, method: str | None = None) -> str:
     rows not explained. The artifact file's per-image arrays are spelt the same way
     (``explain.image``, ``explain.gradcam.map``); row ``rank`` of an array is that image."""
     return f"{EXPLAIN_PREFIX}{what}" if method is None else f"{EXPLAIN_PREFIX}{method}.{what}"
+
+
+def shift_set(name: str) -> str:
+    """``shift.<name>``: the ``set`` column's value on a shift set's rows (``name`` already a
+    key part, as in the ``shift.<name>.*`` keys)."""
+    return f"{SHIFT_SET_PREFIX}{name}"
+
+
+def shift_name(value: str) -> str | None:
+    """The shift set's name in a ``set`` value (``shift.scanner_b`` → ``scanner_b``); None
+    when the value is not a shift set's as :func:`shift_set` spells it."""
+    name = value[len(SHIFT_SET_PREFIX) :] if value.startswith(SHIFT_SET_PREFIX) else ""
+    return name if re.fullmatch(PLACEHOLDERS["name"], name) else None
 
 
 def gallery_array(what: str) -> str:

@@ -40,6 +40,7 @@ PLACEHOLDERS = {
     # a corruption's name; `mean`, `worst` and `check` head their own families
     "corruption": r"(?!(?:mean|worst|check)\b)[a-z0-9_]+",
     "severity": r"[1-5]",
+    "name": _NAME,  # a shift set's name (shift.name, or its folder's or file's)
 }
 _PLACEHOLDER = re.compile(r"<([a-z]+)>")
 
@@ -418,5 +419,46 @@ DATA = (
     F("data.duplicates.label_conflicts", "duplicates with different labels", unit=COUNT),
 )
 
-FAMILIES: tuple[KeyFamily, ...] = PERFORMANCE + ROBUSTNESS + CORRUPTION + EXPLAIN + FAIRNESS + DATA
-SECTIONS = ("performance", "robustness", "corruption", "fairness", "explain", "data")
+
+# distribution shift: a second test set from another source, audited whole (shift.dataset)
+SHIFT_ACCURACY = F("shift.<name>.accuracy", "accuracy on the shift set", HIGHER, True, CI)
+SHIFT_GAP = F(
+    "shift.<name>.accuracy.gap",
+    "test accuracy − shift-set accuracy (Newcombe interval)",
+    LOWER,
+    True,
+    CI,
+)
+SHIFT = (
+    SHIFT_ACCURACY,
+    SHIFT_GAP,
+    F("shift.<name>.balanced_accuracy", "mean per-class recall on the shift set", HIGHER, True, CI),
+    F(
+        "shift.<name>.ece",
+        "expected calibration error on the shift set (15 equal-width bins)",
+        LOWER,
+        True,
+        CI,
+        "calibration error (0–1)",
+    ),
+    F("shift.<name>.samples", "images in the shift set", unit=COUNT),
+    F(
+        "shift.<name>.class.<class>.recall",
+        "recall of one class on the shift set",
+        HIGHER,
+        False,
+        CI,
+    ),
+    F(
+        "shift.<name>.group.<attribute>.<value>.accuracy",
+        "accuracy of one group of the shift set",
+        HIGHER,
+        False,
+        CI,
+    ),
+)
+
+FAMILIES: tuple[KeyFamily, ...] = (
+    PERFORMANCE + ROBUSTNESS + CORRUPTION + EXPLAIN + FAIRNESS + DATA + SHIFT
+)
+SECTIONS = ("performance", "robustness", "corruption", "fairness", "explain", "data", "shift")

@@ -81,7 +81,11 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
             {
                 "section": "Distribution shift",
                 "reason": "train and test come from one "
-                "pool split at random; performance on data from elsewhere is not measured",
+                "pool split at random; performance on data from elsewhere is not measured"
+                if "shift" not in data
+                else "train and test come from one pool split at random; data from "
+                f"elsewhere is measured on the shift set {data['shift']['name']!r} "
+                f"({data['shift']['num_images']} images) only, not on other sources",
             }
         )
     return items

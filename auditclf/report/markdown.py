@@ -131,6 +131,9 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
         lines += ["", f"Fairness: {_escape(fairness['headline'])}"]
     if view.rebalanced:
         lines += ["", _escape(view.rebalanced["headline"])]
+    shift = next((s for s in baseline.sections if s["name"] == "shift"), None)
+    if shift and shift.get("tables"):
+        lines += ["", f"Distribution shift: {_escape(shift['headline'])}"]
     if view.warnings:
         lines += ["", "**Findings**", ""]
         lines += [f"- {_escape(f['severity'])}: {_escape(f['message'])}" for f in view.warnings]
