@@ -182,7 +182,7 @@ class AuditResult:
         return _finite(raw)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+        return json.dumps(self.to_dict(), indent=1, allow_nan=False, ensure_ascii=False) + "\n"
 
     @classmethod
     def from_dict(cls, raw: dict, *, source: str = "report.json") -> AuditResult:

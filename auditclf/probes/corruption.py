@@ -166,8 +166,9 @@ def corruption_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
             "samples": int(len(subset)),
             "repeated": int(len(repeat)),
             "passes": runner.sizes.record(),
-            "table": severity_table(),
         }
+        if ctx.label in ("", "baseline"):  # the same for every model: stated once
+            ctx.artifacts["corruption"]["table"] = severity_table()
         task.advance()
     # joined in one step: inserting ~150 columns one by one fragments the frame
     return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
