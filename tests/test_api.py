@@ -21,6 +21,7 @@ CLEAN_ONLY = {
     "explain": {"enabled": False},
     "harden": {"method": "none"},
     "fairness": {"enabled": False},
+    "corruptions": {"enabled": False},
     "analyses": {"bootstrap": 20},
 }
 REPORT_FILES = {"report.html", "report.json", "samples.csv", "junit.xml", "summary.md"}

@@ -25,6 +25,8 @@ AUDIT = (
     "seed: 0\ndata:\n  dataset: digits\nanalyses:\n  bootstrap: 50\n  batch_size: {analyses}\n"
     + FAST_ROBUSTNESS.replace("robustness:\n", "robustness:\n  batch_size: {robustness}\n")
     + "harden:\n  method: none\nexplain:\n  enabled: false\nfairness:\n  enabled: false\n"
+    + "corruptions:\n  samples: 40\n  names: [fog, perspective, elastic, motion_blur]\n"
+    + "  batch_size: {robustness}\n"
 )
 
 

@@ -261,6 +261,7 @@ SHORTCUT_RUN = (
     "data: {{dataset: shapes, shapes: {{n_per_class: {n}, size: 16, "
     "background_correlation: {correlation}, test_background_correlation: 0.0}}}}\n"
     "train: {{epochs: {epochs}}}\nrobustness: {{enabled: false}}\nharden: {{method: none}}\n"
+    "corruptions: {{enabled: false}}\n"
     "explain: {{enabled: true, methods: [integrated_gradients, lime], lime_samples: 100, "
     "correct_per_class: 2, errors_per_class: 1}}\n"
 )

@@ -459,6 +459,7 @@ data: {dataset: digits}
 train: {epochs: 1}
 analyses: {bootstrap: 50}
 robustness: {enabled: false}
+corruptions: {enabled: false}
 harden: {method: none}
 explain: {enabled: false}
 fairness: {n_boot: 50}
@@ -522,6 +523,7 @@ def test_rebalancing_a_rare_background_shows_the_lowest_group_before_and_after(t
         "data:\n  dataset: shapes\n  split: {train: 0.6, val: 0.1, test: 0.3}\n"
         "  shapes: {n_per_class: 40, size: 16, background_probs: [0.3, 0.3, 0.3, 0.1]}\n"
         "train: {epochs: 2}\nanalyses: {bootstrap: 0}\nrobustness: {enabled: false}\n"
+        "corruptions: {enabled: false}\n"
         "harden: {method: none}\nexplain: {enabled: false}\nfairness: {n_boot: 20}\n"
     )
     out = tmp_path / "out"

@@ -28,6 +28,7 @@ CONFIG = AuditConfig.model_validate(
         "analyses": {"bootstrap": 50},
         "robustness": {"enabled": False},
         "explain": {"enabled": False},
+        "corruptions": {"enabled": False},
     }
 )
 
