@@ -199,7 +199,7 @@ def _one_set(
     return (
         f"On the shift set {name!r} ({after['n']} images) the model classifies "
         f"{after['accuracy'][0]:.1%} [{low:.1%}, {high:.1%}] correctly, against "
-        f"{before['accuracy'][0]:.1%} on the test split: a gap of {100 * gap:+.1f} points "
+        f"{before['accuracy'][0]:.1%} on the test split: a gap of {round(100 * gap, 1) + 0.0:+.1f} points "
         f"{interval}, {'beyond' if beyond else 'within'} sampling error; ECE "
         f"{after['ece'][0]:.3f} against {before['ece'][0]:.3f}."
     )
