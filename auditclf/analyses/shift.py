@@ -178,6 +178,7 @@ def _one_set(
             "same group where the test images have that attribute.",
         )
     beyond = gap_ci[0] > 0 or gap_ci[1] < 0
+    shown = round(100 * gap, 1) + 0.0  # never "-0.0"
     points = f"{100 * abs(gap):.1f} points"
     interval = f"[{100 * gap_ci[0]:+.1f}, {100 * gap_ci[1]:+.1f}]"
     if gap_ci[0] > 0:
@@ -199,7 +200,7 @@ def _one_set(
     return (
         f"On the shift set {name!r} ({after['n']} images) the model classifies "
         f"{after['accuracy'][0]:.1%} [{low:.1%}, {high:.1%}] correctly, against "
-        f"{before['accuracy'][0]:.1%} on the test split: a gap of {round(100 * gap, 1) + 0.0:+.1f} points "
+        f"{before['accuracy'][0]:.1%} on the test split: a gap of {shown:+.1f} points "
         f"{interval}, {'beyond' if beyond else 'within'} sampling error; ECE "
         f"{after['ece'][0]:.3f} against {before['ece'][0]:.3f}."
     )
