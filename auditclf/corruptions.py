@@ -11,18 +11,31 @@ length, occluder side, warp amplitude) are fractions of the image side, so one t
 digits, 28x28 MNIST and 64x64 RGB images alike; where a source gives absolute pixels we chose the
 fraction that its largest images imply and say so in ``_SPECS``.
 
+Contract (``corrupt`` and ``corrupt_severities``): severity 0 is an exact copy of the clean
+image; every corrupted image is finite, in [0, 1], of x's shape, dtype and device; the result
+for an image depends only on that image, its seed, the corruption and the severity, never on
+the other images of the batch or (beyond float rounding) on the device.
+
 Determinism: every random part (noise, impulse positions, fog field, motion direction, rotation
 sign, perspective corners, occluder position, elastic field) is drawn on the CPU from a
 ``torch.Generator`` per image, seeded by that image's seed and the corruption's name, then moved
 to the input's device once per batch. An image therefore gets the same corruption whatever batch
-it comes in and on whatever device it runs. The same seed at every severity gives the same
-pattern at growing strength (common random numbers), so accuracy differences between severities
-are not sampling noise of the corruption itself. JPEG is encoded on the CPU (libjpeg) because
-nvjpeg's bytes differ from it.
+it comes in and on whatever device it runs. The same draws serve every severity (common random
+numbers: the same pattern at growing strength), so accuracy differences between severities are
+not sampling noise of the corruption itself; shot noise is the exception, a Poisson count
+cannot be shared between rates, so each severity draws its own from the same seed. JPEG is
+encoded on the CPU (libjpeg) because nvjpeg's bytes differ from it.
+
+Cost: ``corrupt_severities`` draws once for all the severities asked for, and everything after
+the draws runs on the whole batch on x's device: perspective and elastic as one
+``grid_sample`` per severity with one grid per image (computed as ``F.perspective`` and
+``F.elastic`` compute it for one image; the tests hold them equal), fog's octaves upsampled
+for the batch at once. ``benchmarks/bench_corruptions.py`` times it against the forward passes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import zlib
@@ -150,20 +163,36 @@ def corrupt(x: torch.Tensor, name: str, severity: int, seeds: Sequence[int]) -> 
 
     Severity 0 returns an exact copy (the clean image); 1-5 use ``_SPECS[name].values``. The
     result has x's shape, dtype and device, is finite and clamped to [0, 1]. ``seeds`` gives one
-    integer per image; its random draws depend only on (seed, name), never on the batch.
+    integer per image; its random draws depend only on (seed, name), never on the batch. The
+    same as ``corrupt_severities(x, name, (severity,), seeds)[0]``.
+    """
+    return corrupt_severities(x, name, (severity,), seeds)[0]
+
+
+def corrupt_severities(x: torch.Tensor, name: str, severities: Sequence[int],
+                       seeds: Sequence[int]) -> list[torch.Tensor]:
+    """``corrupt(x, name, s, seeds)`` for each ``s`` in ``severities``, in that order.
+
+    The random parts are drawn once per image and shared by every severity, so asking for all
+    five costs one draw, not five; each result equals ``corrupt`` at that severity exactly,
+    whatever other severities are asked for with it.
     """
     if name not in _SPECS:
         raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
-    if severity not in (0, *SEVERITIES):
-        raise ValueError(f"severity must be 0-5, got {severity!r}")
+    bad = [s for s in severities if s not in (0, *SEVERITIES)]
+    if bad:
+        raise ValueError(f"severity must be 0-5, got {bad[0]!r}")
     if x.ndim != 4 or len(seeds) != x.shape[0]:
         raise ValueError(f"need x of shape (N, C, H, W) and N seeds; got {tuple(x.shape)} "
                          f"and {len(seeds)} seeds")
-    if severity == 0:
-        return x.clone()
-    gens = [_generator(s, name) for s in seeds]
-    out = _KERNELS[name](x, _SPECS[name].values[severity - 1], gens)
-    return out.clamp(0.0, 1.0).to(x.dtype)
+    wanted = sorted({s for s in severities if s})
+    corrupted = {}
+    if wanted:
+        values = [_SPECS[name].values[s - 1] for s in wanted]
+        outs = _KERNELS[name](x, values, [_generator(s, name) for s in seeds])
+        corrupted = {s: out.clamp(0.0, 1.0).to(x.dtype) for s, out in zip(wanted, outs,
+                                                                          strict=True)}
+    return [corrupted[s] if s else x.clone() for s in severities]
 
 
 def severity_table() -> list[dict]:
@@ -213,38 +242,60 @@ def _generator(seed: int, name: str) -> torch.Generator:
 
 
 def _draw(gens: list[torch.Generator], fn: Callable[[torch.Generator], torch.Tensor],
-          like: torch.Tensor) -> torch.Tensor:
+          like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Stack one CPU draw per image and move the batch to ``like``'s device in one copy."""
-    return torch.stack([fn(g) for g in gens]).to(device=like.device, dtype=like.dtype)
+    return torch.stack([fn(g) for g in gens]).to(device=like.device, dtype=dtype or like.dtype)
 
 
-def _gaussian_noise(x, std, gens):
+def _gaussian_noise(x, stds, gens):
     noise = _draw(gens, lambda g: torch.randn(x.shape[1:], generator=g), x)
-    return x + std * noise
+    return [x + std * noise for std in stds]
 
 
-def _shot_noise(x, photons, gens):
-    """Poisson counts drawn on the CPU (float64 rates) so every device gets the same counts."""
-    rates = x.detach().to("cpu", torch.float64).clamp(0.0, 1.0) * photons
-    counts = torch.stack([torch.poisson(r, generator=g) for r, g in zip(rates, gens, strict=True)])
-    return counts.to(device=x.device, dtype=x.dtype) / photons
+def _shot_noise(x, photon_counts, gens):
+    """Poisson counts drawn on the CPU (float64 rates) so every device gets the same counts.
+
+    A Poisson draw cannot be shared between rates, so each severity draws afresh from a
+    generator seeded as ``gens`` were (``_generator``'s seed is kept by ``initial_seed``).
+    """
+    rates = x.detach().to("cpu", torch.float64).clamp(0.0, 1.0)
+    outs = []
+    for photons in photon_counts:
+        fresh = [torch.Generator().manual_seed(g.initial_seed()) for g in gens]
+        counts = torch.stack([torch.poisson(r * photons, generator=g)
+                              for r, g in zip(rates, fresh, strict=True)])
+        outs.append(counts.to(device=x.device, dtype=x.dtype) / photons)
+    return outs
 
 
-def _impulse_noise(x, amount, gens):
+def _impulse_noise(x, amounts, gens):
     u = _draw(gens, lambda g: torch.rand(x.shape[1:], generator=g), x)
-    out = torch.where(u < amount / 2, torch.zeros_like(x), x)
-    return torch.where((u >= amount / 2) & (u < amount), torch.ones_like(x), out)
+    zeros, ones = torch.zeros_like(x), torch.ones_like(x)
+    outs = []
+    for amount in amounts:
+        out = torch.where(u < amount / 2, zeros, x)
+        outs.append(torch.where((u >= amount / 2) & (u < amount), ones, out))
+    return outs
 
 
-def _gaussian_blur(x, frac, gens):
-    sigma = frac * min(x.shape[-2:])
+def _gaussian_blur(x, fracs, gens):
+    return [_blur(x, frac * min(x.shape[-2:])) for frac in fracs]
+
+
+def _blur(x, sigma):
     size = 2 * math.ceil(3 * sigma) + 1
     size = min(size, 2 * (min(x.shape[-2:]) // 2) - 1)
     return F.gaussian_blur(x, [size, size], [sigma, sigma])
 
 
-def _motion_blur(x, frac, gens):
-    """Average along a line of ``frac`` * side pixels at a random angle, one kernel per image.
+def _motion_blur(x, fracs, gens):
+    """Average along a line at a random angle (one per image, shared by the severities)."""
+    theta = _draw(gens, lambda g: torch.rand((), generator=g, dtype=torch.float64) * math.pi, x)
+    return [_motion_blur_at(x, frac, theta) for frac in fracs]
+
+
+def _motion_blur_at(x, frac, theta):
+    """Average along a line of ``frac`` * side pixels at angles ``theta``, one kernel per image.
 
     Points along the line are splatted bilinearly into a K x K kernel (a tent function), so the
     kernel is built without loops; a grouped convolution applies each image's own kernel.
@@ -252,7 +303,6 @@ def _motion_blur(x, frac, gens):
     n, c, h, w = x.shape
     length = frac * min(h, w)
     k = 2 * math.ceil(length / 2) + 1
-    theta = _draw(gens, lambda g: torch.rand((), generator=g, dtype=torch.float64) * math.pi, x)
     t = torch.linspace(-length / 2, length / 2, 4 * k + 1, device=x.device, dtype=x.dtype)
     centre = (k - 1) / 2
     px = centre + t[None, :] * torch.cos(theta)[:, None]
@@ -268,116 +318,220 @@ def _motion_blur(x, frac, gens):
     return nnf.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w)
 
 
-def _brightness(x, c, gens):
-    return 1.0 - F.adjust_brightness(1.0 - x, 1.0 - c)
+def _brightness(x, amounts, gens):
+    return [1.0 - F.adjust_brightness(1.0 - x, 1.0 - c) for c in amounts]
 
 
-def _darkness(x, c, gens):
-    return F.adjust_brightness(x, 1.0 - c)
+def _darkness(x, amounts, gens):
+    return [F.adjust_brightness(x, 1.0 - c) for c in amounts]
 
 
-def _contrast(x, factor, gens):
-    return F.adjust_contrast(x, factor)
+def _contrast(x, factors, gens):
+    return [F.adjust_contrast(x, factor) for factor in factors]
 
 
 def _fog(x, params, gens):
-    """Add a smooth grey noise field and renormalise, as ImageNet-C's fog does."""
-    strength, decay = params
+    """Add a smooth grey noise field and renormalise, as ImageNet-C's fog does.
+
+    The field is octaves of coarse uniform noise at 2, 4, 8.. cells, bilinear upsampled, each
+    octave's amplitude 1/decay of the previous, rescaled to [0, 1] per image. The coarse noise
+    is drawn once per image; the octaves are upsampled for the whole batch at once and summed
+    per decay.
+    """
     h, w = x.shape[-2:]
-    field = _draw(gens, lambda g: _octave_noise(g, h, w, decay), x)
+    cells = [2]
+    while cells[-1] * 2 <= max(2, min(h, w) // 2):
+        cells.append(cells[-1] * 2)
+    per_image = [[torch.rand(1, c, c, generator=g) for c in cells] for g in gens]
+    octaves = [
+        nnf.interpolate(torch.stack([draws[i] for draws in per_image]).to(x), size=(h, w),
+                        mode="bilinear", align_corners=False)
+        for i in range(len(cells))
+    ]
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x + strength * field) * peak / (peak + strength)
+    fields = {}
+    outs = []
+    for strength, decay in params:
+        if decay not in fields:
+            fields[decay] = _octave_sum(octaves, decay)
+        outs.append((x + strength * fields[decay]) * peak / (peak + strength))
+    return outs
 
 
-def _octave_noise(g: torch.Generator, h: int, w: int, decay: float) -> torch.Tensor:
-    """A (1, H, W) field in [0, 1]: coarse uniform noise at 2, 4, 8.. cells, bilinear upsampled."""
-    field = torch.zeros(1, 1, h, w)
-    cells, amplitude = 2, 1.0
-    while cells <= max(2, min(h, w) // 2):
-        coarse = torch.rand(1, 1, cells, cells, generator=g)
-        field += amplitude * nnf.interpolate(coarse, size=(h, w), mode="bilinear",
-                                             align_corners=False)
-        cells, amplitude = cells * 2, amplitude / decay
-    low, high = field.amin(), field.amax()
-    return ((field - low) / (high - low).clamp(min=1e-12))[0]
+def _octave_sum(octaves: list[torch.Tensor], decay: float) -> torch.Tensor:
+    """(N, 1, H, W): the octaves weighted 1, 1/decay, 1/decay^2.., rescaled to [0, 1] per image."""
+    field = torch.zeros_like(octaves[0])
+    amplitude = 1.0
+    for octave in octaves:
+        field += amplitude * octave
+        amplitude /= decay
+    low = field.amin(dim=(1, 2, 3), keepdim=True)
+    high = field.amax(dim=(1, 2, 3), keepdim=True)
+    return (field - low) / (high - low).clamp(min=1e-12)
 
 
-def _pixelate(x, frac, gens):
+def _pixelate(x, fracs, gens):
     h, w = x.shape[-2:]
-    small = nnf.interpolate(x, size=(max(1, round(frac * h)), max(1, round(frac * w))),
-                            mode="area")
-    return nnf.interpolate(small, size=(h, w), mode="nearest-exact")
+    return [
+        nnf.interpolate(
+            nnf.interpolate(x, size=(max(1, round(frac * h)), max(1, round(frac * w))),
+                            mode="area"),
+            size=(h, w), mode="nearest-exact")
+        for frac in fracs
+    ]
 
 
-def _jpeg(x, quality, gens):
+def _jpeg(x, qualities, gens):
     """Round trip through libjpeg on the CPU: rounding to uint8 and back, one copy per batch."""
     as_bytes = (x.detach().to("cpu", torch.float32) * 255).round().clamp(0, 255).to(torch.uint8)
+    outs = []
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its JPEG codec in favour of torchcodec (not a dependency);
         # F.jpeg still works, and only this exact warning is silenced.
         warnings.filterwarnings("ignore", message=_JPEG_DEPRECATION, category=DeprecationWarning)
-        decoded = F.jpeg(as_bytes, quality)
-    return (decoded.to(torch.float32) / 255).to(device=x.device, dtype=x.dtype)
+        for quality in qualities:
+            decoded = F.jpeg(as_bytes, quality)
+            outs.append((decoded.to(torch.float32) / 255).to(device=x.device, dtype=x.dtype))
+    return outs
 
 
-def _rotate(x, degrees, gens):
-    """Rotate by +degrees or -degrees (random per image): two torchvision calls per batch."""
-    sign = _draw(gens, lambda g: torch.rand((), generator=g) < 0.5, x) > 0.5
-    left = F.rotate(x, degrees, interpolation=F.InterpolationMode.BILINEAR)
-    right = F.rotate(x, -degrees, interpolation=F.InterpolationMode.BILINEAR)
-    return torch.where(sign[:, None, None, None], left, right)
+def _rotate(x, angles, gens):
+    """Rotate by +degrees or -degrees (random per image, shared by the severities)."""
+    left = _draw(gens, lambda g: torch.rand((), generator=g) < 0.5, x, torch.bool)
+    outs = []
+    for degrees in angles:
+        out = torch.empty_like(x)
+        for sign, rows in ((1, left), (-1, ~left)):
+            if rows.any():
+                out[rows] = F.rotate(x[rows], sign * degrees,
+                                     interpolation=F.InterpolationMode.BILINEAR)
+        outs.append(out)
+    return outs
 
 
-def _perspective(x, scale, gens):
-    """Move each corner inwards by up to scale/2 of the side; one torchvision call per image."""
+def _perspective(x, scales, gens):
+    """Move each corner inwards by up to scale/2 of the side: one grid_sample per severity.
+
+    The uniform draws are shared by the severities; the coefficients of every image at every
+    severity are solved in one batched call and moved to x's device in one copy.
+    """
     h, w = x.shape[-2:]
-    start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
-    # corner coordinates are Python numbers for torchvision: computed on the CPU
-    corners = torch.tensor(start, dtype=torch.float64)
+    start = torch.tensor([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=torch.float64)
     inward = torch.tensor([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=torch.float64)
     sides = torch.tensor([w - 1, h - 1], dtype=torch.float64)
-    out = torch.empty_like(x)
-    for i, g in enumerate(gens):
-        shift = torch.rand(4, 2, generator=g, dtype=torch.float64) * scale / 2 * sides
-        end = (corners + inward * shift).tolist()
-        out[i] = F.perspective(x[i], start, end, interpolation=F.InterpolationMode.BILINEAR)
-    return out
+    u = torch.stack([torch.rand(4, 2, generator=g, dtype=torch.float64) for g in gens])
+    ends = torch.cat([start + inward * (u * scale / 2 * sides) for scale in scales])
+    coeffs = _perspective_coefficients(start, ends).to(device=x.device, dtype=x.dtype)
+    return [_perspective_warp(x, part) for part in coeffs.split(len(x))]
 
 
-def _occlusion(x, frac, gens):
+def _perspective_coefficients(start: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """(N, 8) float32 coefficients that map ``ends`` (N, 4, 2) back to ``start`` (4, 2), as
+    torchvision's ``_get_perspective_coeffs`` solves them for one image (rows rounded to
+    float32, least squares in float64, the solution rounded to float32), all in one call."""
+    ex, ey = ends[..., 0], ends[..., 1]
+    sx, sy = start[:, 0].expand_as(ex), start[:, 1].expand_as(ey)
+    one, zero = torch.ones_like(ex), torch.zeros_like(ex)
+    rows_x = torch.stack([ex, ey, one, zero, zero, zero, -sx * ex, -sx * ey], dim=-1)
+    rows_y = torch.stack([zero, zero, zero, ex, ey, one, -sy * ex, -sy * ey], dim=-1)
+    a = torch.stack([rows_x, rows_y], dim=2).reshape(-1, 8, 8).float().double()
+    b = start.reshape(1, 8, 1).expand(len(a), 8, 1)
+    return torch.linalg.lstsq(a, b, driver="gels").solution[..., 0].float()
+
+
+def _perspective_warp(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """``F.perspective(x[i], coefficients=coeffs[i])`` (bilinear, black fill) for all images
+    at once: torchvision's ``_perspective_grid`` with one coefficient set per image, then one
+    grid_sample."""
+    n, _, h, w = x.shape
+    one = torch.ones_like(coeffs[:, :1])
+    theta1 = torch.stack([coeffs[:, 0:3], coeffs[:, 3:6]], dim=1)
+    theta2 = torch.stack([torch.cat([coeffs[:, 6:8], one], 1)] * 2, dim=1)
+    scale = torch.tensor([0.5 * w, 0.5 * h], device=x.device, dtype=x.dtype)
+    base = torch.ones(h, w, 3, device=x.device, dtype=x.dtype)
+    base[..., 0] = torch.linspace(0.5, w - 0.5, w, device=x.device, dtype=x.dtype)
+    base[..., 1] = torch.linspace(0.5, h - 0.5, h, device=x.device, dtype=x.dtype)[:, None]
+    base = base.view(h * w, 3)
+    # every image's (3, 2) matrices side by side: one (H W, 3) x (3, 2 N) product each
+    numerator = base.mm((theta1.transpose(1, 2) / scale).permute(1, 0, 2).reshape(3, 2 * n))
+    denominator = base.mm(theta2.transpose(1, 2).permute(1, 0, 2).reshape(3, 2 * n))
+    grid = (numerator / denominator - 1.0).view(h, w, n, 2).permute(2, 0, 1, 3).contiguous()
+    return nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _occlusion(x, fracs, gens):
+    corner = _draw(gens, lambda g: torch.rand(2, generator=g, dtype=torch.float64), x)
+    grey = torch.full_like(x, _OCCLUDER_GREY)
+    return [torch.where(_box(x, frac, corner), grey, x) for frac in fracs]
+
+
+def _box(x, frac, corner):
+    """(N, 1, H, W) mask of a square of ``frac`` * side at ``corner`` (fractions of the room)."""
     h, w = x.shape[-2:]
     bh, bw = max(1, round(frac * h)), max(1, round(frac * w))
-    corner = _draw(gens, lambda g: torch.rand(2, generator=g, dtype=torch.float64), x)
     top = (corner[:, 0] * (h - bh + 1)).floor().clamp(max=h - bh)
     left = (corner[:, 1] * (w - bw + 1)).floor().clamp(max=w - bw)
     rows = torch.arange(h, device=x.device, dtype=x.dtype)
     cols = torch.arange(w, device=x.device, dtype=x.dtype)
     in_rows = (rows >= top[:, None]) & (rows < top[:, None] + bh)
     in_cols = (cols >= left[:, None]) & (cols < left[:, None] + bw)
-    box = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
-    return torch.where(box, torch.full_like(x, _OCCLUDER_GREY), x)
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def _elastic(x, frac, gens):
-    """Warp by a smooth random field of RMS ``frac`` * side pixels; F.elastic once per image."""
+def _elastic(x, fracs, gens):
+    """Warp by a smooth random field of RMS ``frac`` * side pixels: one grid_sample per severity.
+
+    The noise is drawn once per image; its smoothed field of unit RMS is scaled per severity.
+    :func:`_elastic_warp` does what ``F.elastic`` does for one image, for the whole batch.
+    """
     h, w = x.shape[-2:]
-    fields = _draw(gens, lambda g: _elastic_field(g, h, w, frac), x)
-    out = torch.empty_like(x)
-    for i in range(x.shape[0]):
-        out[i] = F.elastic(x[i], fields[i:i + 1], interpolation=F.InterpolationMode.BILINEAR)
-    return out
+    side = min(h, w)
+    noise = _draw(gens, lambda g: torch.rand(2, h, w, generator=g, dtype=torch.float64), x,
+                  torch.float64)
+    unit = _unit_field(noise * 2 - 1)
+    to_grid = torch.tensor([2 / w, 2 / h], device=x.device, dtype=torch.float64)
+    return [_elastic_warp(x, (unit * (frac * side) * to_grid).to(x.dtype)) for frac in fracs]
 
 
-def _elastic_field(g: torch.Generator, h: int, w: int, frac: float) -> torch.Tensor:
-    """(H, W, 2) displacement in grid_sample units (2/W per pixel in x, 2/H in y)."""
+def _unit_field(noise: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, 2) float64 displacements in pixels (x, y), each image's of RMS 1: its noise
+    (N, 2, H, W) smoothed by a Gaussian of sigma ``_ELASTIC_SMOOTHNESS`` of the side
+    (``F.gaussian_blur``'s kernel and reflect padding, as a product with :func:`_blur_matrix`
+    each way)."""
+    h, w = noise.shape[-2:]
     side = min(h, w)
     sigma = _ELASTIC_SMOOTHNESS * side
     size = min(2 * math.ceil(3 * sigma) + 1, 2 * (side // 2) - 1)
-    noise = torch.rand(2, h, w, generator=g, dtype=torch.float64) * 2 - 1
-    smooth = F.gaussian_blur(noise.float()[None], [size, size], [sigma, sigma])[0].double()
-    rms = smooth.pow(2).mean().sqrt().clamp(min=1e-12)
-    pixels = smooth / rms * frac * side
-    return torch.stack([pixels[0] * 2 / w, pixels[1] * 2 / h], dim=-1).float()
+    rows, cols = (_blur_matrix(n, size, sigma).to(noise.device) for n in (h, w))
+    smooth = rows @ noise @ cols.T
+    rms = smooth.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-12)
+    return (smooth / rms).permute(0, 2, 3, 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _blur_matrix(n: int, size: int, sigma: float) -> torch.Tensor:
+    """(n, n) float64 matrix of a 1-D Gaussian blur along a side of n pixels, as
+    ``F.gaussian_blur`` does it: its kernel of ``size`` taps (a softmax of -(t / sigma)^2
+    over ``t`` evenly spaced in +-(size - 1) / (2 sqrt 2)) over reflect padding."""
+    lim = (size - 1) / (2.0 * math.sqrt(2.0))
+    kernel = torch.softmax(-(torch.linspace(-lim, lim, size, dtype=torch.float64) / sigma) ** 2, 0)
+    taps = torch.arange(n)[:, None] + torch.arange(size) - size // 2
+    source = torch.where(taps < 0, -taps, torch.where(taps > n - 1, 2 * (n - 1) - taps, taps))
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    return matrix.scatter_add_(1, source, kernel.expand(n, size).contiguous())
+
+
+def _elastic_warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """``F.elastic(x[i], displacement[i:i+1])`` (bilinear, black fill) for every image at once:
+    torchvision's identity grid (``_create_identity_grid``) plus each image's (H, W, 2)
+    displacement in grid units, one grid_sample."""
+    h, w = x.shape[-2:]
+    identity = torch.empty(1, h, w, 2, device=x.device, dtype=x.dtype)
+    identity[..., 0] = torch.linspace((1 - w) / w, (w - 1) / w, w, device=x.device, dtype=x.dtype)
+    identity[..., 1] = torch.linspace((1 - h) / h, (h - 1) / h, h, device=x.device,
+                                      dtype=x.dtype)[:, None]
+    return nnf.grid_sample(x, identity + displacement, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
 
 
 _KERNELS: dict[str, Callable] = {
