@@ -156,6 +156,7 @@ _OCCLUDER_GREY = 0.5
 _EXAMPLE_SIDES = (8, 28, 64)
 _JPEG_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 _ELASTIC_SMOOTHNESS = 0.14
+_MOTION_CHUNK = 16  # images per motion-blur convolution (see _motion_blur_at)
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, seeds: Sequence[int]) -> torch.Tensor:
@@ -255,27 +256,22 @@ def _gaussian_noise(x, stds, gens):
 def _shot_noise(x, photon_counts, gens):
     """Poisson counts drawn on the CPU (float64 rates) so every device gets the same counts.
 
-    A Poisson draw cannot be shared between rates, so each severity draws afresh from a
-    generator seeded as ``gens`` were (``_generator``'s seed is kept by ``initial_seed``).
+    A Poisson draw cannot be shared between rates, so each severity draws afresh: every
+    generator is re-seeded with its own seed (``initial_seed``) first.
     """
     rates = x.detach().to("cpu", torch.float64).clamp(0.0, 1.0)
     outs = []
     for photons in photon_counts:
-        fresh = [torch.Generator().manual_seed(g.initial_seed()) for g in gens]
-        counts = torch.stack([torch.poisson(r * photons, generator=g)
-                              for r, g in zip(rates, fresh, strict=True)])
+        counts = torch.stack([torch.poisson(r * photons, generator=g.manual_seed(g.initial_seed()))
+                              for r, g in zip(rates, gens, strict=True)])
         outs.append(counts.to(device=x.device, dtype=x.dtype) / photons)
     return outs
 
 
 def _impulse_noise(x, amounts, gens):
+    """Values with u < amount/2 become 0 (pepper), amount/2 <= u < amount become 1 (salt)."""
     u = _draw(gens, lambda g: torch.rand(x.shape[1:], generator=g), x)
-    zeros, ones = torch.zeros_like(x), torch.ones_like(x)
-    outs = []
-    for amount in amounts:
-        out = torch.where(u < amount / 2, zeros, x)
-        outs.append(torch.where((u >= amount / 2) & (u < amount), ones, out))
-    return outs
+    return [torch.where(u < amount, (u >= amount / 2).to(x.dtype), x) for amount in amounts]
 
 
 def _gaussian_blur(x, fracs, gens):
@@ -290,27 +286,51 @@ def _blur(x, sigma):
 
 def _motion_blur(x, fracs, gens):
     """Average along a line at a random angle (one per image, shared by the severities)."""
-    theta = _draw(gens, lambda g: torch.rand((), generator=g, dtype=torch.float64) * math.pi, x)
-    return [_motion_blur_at(x, frac, theta) for frac in fracs]
+    direction = _draw(gens, _direction, x)
+    return [_motion_blur_at(x, frac, direction) for frac in fracs]
 
 
-def _motion_blur_at(x, frac, theta):
-    """Average along a line of ``frac`` * side pixels at angles ``theta``, one kernel per image.
+def _direction(g: torch.Generator) -> torch.Tensor:
+    """(cos, sin) of an angle uniform in [0, pi), in float64 image by image (a vectorised
+    cosine over the batch would round differently from one image to the next)."""
+    theta = torch.rand((), generator=g, dtype=torch.float64) * math.pi
+    return torch.stack([theta.cos(), theta.sin()])
 
-    Points along the line are splatted bilinearly into a K x K kernel (a tent function), so the
-    kernel is built without loops; a grouped convolution applies each image's own kernel.
+
+def _motion_blur_at(x, frac, direction):
+    """Average along a line of ``frac`` * side pixels in each image's ``direction`` (N, 2).
+
+    The images go through :func:`_motion_blur_chunk` in chunks of exactly ``_MOTION_CHUNK``
+    (the last one filled up with copies of its last image, dropped afterwards): a grouped
+    convolution rounds differently with the number of groups, and one fixed shape keeps
+    every image's result independent of the batch. (A batched matrix product, even of one
+    fixed shape, rounds differently with the position in the batch, so the kernels are
+    summed elementwise.)
     """
+    n = len(x)
+    missing = -n % _MOTION_CHUNK
+    if missing:
+        x = torch.cat([x, x[-1:].expand(missing, *x.shape[1:])])
+        direction = torch.cat([direction, direction[-1:].expand(missing, 2)])
+    chunks = zip(x.split(_MOTION_CHUNK), direction.split(_MOTION_CHUNK), strict=True)
+    return torch.cat([_motion_blur_chunk(part, frac, way) for part, way in chunks])[:n]
+
+
+def _motion_blur_chunk(x, frac, direction):
+    """Points along each image's line are splatted bilinearly into a K x K kernel (a tent
+    function), so the kernel is built without loops; a grouped convolution applies each
+    image's own kernel."""
     n, c, h, w = x.shape
     length = frac * min(h, w)
     k = 2 * math.ceil(length / 2) + 1
     t = torch.linspace(-length / 2, length / 2, 4 * k + 1, device=x.device, dtype=x.dtype)
     centre = (k - 1) / 2
-    px = centre + t[None, :] * torch.cos(theta)[:, None]
-    py = centre + t[None, :] * torch.sin(theta)[:, None]
+    px = centre + t[None, :] * direction[:, :1]
+    py = centre + t[None, :] * direction[:, 1:]
     grid = torch.arange(k, device=x.device, dtype=x.dtype)
     wy = (1 - (py[:, :, None] - grid).abs()).clamp(min=0)
     wx = (1 - (px[:, :, None] - grid).abs()).clamp(min=0)
-    kernel = torch.einsum("nmi,nmj->nij", wy, wx)
+    kernel = (wy[:, :, :, None] * wx[:, :, None, :]).sum(dim=1)  # not einsum: see above
     kernel = kernel / kernel.sum(dim=(1, 2), keepdim=True)
     weight = kernel.repeat_interleave(c, dim=0)[:, None]
     pad = k // 2
@@ -327,7 +347,16 @@ def _darkness(x, amounts, gens):
 
 
 def _contrast(x, factors, gens):
-    return [F.adjust_contrast(x, factor) for factor in factors]
+    """``F.adjust_contrast``'s formula: factor * x + (1 - factor) * mean of the grey image
+    (ITU-R 601 weights for RGB), with every product rounded on its own. torchvision's
+    ``add_(.., alpha=..)`` is a fused multiply-add in its vectorised loop and not in the
+    scalar remainder, so an image split between two threads' shares of a batch came out
+    differently (by 6e-8) than alone. The mean is summed in float64, so that the rounding of
+    the reduction, which can change with the batch, stays out of the result."""
+    rgb = x.shape[1] == 3
+    grey = x[:, 0:1] * 0.2989 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114 if rgb else x
+    mean = grey.to(torch.float64).mean(dim=(1, 2, 3), keepdim=True).to(x.dtype)
+    return [x * factor + mean * (1.0 - factor) for factor in factors]
 
 
 def _fog(x, params, gens):
@@ -441,21 +470,17 @@ def _perspective_coefficients(start: torch.Tensor, ends: torch.Tensor) -> torch.
 
 def _perspective_warp(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
     """``F.perspective(x[i], coefficients=coeffs[i])`` (bilinear, black fill) for all images
-    at once: torchvision's ``_perspective_grid`` with one coefficient set per image, then one
-    grid_sample."""
+    at once: torchvision's ``_perspective_grid`` (the coefficients divided by half the side,
+    applied to the pixel centres) with one coefficient set per image, then one grid_sample."""
     n, _, h, w = x.shape
-    one = torch.ones_like(coeffs[:, :1])
-    theta1 = torch.stack([coeffs[:, 0:3], coeffs[:, 3:6]], dim=1)
-    theta2 = torch.stack([torch.cat([coeffs[:, 6:8], one], 1)] * 2, dim=1)
-    scale = torch.tensor([0.5 * w, 0.5 * h], device=x.device, dtype=x.dtype)
-    base = torch.ones(h, w, 3, device=x.device, dtype=x.dtype)
-    base[..., 0] = torch.linspace(0.5, w - 0.5, w, device=x.device, dtype=x.dtype)
-    base[..., 1] = torch.linspace(0.5, h - 0.5, h, device=x.device, dtype=x.dtype)[:, None]
-    base = base.view(h * w, 3)
-    # every image's (3, 2) matrices side by side: one (H W, 3) x (3, 2 N) product each
-    numerator = base.mm((theta1.transpose(1, 2) / scale).permute(1, 0, 2).reshape(3, 2 * n))
-    denominator = base.mm(theta2.transpose(1, 2).permute(1, 0, 2).reshape(3, 2 * n))
-    grid = (numerator / denominator - 1.0).view(h, w, n, 2).permute(2, 0, 1, 3).contiguous()
+    c = coeffs[:, :, None, None]  # (N, 8, 1, 1) against (H, W) pixel centres
+    px = torch.linspace(0.5, w - 0.5, w, device=x.device, dtype=x.dtype)[None, :]
+    py = torch.linspace(0.5, h - 0.5, h, device=x.device, dtype=x.dtype)[:, None]
+    # elementwise rather than a matrix product, whose rounding would depend on the batch size
+    denominator = c[:, 6] * px + c[:, 7] * py + 1.0
+    gx = (c[:, 0] / (0.5 * w) * px + c[:, 1] / (0.5 * w) * py + c[:, 2] / (0.5 * w)) / denominator
+    gy = (c[:, 3] / (0.5 * h) * px + c[:, 4] / (0.5 * h) * py + c[:, 5] / (0.5 * h)) / denominator
+    grid = torch.stack([gx - 1.0, gy - 1.0], dim=-1)
     return nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -481,31 +506,28 @@ def _box(x, frac, corner):
 def _elastic(x, fracs, gens):
     """Warp by a smooth random field of RMS ``frac`` * side pixels: one grid_sample per severity.
 
-    The noise is drawn once per image; its smoothed field of unit RMS is scaled per severity.
+    The field of unit RMS is drawn once per image and scaled per severity;
     :func:`_elastic_warp` does what ``F.elastic`` does for one image, for the whole batch.
     """
     h, w = x.shape[-2:]
     side = min(h, w)
-    noise = _draw(gens, lambda g: torch.rand(2, h, w, generator=g, dtype=torch.float64), x,
-                  torch.float64)
-    unit = _unit_field(noise * 2 - 1)
+    unit = _draw(gens, lambda g: _unit_field(g, h, w), x, torch.float64)
     to_grid = torch.tensor([2 / w, 2 / h], device=x.device, dtype=torch.float64)
     return [_elastic_warp(x, (unit * (frac * side) * to_grid).to(x.dtype)) for frac in fracs]
 
 
-def _unit_field(noise: torch.Tensor) -> torch.Tensor:
-    """(N, H, W, 2) float64 displacements in pixels (x, y), each image's of RMS 1: its noise
-    (N, 2, H, W) smoothed by a Gaussian of sigma ``_ELASTIC_SMOOTHNESS`` of the side
-    (``F.gaussian_blur``'s kernel and reflect padding, as a product with :func:`_blur_matrix`
-    each way)."""
-    h, w = noise.shape[-2:]
+def _unit_field(g: torch.Generator, h: int, w: int) -> torch.Tensor:
+    """(H, W, 2) float64 displacement in pixels (x, y) of RMS 1: uniform noise in [-1, 1]
+    smoothed by a Gaussian of sigma ``_ELASTIC_SMOOTHNESS`` of the side (``F.gaussian_blur``'s
+    kernel and reflect padding, as a product with :func:`_blur_matrix` each way). Image by
+    image on the CPU: a batched matrix product would round differently with the batch."""
     side = min(h, w)
     sigma = _ELASTIC_SMOOTHNESS * side
     size = min(2 * math.ceil(3 * sigma) + 1, 2 * (side // 2) - 1)
-    rows, cols = (_blur_matrix(n, size, sigma).to(noise.device) for n in (h, w))
-    smooth = rows @ noise @ cols.T
-    rms = smooth.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp(min=1e-12)
-    return (smooth / rms).permute(0, 2, 3, 1)
+    noise = torch.rand(2, h, w, generator=g, dtype=torch.float64) * 2 - 1
+    smooth = _blur_matrix(h, size, sigma) @ noise @ _blur_matrix(w, size, sigma).T
+    rms = smooth.pow(2).mean().sqrt().clamp(min=1e-12)
+    return (smooth / rms).permute(1, 2, 0)
 
 
 @functools.lru_cache(maxsize=8)
