@@ -40,13 +40,16 @@ import math
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
 
 SEVERITIES = (1, 2, 3, 4, 5)
+T = TypeVar("T")
 
 CORRUPTIONS = (
     "gaussian_noise",
@@ -260,12 +263,22 @@ def _shot_noise(x, photon_counts, gens):
     generator is re-seeded with its own seed (``initial_seed``) first.
     """
     rates = x.detach().to("cpu", torch.float64).clamp(0.0, 1.0)
-    outs = []
-    for photons in photon_counts:
-        counts = torch.stack([torch.poisson(r * photons, generator=g.manual_seed(g.initial_seed()))
-                              for r, g in zip(rates, gens, strict=True)])
-        outs.append(counts.to(device=x.device, dtype=x.dtype) / photons)
-    return outs
+
+    def counts(rows: slice) -> torch.Tensor:  # (severity, image, C, H, W)
+        images = range(len(rates))[rows]
+        return torch.stack([
+            torch.stack([torch.poisson(rates[i] * photons, generator=_reseeded(gens[i]))
+                         for i in images])
+            for photons in photon_counts
+        ])
+
+    everything = torch.cat(_on_cpu_threads(counts, len(rates)), dim=1)
+    everything = everything.to(device=x.device, dtype=x.dtype)
+    return [everything[k] / photons for k, photons in enumerate(photon_counts)]
+
+
+def _reseeded(g: torch.Generator) -> torch.Generator:
+    return g.manual_seed(g.initial_seed())
 
 
 def _impulse_noise(x, amounts, gens):
@@ -413,15 +426,32 @@ def _pixelate(x, fracs, gens):
 def _jpeg(x, qualities, gens):
     """Round trip through libjpeg on the CPU: rounding to uint8 and back, one copy per batch."""
     as_bytes = (x.detach().to("cpu", torch.float32) * 255).round().clamp(0, 255).to(torch.uint8)
-    outs = []
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its JPEG codec in favour of torchcodec (not a dependency);
-        # F.jpeg still works, and only this exact warning is silenced.
+        # F.jpeg still works, and only this exact warning is silenced (here, around the
+        # threads: the filters are global, and catch_warnings inside threads would race).
         warnings.filterwarnings("ignore", message=_JPEG_DEPRECATION, category=DeprecationWarning)
-        for quality in qualities:
-            decoded = F.jpeg(as_bytes, quality)
-            outs.append((decoded.to(torch.float32) / 255).to(device=x.device, dtype=x.dtype))
-    return outs
+        parts = _on_cpu_threads(
+            lambda rows: [F.jpeg(as_bytes[rows], quality) for quality in qualities],
+            len(as_bytes))
+    return [(torch.cat([part[k] for part in parts]).to(torch.float32) / 255)
+            .to(device=x.device, dtype=x.dtype) for k in range(len(qualities))]
+
+
+def _on_cpu_threads(work: Callable[[slice], T], n: int) -> list[T]:
+    """``work`` over consecutive slices of ``range(n)``, one per torch CPU thread, in order.
+
+    For CPU work done image by image in one thread (Poisson sampling, libjpeg), which torch
+    does not spread over the cores itself. Every image's result depends only on that image
+    (and its own generator), so the threads change the time and nothing else.
+    """
+    workers = max(1, min(torch.get_num_threads(), n))
+    step = -(-n // workers)
+    rows = [slice(start, min(start + step, n)) for start in range(0, n, step)]
+    if len(rows) <= 1:
+        return [work(row) for row in rows]
+    with ThreadPoolExecutor(len(rows)) as pool:
+        return list(pool.map(work, rows))
 
 
 def _rotate(x, angles, gens):
