@@ -40,16 +40,13 @@ import math
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
 
 SEVERITIES = (1, 2, 3, 4, 5)
-T = TypeVar("T")
 
 CORRUPTIONS = (
     "gaussian_noise",
@@ -263,18 +260,12 @@ def _shot_noise(x, photon_counts, gens):
     generator is re-seeded with its own seed (``initial_seed``) first.
     """
     rates = x.detach().to("cpu", torch.float64).clamp(0.0, 1.0)
-
-    def counts(rows: slice) -> torch.Tensor:  # (severity, image, C, H, W)
-        images = range(len(rates))[rows]
-        return torch.stack([
-            torch.stack([torch.poisson(rates[i] * photons, generator=_reseeded(gens[i]))
-                         for i in images])
-            for photons in photon_counts
-        ])
-
-    everything = torch.cat(_on_cpu_threads(counts, len(rates)), dim=1)
-    everything = everything.to(device=x.device, dtype=x.dtype)
-    return [everything[k] / photons for k, photons in enumerate(photon_counts)]
+    counts = torch.stack([
+        torch.stack([torch.poisson(r * photons, generator=_reseeded(g))
+                     for r, g in zip(rates, gens, strict=True)])
+        for photons in photon_counts
+    ]).to(device=x.device, dtype=x.dtype)
+    return [counts[k] / photons for k, photons in enumerate(photon_counts)]
 
 
 def _reseeded(g: torch.Generator) -> torch.Generator:
@@ -428,30 +419,10 @@ def _jpeg(x, qualities, gens):
     as_bytes = (x.detach().to("cpu", torch.float32) * 255).round().clamp(0, 255).to(torch.uint8)
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its JPEG codec in favour of torchcodec (not a dependency);
-        # F.jpeg still works, and only this exact warning is silenced (here, around the
-        # threads: the filters are global, and catch_warnings inside threads would race).
+        # F.jpeg still works, and only this exact warning is silenced.
         warnings.filterwarnings("ignore", message=_JPEG_DEPRECATION, category=DeprecationWarning)
-        parts = _on_cpu_threads(
-            lambda rows: [F.jpeg(as_bytes[rows], quality) for quality in qualities],
-            len(as_bytes))
-    return [(torch.cat([part[k] for part in parts]).to(torch.float32) / 255)
-            .to(device=x.device, dtype=x.dtype) for k in range(len(qualities))]
-
-
-def _on_cpu_threads(work: Callable[[slice], T], n: int) -> list[T]:
-    """``work`` over consecutive slices of ``range(n)``, one per torch CPU thread, in order.
-
-    For CPU work done image by image in one thread (Poisson sampling, libjpeg), which torch
-    does not spread over the cores itself. Every image's result depends only on that image
-    (and its own generator), so the threads change the time and nothing else.
-    """
-    workers = max(1, min(torch.get_num_threads(), n))
-    step = -(-n // workers)
-    rows = [slice(start, min(start + step, n)) for start in range(0, n, step)]
-    if len(rows) <= 1:
-        return [work(row) for row in rows]
-    with ThreadPoolExecutor(len(rows)) as pool:
-        return list(pool.map(work, rows))
+        decoded = torch.stack([F.jpeg(as_bytes, quality) for quality in qualities])
+    return list((decoded.to(torch.float32) / 255).to(device=x.device, dtype=x.dtype))
 
 
 def _rotate(x, angles, gens):
