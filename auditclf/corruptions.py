@@ -157,6 +157,7 @@ _EXAMPLE_SIDES = (8, 28, 64)
 _JPEG_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 _ELASTIC_SMOOTHNESS = 0.14
 _MOTION_CHUNK = 16  # images per motion-blur convolution (see _motion_blur_at)
+_KERNEL_ELEMENTS = 2**22  # terms summed at once into motion-blur kernels (16 MB in float32)
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, seeds: Sequence[int]) -> torch.Tensor:
@@ -302,44 +303,48 @@ def _direction(g: torch.Generator) -> torch.Tensor:
 
 
 def _motion_blur_at(x, frac, direction):
-    """Average along a line of ``frac`` * side pixels in each image's ``direction`` (N, 2).
+    """Average along a line of ``frac`` * side pixels in each image's ``direction`` (N, 2):
+    a grouped convolution applies each image's own kernel (:func:`_line_kernels`).
 
-    The images go through :func:`_motion_blur_chunk` in chunks of exactly ``_MOTION_CHUNK``
-    (the last one filled up with copies of its last image, dropped afterwards): a grouped
-    convolution rounds differently with the number of groups, and one fixed shape keeps
-    every image's result independent of the batch. (A batched matrix product, even of one
-    fixed shape, rounds differently with the position in the batch, so the kernels are
-    summed elementwise.)
+    The convolution runs over chunks of exactly ``_MOTION_CHUNK`` images (the last one filled
+    up with copies of its last image, dropped afterwards): a grouped convolution rounds
+    differently with the number of groups, and one fixed shape keeps every image's result
+    independent of the batch.
     """
-    n = len(x)
+    n, c, h, w = x.shape
+    kernels = _line_kernels(frac * min(h, w), direction, x)
     missing = -n % _MOTION_CHUNK
     if missing:
-        x = torch.cat([x, x[-1:].expand(missing, *x.shape[1:])])
-        direction = torch.cat([direction, direction[-1:].expand(missing, 2)])
-    chunks = zip(x.split(_MOTION_CHUNK), direction.split(_MOTION_CHUNK), strict=True)
-    return torch.cat([_motion_blur_chunk(part, frac, way) for part, way in chunks])[:n]
+        x = torch.cat([x, x[-1:].expand(missing, c, h, w)])
+        kernels = torch.cat([kernels, kernels[-1:].expand(missing, *kernels.shape[1:])])
+    weight = kernels.repeat_interleave(c, dim=0)[:, None]
+    pad = kernels.shape[-1] // 2
+    padded = nnf.pad(x.reshape(1, -1, h, w), (pad, pad, pad, pad), mode="replicate")
+    group = _MOTION_CHUNK * c
+    out = torch.cat([nnf.conv2d(padded[:, start:start + group], weight[start:start + group],
+                                groups=group)
+                     for start in range(0, len(weight), group)], dim=1)
+    return out.reshape(-1, c, h, w)[:n]
 
 
-def _motion_blur_chunk(x, frac, direction):
-    """Points along each image's line are splatted bilinearly into a K x K kernel (a tent
-    function), so the kernel is built without loops; a grouped convolution applies each
-    image's own kernel."""
-    n, c, h, w = x.shape
-    length = frac * min(h, w)
+def _line_kernels(length: float, direction: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N, K, K) kernels, K = 2 ceil(length / 2) + 1: 4 K + 1 points evenly along a centred
+    line of ``length`` pixels in each direction, splatted bilinearly (a tent function), summed
+    to 1. Summed elementwise over the points, a few images at a time (at most
+    ``_KERNEL_ELEMENTS`` terms): a batched matrix product, even of one fixed shape, rounds
+    differently with an image's position in the batch."""
     k = 2 * math.ceil(length / 2) + 1
-    t = torch.linspace(-length / 2, length / 2, 4 * k + 1, device=x.device, dtype=x.dtype)
+    t = torch.linspace(-length / 2, length / 2, 4 * k + 1, device=like.device, dtype=like.dtype)
     centre = (k - 1) / 2
     px = centre + t[None, :] * direction[:, :1]
     py = centre + t[None, :] * direction[:, 1:]
-    grid = torch.arange(k, device=x.device, dtype=x.dtype)
-    wy = (1 - (py[:, :, None] - grid).abs()).clamp(min=0)
-    wx = (1 - (px[:, :, None] - grid).abs()).clamp(min=0)
-    kernel = (wy[:, :, :, None] * wx[:, :, None, :]).sum(dim=1)  # not einsum: see above
-    kernel = kernel / kernel.sum(dim=(1, 2), keepdim=True)
-    weight = kernel.repeat_interleave(c, dim=0)[:, None]
-    pad = k // 2
-    padded = nnf.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="replicate")
-    return nnf.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w)
+    cells = torch.arange(k, device=like.device, dtype=like.dtype)
+    wy = (1 - (py[:, :, None] - cells).abs()).clamp(min=0)
+    wx = (1 - (px[:, :, None] - cells).abs()).clamp(min=0)
+    per = max(1, _KERNEL_ELEMENTS // (len(t) * k * k))
+    kernel = torch.cat([(wy[i:i + per, :, :, None] * wx[i:i + per, :, None, :]).sum(dim=1)
+                        for i in range(0, len(wy), per)])
+    return kernel / kernel.sum(dim=(1, 2), keepdim=True)
 
 
 def _brightness(x, amounts, gens):
