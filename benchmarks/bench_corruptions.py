@@ -9,14 +9,20 @@ corruption, ``corrupt_severities(block, name, (1, 2, 3, 4, 5), seeds)``, then ba
 ``FixedChunks`` with ``PassSizes(block=128, chunk=32)``, under ``torch.no_grad``. The
 weights are untrained: a forward pass costs the same whatever they are. 1x28x28 images are
 the first mnist5k digits (the content matters to shot noise, whose Poisson sampler works
-longer on brighter pixels); other shapes are uniform random 8-bit images, the brightest
-case.
+longer on brighter pixels); other shapes are uniform random 8-bit images (mean 0.5, five
+times the digits' mean brightness).
 
 Prints, per corruption, milliseconds to generate all five severities of all images and to
 run the model on them, and the overall ratio (generation + forward) / forward. Every time is
 a median over ``--repeats`` rounds; each round runs every corruption, so a busy stretch of a
 shared machine hits them alike. The header prints the load average: above the core count,
 other processes shared the cores and the numbers are noisy.
+
+Measured on a 2-core AMD EPYC VM, ``--threads 1``, load average 2-4: the ratio is 1.13 for
+1x28x28 digits (generation 0.27 s against 2.1 s of forward passes; 1.60 before the
+severities shared their draws and perspective/elastic ran batched) and 1.26 for 3x32x32
+(0.78 s against 3.0 s; 1.69 before), where shot noise's Poisson sampling (torch.poisson,
+about 40 ns a value) is 0.30 s of the 0.78.
 """
 
 from __future__ import annotations
