@@ -14,7 +14,10 @@ fraction that its largest images imply and say so in ``_SPECS``.
 Contract (``corrupt`` and ``corrupt_severities``): severity 0 is an exact copy of the clean
 image; every corrupted image is finite, in [0, 1], of x's shape, dtype and device; the result
 for an image depends only on that image, its seed, the corruption and the severity, never on
-the other images of the batch or (beyond float rounding) on the device.
+the other images of the batch or (beyond float rounding) on the device. Not even the
+rounding depends on the batch: no batched matrix product (whose rounding moves with an
+image's position), no fused multiply-add over the batch (rounded differently where a thread's
+share ends), grouped convolutions in chunks of one fixed size.
 
 Determinism: every random part (noise, impulse positions, fog field, motion direction, rotation
 sign, perspective corners, occluder position, elastic field) is drawn on the CPU from a
@@ -177,7 +180,8 @@ def corrupt_severities(x: torch.Tensor, name: str, severities: Sequence[int],
 
     The random parts are drawn once per image and shared by every severity, so asking for all
     five costs one draw, not five; each result equals ``corrupt`` at that severity exactly,
-    whatever other severities are asked for with it.
+    whatever other severities are asked for with it. A severity asked for twice gives the
+    same tensor twice; severity 0 gives a new copy of ``x`` each time.
     """
     if name not in _SPECS:
         raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
@@ -562,6 +566,8 @@ def _elastic_warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
                            align_corners=False)
 
 
+# name -> kernel(x, parameter values of the severities asked for, one generator per image):
+# one unclamped tensor per value, in order, the random parts drawn once for all of them
 _KERNELS: dict[str, Callable] = {
     "gaussian_noise": _gaussian_noise,
     "shot_noise": _shot_noise,
