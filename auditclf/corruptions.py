@@ -11,18 +11,34 @@ length, occluder side, warp amplitude) are fractions of the image side, so one t
 digits, 28x28 MNIST and 64x64 RGB images alike; where a source gives absolute pixels we chose the
 fraction that its largest images imply and say so in ``_SPECS``.
 
+Contract (``corrupt`` and ``corrupt_severities``): severity 0 is an exact copy of the clean
+image; every corrupted image is finite, in [0, 1], of x's shape, dtype and device; the result
+for an image depends only on that image, its seed, the corruption and the severity, never on
+the other images of the batch or (beyond float rounding) on the device. Not even the
+rounding depends on the batch: no batched matrix product (whose rounding moves with an
+image's position), no fused multiply-add over the batch (rounded differently where a thread's
+share ends), grouped convolutions in chunks of one fixed size.
+
 Determinism: every random part (noise, impulse positions, fog field, motion direction, rotation
 sign, perspective corners, occluder position, elastic field) is drawn on the CPU from a
 ``torch.Generator`` per image, seeded by that image's seed and the corruption's name, then moved
 to the input's device once per batch. An image therefore gets the same corruption whatever batch
-it comes in and on whatever device it runs. The same seed at every severity gives the same
-pattern at growing strength (common random numbers), so accuracy differences between severities
-are not sampling noise of the corruption itself. JPEG is encoded on the CPU (libjpeg) because
-nvjpeg's bytes differ from it.
+it comes in and on whatever device it runs. The same draws serve every severity (common random
+numbers: the same pattern at growing strength), so accuracy differences between severities are
+not sampling noise of the corruption itself; shot noise is the exception, a Poisson count
+cannot be shared between rates, so each severity draws its own from the same seed. JPEG is
+encoded on the CPU (libjpeg) because nvjpeg's bytes differ from it.
+
+Cost: ``corrupt_severities`` draws once for all the severities asked for, and everything after
+the draws runs on the whole batch on x's device: perspective and elastic as one
+``grid_sample`` per severity with one grid per image (computed as ``F.perspective`` and
+``F.elastic`` compute it for one image; the tests hold them equal), fog's octaves upsampled
+for the batch at once. ``benchmarks/bench_corruptions.py`` times it against the forward passes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import zlib
@@ -143,6 +159,8 @@ _OCCLUDER_GREY = 0.5
 _EXAMPLE_SIDES = (8, 28, 64)
 _JPEG_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
 _ELASTIC_SMOOTHNESS = 0.14
+_MOTION_CHUNK = 16  # images per motion-blur convolution (see _motion_blur_at)
+_KERNEL_ELEMENTS = 2**22  # terms summed at once into motion-blur kernels (16 MB in float32)
 
 
 def corrupt(x: torch.Tensor, name: str, severity: int, seeds: Sequence[int]) -> torch.Tensor:
@@ -150,20 +168,37 @@ def corrupt(x: torch.Tensor, name: str, severity: int, seeds: Sequence[int]) -> 
 
     Severity 0 returns an exact copy (the clean image); 1-5 use ``_SPECS[name].values``. The
     result has x's shape, dtype and device, is finite and clamped to [0, 1]. ``seeds`` gives one
-    integer per image; its random draws depend only on (seed, name), never on the batch.
+    integer per image; its random draws depend only on (seed, name), never on the batch. The
+    same as ``corrupt_severities(x, name, (severity,), seeds)[0]``.
+    """
+    return corrupt_severities(x, name, (severity,), seeds)[0]
+
+
+def corrupt_severities(x: torch.Tensor, name: str, severities: Sequence[int],
+                       seeds: Sequence[int]) -> list[torch.Tensor]:
+    """``corrupt(x, name, s, seeds)`` for each ``s`` in ``severities``, in that order.
+
+    The random parts are drawn once per image and shared by every severity, so asking for all
+    five costs one draw, not five; each result equals ``corrupt`` at that severity exactly,
+    whatever other severities are asked for with it. A severity asked for twice gives the
+    same tensor twice; severity 0 gives a new copy of ``x`` each time.
     """
     if name not in _SPECS:
         raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
-    if severity not in (0, *SEVERITIES):
-        raise ValueError(f"severity must be 0-5, got {severity!r}")
+    bad = [s for s in severities if s not in (0, *SEVERITIES)]
+    if bad:
+        raise ValueError(f"severity must be 0-5, got {bad[0]!r}")
     if x.ndim != 4 or len(seeds) != x.shape[0]:
         raise ValueError(f"need x of shape (N, C, H, W) and N seeds; got {tuple(x.shape)} "
                          f"and {len(seeds)} seeds")
-    if severity == 0:
-        return x.clone()
-    gens = [_generator(s, name) for s in seeds]
-    out = _KERNELS[name](x, _SPECS[name].values[severity - 1], gens)
-    return out.clamp(0.0, 1.0).to(x.dtype)
+    wanted = sorted({s for s in severities if s})
+    corrupted = {}
+    if wanted:
+        values = [_SPECS[name].values[s - 1] for s in wanted]
+        outs = _KERNELS[name](x, values, [_generator(s, name) for s in seeds])
+        corrupted = {s: out.clamp(0.0, 1.0).to(x.dtype) for s, out in zip(wanted, outs,
+                                                                          strict=True)}
+    return [corrupted[s] if s else x.clone() for s in severities]
 
 
 def severity_table() -> list[dict]:
@@ -213,173 +248,326 @@ def _generator(seed: int, name: str) -> torch.Generator:
 
 
 def _draw(gens: list[torch.Generator], fn: Callable[[torch.Generator], torch.Tensor],
-          like: torch.Tensor) -> torch.Tensor:
+          like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Stack one CPU draw per image and move the batch to ``like``'s device in one copy."""
-    return torch.stack([fn(g) for g in gens]).to(device=like.device, dtype=like.dtype)
+    return torch.stack([fn(g) for g in gens]).to(device=like.device, dtype=dtype or like.dtype)
 
 
-def _gaussian_noise(x, std, gens):
+def _gaussian_noise(x, stds, gens):
     noise = _draw(gens, lambda g: torch.randn(x.shape[1:], generator=g), x)
-    return x + std * noise
+    return [x + std * noise for std in stds]
 
 
-def _shot_noise(x, photons, gens):
-    """Poisson counts drawn on the CPU (float64 rates) so every device gets the same counts."""
-    rates = x.detach().to("cpu", torch.float64).clamp(0.0, 1.0) * photons
-    counts = torch.stack([torch.poisson(r, generator=g) for r, g in zip(rates, gens, strict=True)])
-    return counts.to(device=x.device, dtype=x.dtype) / photons
+def _shot_noise(x, photon_counts, gens):
+    """Poisson counts drawn on the CPU (float64 rates) so every device gets the same counts.
+
+    A Poisson draw cannot be shared between rates, so each severity draws afresh: every
+    generator is re-seeded with its own seed (``initial_seed``) first.
+    """
+    rates = x.detach().to("cpu", torch.float64).clamp(0.0, 1.0)
+    counts = torch.stack([
+        torch.stack([torch.poisson(r * photons, generator=_reseeded(g))
+                     for r, g in zip(rates, gens, strict=True)])
+        for photons in photon_counts
+    ]).to(device=x.device, dtype=x.dtype)
+    return [counts[k] / photons for k, photons in enumerate(photon_counts)]
 
 
-def _impulse_noise(x, amount, gens):
+def _reseeded(g: torch.Generator) -> torch.Generator:
+    return g.manual_seed(g.initial_seed())
+
+
+def _impulse_noise(x, amounts, gens):
+    """Values with u < amount/2 become 0 (pepper), amount/2 <= u < amount become 1 (salt)."""
     u = _draw(gens, lambda g: torch.rand(x.shape[1:], generator=g), x)
-    out = torch.where(u < amount / 2, torch.zeros_like(x), x)
-    return torch.where((u >= amount / 2) & (u < amount), torch.ones_like(x), out)
+    return [torch.where(u < amount, (u >= amount / 2).to(x.dtype), x) for amount in amounts]
 
 
-def _gaussian_blur(x, frac, gens):
-    sigma = frac * min(x.shape[-2:])
+def _gaussian_blur(x, fracs, gens):
+    return [_blur(x, frac * min(x.shape[-2:])) for frac in fracs]
+
+
+def _blur(x, sigma):
     size = 2 * math.ceil(3 * sigma) + 1
     size = min(size, 2 * (min(x.shape[-2:]) // 2) - 1)
     return F.gaussian_blur(x, [size, size], [sigma, sigma])
 
 
-def _motion_blur(x, frac, gens):
-    """Average along a line of ``frac`` * side pixels at a random angle, one kernel per image.
+def _motion_blur(x, fracs, gens):
+    """Average along a line at a random angle (one per image, shared by the severities)."""
+    direction = _draw(gens, _direction, x)
+    return [_motion_blur_at(x, frac, direction) for frac in fracs]
 
-    Points along the line are splatted bilinearly into a K x K kernel (a tent function), so the
-    kernel is built without loops; a grouped convolution applies each image's own kernel.
+
+def _direction(g: torch.Generator) -> torch.Tensor:
+    """(cos, sin) of an angle uniform in [0, pi), in float64 image by image (a vectorised
+    cosine over the batch would round differently from one image to the next)."""
+    theta = torch.rand((), generator=g, dtype=torch.float64) * math.pi
+    return torch.stack([theta.cos(), theta.sin()])
+
+
+def _motion_blur_at(x, frac, direction):
+    """Average along a line of ``frac`` * side pixels in each image's ``direction`` (N, 2):
+    a grouped convolution applies each image's own kernel (:func:`_line_kernels`).
+
+    The convolution runs over chunks of exactly ``_MOTION_CHUNK`` images (the last one filled
+    up with copies of its last image, dropped afterwards): a grouped convolution rounds
+    differently with the number of groups, and one fixed shape keeps every image's result
+    independent of the batch.
     """
     n, c, h, w = x.shape
-    length = frac * min(h, w)
+    kernels = _line_kernels(frac * min(h, w), direction, x)
+    missing = -n % _MOTION_CHUNK
+    if missing:
+        x = torch.cat([x, x[-1:].expand(missing, c, h, w)])
+        kernels = torch.cat([kernels, kernels[-1:].expand(missing, *kernels.shape[1:])])
+    weight = kernels.repeat_interleave(c, dim=0)[:, None]
+    pad = kernels.shape[-1] // 2
+    padded = nnf.pad(x.reshape(1, -1, h, w), (pad, pad, pad, pad), mode="replicate")
+    group = _MOTION_CHUNK * c
+    out = torch.cat([nnf.conv2d(padded[:, start:start + group], weight[start:start + group],
+                                groups=group)
+                     for start in range(0, len(weight), group)], dim=1)
+    return out.reshape(-1, c, h, w)[:n]
+
+
+def _line_kernels(length: float, direction: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N, K, K) kernels, K = 2 ceil(length / 2) + 1: 4 K + 1 points evenly along a centred
+    line of ``length`` pixels in each direction, splatted bilinearly (a tent function), summed
+    to 1. Summed elementwise over the points, a few images at a time (at most
+    ``_KERNEL_ELEMENTS`` terms): a batched matrix product, even of one fixed shape, rounds
+    differently with an image's position in the batch."""
     k = 2 * math.ceil(length / 2) + 1
-    theta = _draw(gens, lambda g: torch.rand((), generator=g, dtype=torch.float64) * math.pi, x)
-    t = torch.linspace(-length / 2, length / 2, 4 * k + 1, device=x.device, dtype=x.dtype)
+    t = torch.linspace(-length / 2, length / 2, 4 * k + 1, device=like.device, dtype=like.dtype)
     centre = (k - 1) / 2
-    px = centre + t[None, :] * torch.cos(theta)[:, None]
-    py = centre + t[None, :] * torch.sin(theta)[:, None]
-    grid = torch.arange(k, device=x.device, dtype=x.dtype)
-    wy = (1 - (py[:, :, None] - grid).abs()).clamp(min=0)
-    wx = (1 - (px[:, :, None] - grid).abs()).clamp(min=0)
-    kernel = torch.einsum("nmi,nmj->nij", wy, wx)
-    kernel = kernel / kernel.sum(dim=(1, 2), keepdim=True)
-    weight = kernel.repeat_interleave(c, dim=0)[:, None]
-    pad = k // 2
-    padded = nnf.pad(x.reshape(1, n * c, h, w), (pad, pad, pad, pad), mode="replicate")
-    return nnf.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w)
+    px = centre + t[None, :] * direction[:, :1]
+    py = centre + t[None, :] * direction[:, 1:]
+    cells = torch.arange(k, device=like.device, dtype=like.dtype)
+    wy = (1 - (py[:, :, None] - cells).abs()).clamp(min=0)
+    wx = (1 - (px[:, :, None] - cells).abs()).clamp(min=0)
+    per = max(1, _KERNEL_ELEMENTS // (len(t) * k * k))
+    kernel = torch.cat([(wy[i:i + per, :, :, None] * wx[i:i + per, :, None, :]).sum(dim=1)
+                        for i in range(0, len(wy), per)])
+    return kernel / kernel.sum(dim=(1, 2), keepdim=True)
 
 
-def _brightness(x, c, gens):
-    return 1.0 - F.adjust_brightness(1.0 - x, 1.0 - c)
+def _brightness(x, amounts, gens):
+    return [1.0 - F.adjust_brightness(1.0 - x, 1.0 - c) for c in amounts]
 
 
-def _darkness(x, c, gens):
-    return F.adjust_brightness(x, 1.0 - c)
+def _darkness(x, amounts, gens):
+    return [F.adjust_brightness(x, 1.0 - c) for c in amounts]
 
 
-def _contrast(x, factor, gens):
-    return F.adjust_contrast(x, factor)
+def _contrast(x, factors, gens):
+    """``F.adjust_contrast``'s formula: factor * x + (1 - factor) * mean of the grey image
+    (ITU-R 601 weights for RGB), with every product rounded on its own. torchvision's
+    ``add_(.., alpha=..)`` is a fused multiply-add in its vectorised loop and not in the
+    scalar remainder, so an image split between two threads' shares of a batch came out
+    differently (by 6e-8) than alone. The mean is summed in float64, so that the rounding of
+    the reduction, which can change with the batch, stays out of the result."""
+    rgb = x.shape[1] == 3
+    grey = x[:, 0:1] * 0.2989 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114 if rgb else x
+    mean = grey.to(torch.float64).mean(dim=(1, 2, 3), keepdim=True).to(x.dtype)
+    return [x * factor + mean * (1.0 - factor) for factor in factors]
 
 
 def _fog(x, params, gens):
-    """Add a smooth grey noise field and renormalise, as ImageNet-C's fog does."""
-    strength, decay = params
+    """Add a smooth grey noise field and renormalise, as ImageNet-C's fog does.
+
+    The field is octaves of coarse uniform noise at 2, 4, 8.. cells, bilinear upsampled, each
+    octave's amplitude 1/decay of the previous, rescaled to [0, 1] per image. The coarse noise
+    is drawn once per image; the octaves are upsampled for the whole batch at once and summed
+    per decay.
+    """
     h, w = x.shape[-2:]
-    field = _draw(gens, lambda g: _octave_noise(g, h, w, decay), x)
+    cells = [2]
+    while cells[-1] * 2 <= max(2, min(h, w) // 2):
+        cells.append(cells[-1] * 2)
+    per_image = [[torch.rand(1, c, c, generator=g) for c in cells] for g in gens]
+    octaves = [
+        nnf.interpolate(torch.stack([draws[i] for draws in per_image]).to(x), size=(h, w),
+                        mode="bilinear", align_corners=False)
+        for i in range(len(cells))
+    ]
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
-    return (x + strength * field) * peak / (peak + strength)
+    fields = {}
+    outs = []
+    for strength, decay in params:
+        if decay not in fields:
+            fields[decay] = _octave_sum(octaves, decay)
+        outs.append((x + strength * fields[decay]) * peak / (peak + strength))
+    return outs
 
 
-def _octave_noise(g: torch.Generator, h: int, w: int, decay: float) -> torch.Tensor:
-    """A (1, H, W) field in [0, 1]: coarse uniform noise at 2, 4, 8.. cells, bilinear upsampled."""
-    field = torch.zeros(1, 1, h, w)
-    cells, amplitude = 2, 1.0
-    while cells <= max(2, min(h, w) // 2):
-        coarse = torch.rand(1, 1, cells, cells, generator=g)
-        field += amplitude * nnf.interpolate(coarse, size=(h, w), mode="bilinear",
-                                             align_corners=False)
-        cells, amplitude = cells * 2, amplitude / decay
-    low, high = field.amin(), field.amax()
-    return ((field - low) / (high - low).clamp(min=1e-12))[0]
+def _octave_sum(octaves: list[torch.Tensor], decay: float) -> torch.Tensor:
+    """(N, 1, H, W): the octaves weighted 1, 1/decay, 1/decay^2.., rescaled to [0, 1] per image."""
+    field = torch.zeros_like(octaves[0])
+    amplitude = 1.0
+    for octave in octaves:
+        field += amplitude * octave
+        amplitude /= decay
+    low = field.amin(dim=(1, 2, 3), keepdim=True)
+    high = field.amax(dim=(1, 2, 3), keepdim=True)
+    return (field - low) / (high - low).clamp(min=1e-12)
 
 
-def _pixelate(x, frac, gens):
+def _pixelate(x, fracs, gens):
     h, w = x.shape[-2:]
-    small = nnf.interpolate(x, size=(max(1, round(frac * h)), max(1, round(frac * w))),
-                            mode="area")
-    return nnf.interpolate(small, size=(h, w), mode="nearest-exact")
+    return [
+        nnf.interpolate(
+            nnf.interpolate(x, size=(max(1, round(frac * h)), max(1, round(frac * w))),
+                            mode="area"),
+            size=(h, w), mode="nearest-exact")
+        for frac in fracs
+    ]
 
 
-def _jpeg(x, quality, gens):
+def _jpeg(x, qualities, gens):
     """Round trip through libjpeg on the CPU: rounding to uint8 and back, one copy per batch."""
     as_bytes = (x.detach().to("cpu", torch.float32) * 255).round().clamp(0, 255).to(torch.uint8)
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its JPEG codec in favour of torchcodec (not a dependency);
         # F.jpeg still works, and only this exact warning is silenced.
         warnings.filterwarnings("ignore", message=_JPEG_DEPRECATION, category=DeprecationWarning)
-        decoded = F.jpeg(as_bytes, quality)
-    return (decoded.to(torch.float32) / 255).to(device=x.device, dtype=x.dtype)
+        decoded = torch.stack([F.jpeg(as_bytes, quality) for quality in qualities])
+    return list((decoded.to(torch.float32) / 255).to(device=x.device, dtype=x.dtype))
 
 
-def _rotate(x, degrees, gens):
-    """Rotate by +degrees or -degrees (random per image): two torchvision calls per batch."""
-    sign = _draw(gens, lambda g: torch.rand((), generator=g) < 0.5, x) > 0.5
-    left = F.rotate(x, degrees, interpolation=F.InterpolationMode.BILINEAR)
-    right = F.rotate(x, -degrees, interpolation=F.InterpolationMode.BILINEAR)
-    return torch.where(sign[:, None, None, None], left, right)
+def _rotate(x, angles, gens):
+    """Rotate by +degrees or -degrees (random per image, shared by the severities)."""
+    left = _draw(gens, lambda g: torch.rand((), generator=g) < 0.5, x, torch.bool)
+    outs = []
+    for degrees in angles:
+        out = torch.empty_like(x)
+        for sign, rows in ((1, left), (-1, ~left)):
+            if rows.any():
+                out[rows] = F.rotate(x[rows], sign * degrees,
+                                     interpolation=F.InterpolationMode.BILINEAR)
+        outs.append(out)
+    return outs
 
 
-def _perspective(x, scale, gens):
-    """Move each corner inwards by up to scale/2 of the side; one torchvision call per image."""
+def _perspective(x, scales, gens):
+    """Move each corner inwards by up to scale/2 of the side: one grid_sample per severity.
+
+    The uniform draws are shared by the severities; the coefficients of every image at every
+    severity are solved in one batched call and moved to x's device in one copy.
+    """
     h, w = x.shape[-2:]
-    start = [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]]
-    # corner coordinates are Python numbers for torchvision: computed on the CPU
-    corners = torch.tensor(start, dtype=torch.float64)
+    start = torch.tensor([[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], dtype=torch.float64)
     inward = torch.tensor([[1, 1], [-1, 1], [-1, -1], [1, -1]], dtype=torch.float64)
     sides = torch.tensor([w - 1, h - 1], dtype=torch.float64)
-    out = torch.empty_like(x)
-    for i, g in enumerate(gens):
-        shift = torch.rand(4, 2, generator=g, dtype=torch.float64) * scale / 2 * sides
-        end = (corners + inward * shift).tolist()
-        out[i] = F.perspective(x[i], start, end, interpolation=F.InterpolationMode.BILINEAR)
-    return out
+    u = torch.stack([torch.rand(4, 2, generator=g, dtype=torch.float64) for g in gens])
+    ends = torch.cat([start + inward * (u * scale / 2 * sides) for scale in scales])
+    coeffs = _perspective_coefficients(start, ends).to(device=x.device, dtype=x.dtype)
+    return [_perspective_warp(x, part) for part in coeffs.split(len(x))]
 
 
-def _occlusion(x, frac, gens):
+def _perspective_coefficients(start: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """(N, 8) float32 coefficients that map ``ends`` (N, 4, 2) back to ``start`` (4, 2), as
+    torchvision's ``_get_perspective_coeffs`` solves them for one image (rows rounded to
+    float32, least squares in float64, the solution rounded to float32), all in one call."""
+    ex, ey = ends[..., 0], ends[..., 1]
+    sx, sy = start[:, 0].expand_as(ex), start[:, 1].expand_as(ey)
+    one, zero = torch.ones_like(ex), torch.zeros_like(ex)
+    rows_x = torch.stack([ex, ey, one, zero, zero, zero, -sx * ex, -sx * ey], dim=-1)
+    rows_y = torch.stack([zero, zero, zero, ex, ey, one, -sy * ex, -sy * ey], dim=-1)
+    a = torch.stack([rows_x, rows_y], dim=2).reshape(-1, 8, 8).float().double()
+    b = start.reshape(1, 8, 1).expand(len(a), 8, 1)
+    return torch.linalg.lstsq(a, b, driver="gels").solution[..., 0].float()
+
+
+def _perspective_warp(x: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """``F.perspective(x[i], coefficients=coeffs[i])`` (bilinear, black fill) for all images
+    at once: torchvision's ``_perspective_grid`` (the coefficients divided by half the side,
+    applied to the pixel centres) with one coefficient set per image, then one grid_sample."""
+    n, _, h, w = x.shape
+    c = coeffs[:, :, None, None]  # (N, 8, 1, 1) against (H, W) pixel centres
+    px = torch.linspace(0.5, w - 0.5, w, device=x.device, dtype=x.dtype)[None, :]
+    py = torch.linspace(0.5, h - 0.5, h, device=x.device, dtype=x.dtype)[:, None]
+    # elementwise rather than a matrix product, whose rounding would depend on the batch size
+    denominator = c[:, 6] * px + c[:, 7] * py + 1.0
+    gx = (c[:, 0] / (0.5 * w) * px + c[:, 1] / (0.5 * w) * py + c[:, 2] / (0.5 * w)) / denominator
+    gy = (c[:, 3] / (0.5 * h) * px + c[:, 4] / (0.5 * h) * py + c[:, 5] / (0.5 * h)) / denominator
+    grid = torch.stack([gx - 1.0, gy - 1.0], dim=-1)
+    return nnf.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _occlusion(x, fracs, gens):
+    corner = _draw(gens, lambda g: torch.rand(2, generator=g, dtype=torch.float64), x)
+    grey = torch.full_like(x, _OCCLUDER_GREY)
+    return [torch.where(_box(x, frac, corner), grey, x) for frac in fracs]
+
+
+def _box(x, frac, corner):
+    """(N, 1, H, W) mask of a square of ``frac`` * side at ``corner`` (fractions of the room)."""
     h, w = x.shape[-2:]
     bh, bw = max(1, round(frac * h)), max(1, round(frac * w))
-    corner = _draw(gens, lambda g: torch.rand(2, generator=g, dtype=torch.float64), x)
     top = (corner[:, 0] * (h - bh + 1)).floor().clamp(max=h - bh)
     left = (corner[:, 1] * (w - bw + 1)).floor().clamp(max=w - bw)
     rows = torch.arange(h, device=x.device, dtype=x.dtype)
     cols = torch.arange(w, device=x.device, dtype=x.dtype)
     in_rows = (rows >= top[:, None]) & (rows < top[:, None] + bh)
     in_cols = (cols >= left[:, None]) & (cols < left[:, None] + bw)
-    box = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
-    return torch.where(box, torch.full_like(x, _OCCLUDER_GREY), x)
+    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def _elastic(x, frac, gens):
-    """Warp by a smooth random field of RMS ``frac`` * side pixels; F.elastic once per image."""
+def _elastic(x, fracs, gens):
+    """Warp by a smooth random field of RMS ``frac`` * side pixels: one grid_sample per severity.
+
+    The field of unit RMS is drawn once per image and scaled per severity;
+    :func:`_elastic_warp` does what ``F.elastic`` does for one image, for the whole batch.
+    """
     h, w = x.shape[-2:]
-    fields = _draw(gens, lambda g: _elastic_field(g, h, w, frac), x)
-    out = torch.empty_like(x)
-    for i in range(x.shape[0]):
-        out[i] = F.elastic(x[i], fields[i:i + 1], interpolation=F.InterpolationMode.BILINEAR)
-    return out
+    side = min(h, w)
+    unit = _draw(gens, lambda g: _unit_field(g, h, w), x, torch.float64)
+    to_grid = torch.tensor([2 / w, 2 / h], device=x.device, dtype=torch.float64)
+    return [_elastic_warp(x, (unit * (frac * side) * to_grid).to(x.dtype)) for frac in fracs]
 
 
-def _elastic_field(g: torch.Generator, h: int, w: int, frac: float) -> torch.Tensor:
-    """(H, W, 2) displacement in grid_sample units (2/W per pixel in x, 2/H in y)."""
+def _unit_field(g: torch.Generator, h: int, w: int) -> torch.Tensor:
+    """(H, W, 2) float64 displacement in pixels (x, y) of RMS 1: uniform noise in [-1, 1]
+    smoothed by a Gaussian of sigma ``_ELASTIC_SMOOTHNESS`` of the side (``F.gaussian_blur``'s
+    kernel and reflect padding, as a product with :func:`_blur_matrix` each way). Image by
+    image on the CPU: a batched matrix product would round differently with the batch."""
     side = min(h, w)
     sigma = _ELASTIC_SMOOTHNESS * side
     size = min(2 * math.ceil(3 * sigma) + 1, 2 * (side // 2) - 1)
     noise = torch.rand(2, h, w, generator=g, dtype=torch.float64) * 2 - 1
-    smooth = F.gaussian_blur(noise.float()[None], [size, size], [sigma, sigma])[0].double()
+    smooth = _blur_matrix(h, size, sigma) @ noise @ _blur_matrix(w, size, sigma).T
     rms = smooth.pow(2).mean().sqrt().clamp(min=1e-12)
-    pixels = smooth / rms * frac * side
-    return torch.stack([pixels[0] * 2 / w, pixels[1] * 2 / h], dim=-1).float()
+    return (smooth / rms).permute(1, 2, 0)
 
 
+@functools.lru_cache(maxsize=8)
+def _blur_matrix(n: int, size: int, sigma: float) -> torch.Tensor:
+    """(n, n) float64 matrix of a 1-D Gaussian blur along a side of n pixels, as
+    ``F.gaussian_blur`` does it: its kernel of ``size`` taps (a softmax of -(t / sigma)^2
+    over ``t`` evenly spaced in +-(size - 1) / (2 sqrt 2)) over reflect padding."""
+    lim = (size - 1) / (2.0 * math.sqrt(2.0))
+    kernel = torch.softmax(-(torch.linspace(-lim, lim, size, dtype=torch.float64) / sigma) ** 2, 0)
+    taps = torch.arange(n)[:, None] + torch.arange(size) - size // 2
+    source = torch.where(taps < 0, -taps, torch.where(taps > n - 1, 2 * (n - 1) - taps, taps))
+    matrix = torch.zeros(n, n, dtype=torch.float64)
+    return matrix.scatter_add_(1, source, kernel.expand(n, size).contiguous())
+
+
+def _elastic_warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """``F.elastic(x[i], displacement[i:i+1])`` (bilinear, black fill) for every image at once:
+    torchvision's identity grid (``_create_identity_grid``) plus each image's (H, W, 2)
+    displacement in grid units, one grid_sample."""
+    h, w = x.shape[-2:]
+    identity = torch.empty(1, h, w, 2, device=x.device, dtype=x.dtype)
+    identity[..., 0] = torch.linspace((1 - w) / w, (w - 1) / w, w, device=x.device, dtype=x.dtype)
+    identity[..., 1] = torch.linspace((1 - h) / h, (h - 1) / h, h, device=x.device,
+                                      dtype=x.dtype)[:, None]
+    return nnf.grid_sample(x, identity + displacement, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+
+
+# name -> kernel(x, parameter values of the severities asked for, one generator per image):
+# one unclamped tensor per value, in order, the random parts drawn once for all of them
 _KERNELS: dict[str, Callable] = {
     "gaussian_noise": _gaussian_noise,
     "shot_noise": _shot_noise,
