@@ -585,10 +585,3 @@ _KERNELS: dict[str, Callable] = {
     "occlusion": _occlusion,
     "elastic": _elastic,
 }
-
-
-def corrupt_severities(
-    x: torch.Tensor, name: str, severities: Sequence[int], seeds: Sequence[int]
-) -> list[torch.Tensor]:
-    """``corrupt(x, name, s, seeds)`` for each severity ``s``, in order."""
-    return [corrupt(x, name, severity, seeds) for severity in severities]
