@@ -15,6 +15,7 @@ from auditclf.config import HardenConfig, TrainConfig
 from auditclf.data import SplitView
 from auditclf.models import ModelAdapter
 from auditclf.models.loading import build_architecture
+from auditclf.report.ledger import ledger
 from auditclf.train import train_classifier
 from auditclf.train.augmix import augmix_loss, augmix_views, jensen_shannon
 from tests.conftest import cli
@@ -138,3 +139,24 @@ def test_run_hardens_with_augmix_and_the_reports_say_so(tmp_path):
     assert "adversarial retraining" not in html
     summary = (out / "summary.md").read_text()
     assert "AugMix retraining" in summary and "Hardening" not in summary
+
+
+def test_ledger_names_the_method_and_leads_with_what_it_was_for():
+    base = {"performance.accuracy": 0.9, "corruption.mean.accuracy": 0.7}
+    hard = {"performance.accuracy": 0.89, "corruption.mean.accuracy": 0.8}
+    augmix = ledger(base, hard, "0.1", "augmix")
+    assert augmix["title"] == (
+        "Baseline vs hardened: what AugMix retraining against corruptions cost and bought"
+    )
+    assert augmix["headline"] == (
+        "AugMix retraining raised mean accuracy under corruptions from 70.0% to 80.0% and "
+        "cost 1.0 points of clean accuracy (90.0% → 89.0%)."
+    )
+    worst = "robustness.worst@0.1.accuracy"
+    base[worst], hard[worst] = 0.2, 0.3
+    assert ledger(base, hard, "0.1", "augmix")["headline"].endswith(
+        "Worst-case accuracy at L∞ eps 0.1: 20.0% → 30.0%."
+    )
+    pgd = ledger(base, hard, "0.1", "pgd")
+    assert pgd["title"] == "Baseline vs hardened: what adversarial retraining cost and bought"
+    assert pgd["headline"].startswith("Hardening raised worst-case accuracy at L∞ eps 0.1")

@@ -20,6 +20,10 @@ from auditclf.seeding import derive_seed
 from auditclf.train.augmix import augmix_loss, augmix_views
 from auditclf.train.standard import TrainHistory, group_balanced_weights, train_classifier
 
+# a hardened model's sidecar records the harden settings its method acts on, not the others
+_ADVERSARIAL_FIELDS = {"eps", "steps", "step_size"}
+_AUGMIX_FIELDS = {name for name in HardenConfig.model_fields if name.startswith("augmix_")}
+
 
 def hflip_allowed(config: AuditConfig, data: PreparedData) -> bool:
     """Whether training may flip images left-right: ``train.hflip``, else the data's say."""
@@ -219,10 +223,6 @@ def _adversarial_recipe(
         device=device,
     )
     return spec, {"inputs": perturb}
-
-
-_ADVERSARIAL_FIELDS = {"eps", "steps", "step_size"}
-_AUGMIX_FIELDS = {name for name in HardenConfig.model_fields if name.startswith("augmix_")}
 
 
 def _augmix_recipe(config: AuditConfig, start: str, device: torch.device) -> tuple[dict, dict]:
