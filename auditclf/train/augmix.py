@@ -9,7 +9,7 @@ it is given, and per image only the mixing weights; a whole batch in one call wo
 put every image through the same ops. Each image would get its own chain when
 called image by image, as the paper's data loader does, but that is
 ``2 × batch`` calls of small ops per step (on mnist5k at one CPU thread, 65 ms of
-views per batch of 64 against 7 ms in groups of 8, about twice the time per epoch,
+views per batch of 64 against 7 ms in groups of 8, 1.6x the time per epoch,
 for the same accuracy under corruptions; on a GPU each op is a few tiny launches). So
 ``harden.augmix_group`` images (default 8) share a chain: a batch of 64 sees 8
 chains per view, and each image still mixes them with its own weights.
