@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from auditclf.config import HardenConfig, TrainConfig
+from auditclf.config import HardenConfig, TrainConfig, load_config
 from auditclf.data import SplitView
+from auditclf.errors import UsageError
 from auditclf.models import ModelAdapter
 from auditclf.models.loading import build_architecture
 from auditclf.report.ledger import ledger
@@ -160,3 +161,12 @@ def test_ledger_names_the_method_and_leads_with_what_it_was_for():
     pgd = ledger(base, hard, "0.1", "pgd")
     assert pgd["title"] == "Baseline vs hardened: what adversarial retraining cost and bought"
     assert pgd["headline"].startswith("Hardening raised worst-case accuracy at L∞ eps 0.1")
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [({"augmix_depth": 0}, "harden.augmix_depth: must be -1"), ({"augmix_severity": 11}, "10")],
+)
+def test_augmix_settings_out_of_range_are_refused_naming_the_key(setting, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        load_config(None, {"harden": {"method": "augmix", **setting}})
