@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline_flags(run)
     run.add_argument(
         "--harden",
-        choices=["none", "pgd", "fgsm-rs"],
-        help="adversarial retraining to audit beside the baseline (default pgd)",
+        choices=["none", "pgd", "fgsm-rs", "augmix"],
+        help="retraining to audit beside the baseline: adversarial (pgd, fgsm-rs) or against "
+        "corruptions (augmix); default pgd",
     )
     _add_fairness_flags(run)
     run.add_argument(
@@ -202,13 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     harden = commands.add_parser(
         "harden",
-        help="adversarially retrain a model; write hardened.safetensors + .json",
-        description="Train (or --checkpoint load) a model, retrain it adversarially "
-        "(harden.method, default PGD-AT) and save the result; no audit.",
+        help="harden a model (adversarial or AugMix retraining); write hardened.safetensors "
+        "+ .json",
+        description="Train (or --checkpoint load) a model, retrain it adversarially or with "
+        "AugMix (harden.method, default PGD-AT) and save the result; no audit.",
     )
     _add_data_model_flags(harden, hardening=True)
     _add_checkpoint_flags(harden, "the model to harden (default: train one)")
-    harden.add_argument("--method", choices=["pgd", "fgsm-rs"], help="default pgd")
+    harden.add_argument("--method", choices=["pgd", "fgsm-rs", "augmix"], help="default pgd")
     harden.add_argument("--out", type=Path, help="output folder (default ./audit-model)")
 
     train = commands.add_parser(

@@ -442,10 +442,17 @@ class CorruptionConfig(_Strict):
 
 
 class HardenConfig(_Strict):
-    """Adversarial retraining: PGD-AT (Madry et al. 2018) or FGSM-RS (Wong et al. 2020)."""
+    """Retraining the audit puts beside the baseline: adversarial, PGD-AT (Madry et al. 2018)
+    or FGSM-RS (Wong et al. 2020), or against corruptions, AugMix (Hendrycks et al. 2020).
 
-    method: Literal["none", "pgd", "fgsm-rs"] = Field(
-        "pgd", description="pgd (PGD-AT), fgsm-rs (FGSM with random start), or none"
+    ``eps``, ``steps`` and ``step_size`` act on pgd and fgsm-rs, the ``augmix_*``
+    fields on augmix; ``epochs``, ``lr`` and ``from_scratch`` on all.
+    """
+
+    method: Literal["none", "pgd", "fgsm-rs", "augmix"] = Field(
+        "pgd",
+        description="pgd (PGD-AT), fgsm-rs (FGSM with random start), augmix (AugMix with its "
+        "Jensen-Shannon consistency loss), or none",
     )
     eps: EpsValue | None = Field(
         None, description="L∞ training radius in (0, 1]; default 0.1 / 8/255"
@@ -457,6 +464,41 @@ class HardenConfig(_Strict):
     epochs: int = Field(3, ge=1, description="passes over the training split while hardening")
     lr: float = Field(5e-4, gt=0, description="Adam learning rate")
     from_scratch: bool = Field(False, description="train from random init, not the baseline")
+    augmix_severity: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="AugMix op strength, 1-10: each op's magnitude is drawn from the first "
+        "`severity` of 10 levels (3: rotation up to 6.7 degrees, shear up to 0.067)",
+    )
+    augmix_width: int = Field(3, ge=1, description="AugMix chains mixed into each image")
+    augmix_depth: int = Field(
+        -1, ge=-1, description="ops per AugMix chain; -1 draws 1 to 3 per chain"
+    )
+    augmix_alpha: float = Field(
+        1.0, gt=0, description="Dirichlet/Beta concentration of AugMix's mixing weights"
+    )
+    augmix_jsd: float = Field(
+        12.0,
+        ge=0,
+        description="weight of the Jensen-Shannon consistency term (clean and two AugMix "
+        "views); 0 trains on one AugMix view with plain cross-entropy",
+    )
+    augmix_all_ops: bool = Field(
+        False,
+        description="also brightness, contrast, colour and sharpness ops; off as in the paper, "
+        "since they overlap the corruptions the audit measures",
+    )
+    augmix_group: int = Field(
+        8, ge=1, description="images sharing one AugMix op chain (their mixing weights differ)"
+    )
+
+    @field_validator("augmix_depth")
+    @classmethod
+    def _valid_depth(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("must be -1 (1 to 3 per chain, drawn) or at least 1")
+        return value
 
     @field_validator("eps")
     @classmethod

@@ -242,7 +242,8 @@ def harden_model(
     config: AuditConfig, *, progress: bool
 ) -> tuple[PreparedModel, PreparedModel, TrainHistory]:
     """``auditclf harden``: the run's opening, the baseline (trained or loaded), then its
-    adversarially retrained copy → (baseline, hardened, the hardening's history)."""
+    hardened copy (adversarial or AugMix retraining) → (baseline, hardened, the hardening's
+    history)."""
     run = open_run(config)
     baseline, _ = build_model(run.config, run.data, run.device, progress=progress, timer=run.timer)
     with Progress.for_stream(progress).task("harden (retraining the baseline)"):

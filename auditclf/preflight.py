@@ -61,7 +61,7 @@ def _command_mistakes(config: AuditConfig, command: str) -> list[str]:
     if command == "train" and config.model.checkpoint is not None:
         return ["auditclf train builds a new model; remove model.checkpoint from the config"]
     if command == "harden" and config.harden.method == "none":
-        return ["harden.method is none; choose --method pgd or fgsm-rs"]
+        return ["harden.method is none; choose --method pgd, fgsm-rs or augmix"]
     return []
 
 

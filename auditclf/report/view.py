@@ -65,7 +65,8 @@ def build_view(result: AuditResult) -> ReportView:
     reference = reference_eps(baseline)
     hardened = None
     if "hardened" in result.models:
-        hardened = ledger(baseline.metrics, result.models["hardened"].metrics, reference)
+        method = result.run["config"].get("harden", {}).get("method", "pgd")
+        hardened = ledger(baseline.metrics, result.models["hardened"].metrics, reference, method)
     return ReportView(
         result=result,
         verdict=result.verdict,

@@ -1,6 +1,6 @@
-"""The run's training recipes: the baseline's standard training, adversarial retraining
-(``harden``) and group-balanced retraining (``rebalance``), each returning the model
-prepared for the audit and its training history.
+"""The run's training recipes: the baseline's standard training, hardening (``harden``:
+adversarial retraining, or AugMix against corruptions) and group-balanced retraining
+(``rebalance``), each returning the model prepared for the audit and its training history.
 """
 
 from __future__ import annotations
@@ -11,13 +11,18 @@ import math
 import numpy as np
 import torch
 
-from auditclf.config import AuditConfig, eps_label, parse_eps
+from auditclf.config import AuditConfig, HardenConfig, eps_label, parse_eps
 from auditclf.data import PreparedData, SplitView
 from auditclf.errors import UsageError
 from auditclf.models import ModelAdapter, PreparedModel, initial_network
 from auditclf.probes.attacks import REFERENCE_EPS, training_attack
 from auditclf.seeding import derive_seed
+from auditclf.train.augmix import augmix_loss, augmix_views
 from auditclf.train.standard import TrainHistory, group_balanced_weights, train_classifier
+
+# a hardened model's sidecar records the harden settings its method acts on, not the others
+_ADVERSARIAL_FIELDS = {"eps", "steps", "step_size"}
+_AUGMIX_FIELDS = {name for name in HardenConfig.model_fields if name.startswith("augmix_")}
 
 
 def hflip_allowed(config: AuditConfig, data: PreparedData) -> bool:
@@ -150,7 +155,10 @@ def harden(
     *,
     progress: bool,
 ) -> tuple[PreparedModel, TrainHistory]:
-    """Adversarially retrain a copy of the baseline (or a fresh model) per ``config.harden``."""
+    """Retrain a copy of the baseline (or a fresh model) per ``config.harden``: adversarially
+    (pgd, fgsm-rs) or against corruptions (augmix). Either way ``harden.epochs`` at
+    ``harden.lr``, the final weights kept (the clean validation loss is recorded but picks
+    no epoch: it is not what the retraining is for)."""
     cfg = config.harden
     if cfg.from_scratch:
         adapter, start = _fresh_adapter(
@@ -161,27 +169,11 @@ def harden(
         )
     else:
         adapter, start = copy.deepcopy(baseline.adapter), "the baseline's weights"
-    channels = data.input_shape[0]
-    eps_text = (
-        eps_label(cfg.eps) if cfg.eps is not None else REFERENCE_EPS[1 if channels == 1 else 3]
-    )
-    spec = {
-        **baseline.spec,
-        "source": f"adversarially retrained ({cfg.method}, L∞ eps "
-        f"{eps_text}, {cfg.epochs} epochs) from {start}",
-        "hardening": {**cfg.model_dump(mode="json"), "eps": eps_text},
-    }
-    hardened = PreparedModel(adapter, spec, needs_training=True)
     adapter.to(device)
-    perturb = training_attack(
-        cfg.method,
-        adapter,
-        parse_eps(eps_text),
-        steps=cfg.steps,
-        step_size=cfg.step_size,
-        seed=config.seed,
-        device=device,
-    )
+    if cfg.method == "augmix":
+        spec, options = _augmix_recipe(config, start, device)
+    else:
+        spec, options = _adversarial_recipe(config, data, adapter, start, device)
     train_cfg = config.train.model_copy(update={"epochs": cfg.epochs, "lr": cfg.lr})
     history = train_classifier(
         adapter,
@@ -193,8 +185,58 @@ def harden(
         device=device,
         hflip_ok=hflip_allowed(config, data),
         progress=progress,
-        perturb=perturb,
         keep_last=True,
+        **options,
     )
     adapter.to(device).eval()
-    return hardened, history
+    return PreparedModel(adapter, {**baseline.spec, **spec}, needs_training=True), history
+
+
+def _adversarial_recipe(
+    config: AuditConfig,
+    data: PreparedData,
+    adapter: ModelAdapter,
+    start: str,
+    device: torch.device,
+) -> tuple[dict, dict]:
+    """PGD-AT or FGSM-RS: the hardened model's spec entries and the training's options."""
+    cfg = config.harden
+    channels = data.input_shape[0]
+    eps_text = (
+        eps_label(cfg.eps) if cfg.eps is not None else REFERENCE_EPS[1 if channels == 1 else 3]
+    )
+    spec = {
+        "source": f"adversarially retrained ({cfg.method}, L∞ eps "
+        f"{eps_text}, {cfg.epochs} epochs) from {start}",
+        "hardening": {
+            **cfg.model_dump(mode="json", exclude=_AUGMIX_FIELDS),
+            "eps": eps_text,
+        },
+    }
+    perturb = training_attack(
+        cfg.method,
+        adapter,
+        parse_eps(eps_text),
+        steps=cfg.steps,
+        step_size=cfg.step_size,
+        seed=config.seed,
+        device=device,
+    )
+    return spec, {"inputs": perturb}
+
+
+def _augmix_recipe(config: AuditConfig, start: str, device: torch.device) -> tuple[dict, dict]:
+    """AugMix (:mod:`auditclf.train.augmix`): the spec entries and the training's options."""
+    cfg = config.harden
+    depth = "1-3" if cfg.augmix_depth == -1 else str(cfg.augmix_depth)
+    loss = f"JSD weight {cfg.augmix_jsd:g}" if cfg.augmix_jsd > 0 else "cross-entropy on one view"
+    spec = {
+        "source": f"retrained against corruptions (augmix, severity {cfg.augmix_severity}, "
+        f"width {cfg.augmix_width}, depth {depth}, {loss}, {cfg.epochs} epochs) from {start}",
+        "hardening": cfg.model_dump(mode="json", exclude=_ADVERSARIAL_FIELDS),
+    }
+    options = {
+        "inputs": augmix_views(cfg, config.seed, device),
+        "loss_of": augmix_loss(cfg.augmix_jsd),
+    }
+    return spec, options

@@ -148,6 +148,19 @@ def evaluate_loss(
     return total_loss.item() / n, correct.item() / n
 
 
+# (logits, labels, class weights) → (loss, the logits of the batch's own images)
+Loss = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]
+]
+
+
+def cross_entropy(
+    logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standard loss: (class-weighted) cross-entropy, and the logits it scored."""
+    return F.cross_entropy(logits, y, weight=weight), logits
+
+
 def train_classifier(
     adapter: ModelAdapter, train: SplitView, val: SplitView, cfg: TrainConfig, **options
 ) -> TrainHistory:
@@ -175,15 +188,19 @@ def _train_epochs(
     device: torch.device,
     hflip_ok: bool,
     progress: bool = True,
-    perturb: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    inputs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    loss_of: Loss = cross_entropy,
     keep_last: bool = False,
     sample_weights: np.ndarray | None = None,
 ) -> TrainHistory:
     """Train ``parameters`` of ``adapter`` in place; return its history. Images are uint8
     (N, C, H, W).
 
-    ``perturb(x, y)`` replaces each (augmented) batch by adversarial images
-    before the step (adversarial training); ``keep_last`` keeps the final
+    ``inputs(x, y)`` replaces each (augmented) batch by the images the model
+    sees: adversarial images (adversarial training), or the images and their
+    AugMix views stacked; ``loss_of(logits, y, class_weight)`` turns the
+    model's float32 logits of them into the loss and the logits of the batch's
+    own images (the running accuracy's); ``keep_last`` keeps the final
     weights instead of the epoch with the lowest validation loss, as
     adversarial training does (its clean validation loss rises while
     robustness grows). ``sample_weights`` (one per training image) make each
@@ -221,12 +238,11 @@ def _train_epochs(
             y = labels[idx].to(device, non_blocking=True)
             if cfg.augment:
                 x = random_affine(x, generator, hflip=hflip_ok)
-            if perturb is not None:
-                x = perturb(x, y)
+            if inputs is not None:
+                x = inputs(x, y)
             x = x.contiguous(memory_format=pass_layout(x, adapter))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                logits = adapter(x)
-                loss = F.cross_entropy(logits.float(), y, weight=weight)
+                loss, logits = loss_of(adapter(x).float(), y, weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
