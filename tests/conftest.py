@@ -126,9 +126,6 @@ fairness:
   enabled: false
 explain:
   enabled: false
-corruptions:
-  samples: 60
-  names: [contrast, gaussian_blur]
 gates:
   - performance.accuracy >= 0.5
   - performance.accuracy >= 0.99

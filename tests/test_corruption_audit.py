@@ -26,6 +26,7 @@ from auditclf.probes.clean import clean_probe
 from auditclf.probes.corruption import corruption_probe, image_seeds
 from auditclf.report.junit import render_junit
 from auditclf.results import AuditResult, ModelResult, Verdict
+from tests.conftest import MINIMAL_CONFIG, cli
 from tests.test_analyses import data_summary, sample_table
 
 SMALL = {
@@ -272,3 +273,34 @@ def test_the_readme_severity_table_is_the_modules():
 
 def _show(value) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+@pytest.mark.parametrize(
+    ("gate", "status"),
+    [
+        ("corruption.contrast@5.accuracy >= 0.999", 1),  # contrast 0.05 is not survived
+        ("corruption.mean.accuracy >= 0.1", 0),
+        ("corruption.fog.accuracy >= 0.1", 2),  # fog is not among the configured names
+    ],
+)
+def test_gates_on_corruption_keys(digits_run, tmp_path, gate, status):
+    config = tmp_path / "audit.yaml"
+    config.write_text(
+        MINIMAL_CONFIG.replace("corruptions:\n  enabled: false\n", "")
+        + "data:\n  dataset: digits\ncorruptions:\n  samples: 40\n  names: [contrast, jpeg]\n"
+    )
+    result = cli(
+        "run",
+        "--config",
+        config,
+        "--checkpoint",
+        digits_run / "model.safetensors",
+        "--gate",
+        gate,
+        "--out",
+        tmp_path / "out",
+        "--quiet",
+    )
+    assert result.status == status, result
+    if status == 2:
+        assert result.err.count("\n") == 1 and "corruption.fog.accuracy" in result.err

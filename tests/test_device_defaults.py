@@ -27,6 +27,8 @@ CPU_COUNTS = {
     "robustness.batch_size": 128,
     "explain.correct_per_class": 2,
     "explain.errors_per_class": 1,
+    "corruptions.samples": 500,
+    "corruptions.batch_size": 128,
 }
 
 
