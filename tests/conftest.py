@@ -105,7 +105,8 @@ def digits_run(tmp_path_factory, fast_config) -> Path:
 # The digits run's model audited again, retrained with a stronger hardening (L∞ eps 0.3, two
 # epochs: costs clean accuracy, buys robust accuracy), with three gates (one passes, one fails,
 # one failing warn gate) and --baseline set to the digits run. Two attacks, no attributions
-# and no subgroups keep it fast.
+# and no subgroups keep it fast; corruptions as the digits run audits them, so that the
+# baseline check compares like with like.
 GATED_CONFIG = """\
 seed: 0
 data:
