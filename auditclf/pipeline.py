@@ -22,10 +22,11 @@ from auditclf.device_defaults import for_device, forward_chunk
 from auditclf.dryrun import expected_metric_keys
 from auditclf.evidence import load_samples, new_table, split_by_model
 from auditclf.gates import check_gate_keys, gates_from_config, judge
+from auditclf.keys import shift_set
 from auditclf.models import PreparedModel, prepare_model, wrap_module
 from auditclf.models.adapter import channels_last
 from auditclf.probes import PROBES, ProbeContext
-from auditclf.probes.shift import with_shift_rows
+from auditclf.probes.shift import shift_probe
 from auditclf.progress import Progress
 from auditclf.report.limitations import device_limitations, limitations
 from auditclf.results import AuditResult, ModelResult
@@ -118,8 +119,19 @@ def probe(
         for entry in PROBES:
             with timer.phase(PROBE_PHASES.get(entry.name, "probes")):
                 table = entry.obj(ctx, table)
-        with timer.phase("probes"):
-            table = with_shift_rows(ctx, data.shift, table)  # the clean probe on the shift set
+        if data.shift is not None:  # the clean probe over the shift set, rows of their own
+            with timer.phase("probes"):
+                view = data.shift.view
+                rows = new_table(
+                    name,
+                    view.ids,
+                    view.labels,
+                    data.classes,
+                    view.attributes,
+                    images=shift_set(data.shift.name),
+                )
+                rows = shift_probe(ctx, data.shift, rows)
+            table = pd.concat([table, rows], ignore_index=True)
     ctx.artifacts["layout"] = "channels-last" if fast else "contiguous"  # what the passes ran
     return table, ctx.artifacts, ctx.arrays
 

@@ -11,31 +11,17 @@ from __future__ import annotations
 import pandas as pd
 
 from auditclf.data.shift import ShiftData
-from auditclf.evidence import new_table
-from auditclf.keys import shift_set
 from auditclf.probes.base import ProbeContext
 from auditclf.probes.clean import clean_probe
 
 
-def with_shift_rows(
-    ctx: ProbeContext, shift: ShiftData | None, table: pd.DataFrame
-) -> pd.DataFrame:
-    """``table`` (the test rows of the model ``ctx.label``) followed by its rows of the shift
-    set, whose ``set`` is ``shift.<name>``; ``table`` as it is without a shift set."""
-    if shift is None:
-        return table
-    view = shift.view
-    rows = new_table(
-        ctx.label,
-        view.ids,
-        view.labels,
-        ctx.classes,
-        view.attributes,
-        images=shift_set(shift.name),
-    )
+def shift_probe(ctx: ProbeContext, shift: ShiftData, rows: pd.DataFrame) -> pd.DataFrame:
+    """The clean probe's columns over ``rows``, the fixed columns of the shift set's rows of
+    the model ``ctx.label`` (their ``set`` is ``shift.<name>``; the pipeline makes them, as
+    it makes the test rows)."""
     over_shift = ProbeContext(
         model=ctx.model,
-        test=view,
+        test=shift.view,
         classes=ctx.classes,
         device=ctx.device,
         seed=ctx.seed,
@@ -44,4 +30,4 @@ def with_shift_rows(
         progress=ctx.progress,
         label=f"{ctx.label} on the shift set {shift.name}",
     )
-    return pd.concat([table, clean_probe(over_shift, rows)], ignore_index=True)
+    return clean_probe(over_shift, rows)
