@@ -190,7 +190,7 @@ def test_a_failed_blocking_check_makes_gated_corruption_numbers_unreliable():
     )
 
 
-def test_a_rise_with_severity_is_a_warning_not_a_failure():
+def test_a_rise_with_severity_is_a_finding_not_a_failure():
     n = 60
     table = sample_table([0] * n, [[0.9, 0.05, 0.05]] * n)
     right, wrong = np.zeros(n), np.ones(n)
@@ -209,7 +209,8 @@ def test_a_rise_with_severity_is_a_warning_not_a_failure():
     assert section.metrics["corruption.check.accuracy_falls_with_severity"] == 0
     assert section.metrics["corruption.reliable"] == 1
     warnings = [f.message for f in section.findings if f.severity == "warning"]
-    assert any("jpeg 1→2 (+60 images)" in w for w in warnings)
+    infos = [f.message for f in section.findings if f.severity == "info"]
+    assert any("jpeg 1→2 (+60 images)" in m and "numbers stand" in m for m in infos)
     # more confident (0.95 at severity 1 … 0.9 at the top) while wrong: no warning at the
     # top severity, where it is right again
     assert not any("more confident" in w for w in warnings)
