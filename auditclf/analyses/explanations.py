@@ -278,6 +278,7 @@ def explanations(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             if flagged
             else f"no class relies on what lies {run['region']} (no shortcut found)."
         )
+        + "".join(f" Not run: {note}." for note in run.get("skipped", []))
     )
     section.method = (
         f"captum on the predicted class; per class the most confident correct predictions and "

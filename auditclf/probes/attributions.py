@@ -34,6 +34,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Lime, LimeBase
 from scipy.stats import spearmanr
 
+from auditclf.gradients import NO_GRADIENTS, gradient_methods
 from auditclf.keys import explain_column
 from auditclf.probes.attacks import adversarial_versions
 from auditclf.probes.base import PROBES, ProbeContext
@@ -233,6 +234,8 @@ class GradCam:
     """Grad-CAM on the adapter's target layer (:func:`gradcam_maps`)."""
 
     def unavailable(self, model) -> str | None:
+        if not getattr(model, "gradients", True):
+            return f"Grad-CAM: it follows the model's gradients, and {NO_GRADIENTS}"
         if model.target_layer is None:
             return "Grad-CAM: the model has no convolutional layer to take it from"
         return None
@@ -245,7 +248,9 @@ class GradCam:
 class IntegratedGradientsMethod:
     """Integrated Gradients from a black baseline in ``ig_steps`` steps (:func:`ig_maps`)."""
 
-    def unavailable(self, model) -> None:
+    def unavailable(self, model) -> str | None:
+        if not getattr(model, "gradients", True):
+            return f"Integrated Gradients: it integrates the model's gradients, and {NO_GRADIENTS}"
         return None
 
     def maps(self, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, np.ndarray]:
@@ -405,11 +410,20 @@ def _run_notes(cfg, methods, skipped, explained, region, has_masks, eps) -> dict
 
 
 def stand_in_columns(
-    cfg, labels: np.ndarray, num_classes: int, *, has_masks: bool, adversarial: bool
+    cfg,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    has_masks: bool,
+    adversarial: bool,
+    gradients: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Columns and run notes shaped like the probe's (the first row of each class explained,
     flat maps), for dry runs that list the metric keys a run will produce; a class without
-    test images has none explained, as in a real run."""
+    test images has none explained, as in a real run. On a model without ``gradients`` only
+    the gradient-free methods run, and no adversarial map is made."""
+    methods = [m for m in cfg.methods if gradients or m not in gradient_methods([m])]
+    adversarial = adversarial and gradients
     firsts = [np.flatnonzero(labels == label)[:1] for label in range(num_classes)]
     rows = [int(first[0]) for first in firsts if len(first)]
     half, zero, one = [0.5] * len(rows), [0.0] * len(rows), [1.0] * len(rows)
@@ -433,10 +447,10 @@ def stand_in_columns(
     if has_masks:
         per_image["mask_area"] = half
         scores |= {"mask_mass": one, "pointing_hit": one}
-    per_method = {m: scores | ({"convergence_delta": zero} if m == IG else {}) for m in cfg.methods}
+    per_method = {m: scores | ({"convergence_delta": zero} if m == IG else {}) for m in methods}
     region = "outside the object" if has_masks else "on the image border"
     notes = _run_notes(
-        cfg, cfg.methods, [], len(rows), region, has_masks, "0.1" if adversarial else None
+        cfg, methods, [], len(rows), region, has_masks, "0.1" if adversarial else None
     )
     return explain_columns(len(labels), rows, per_image, per_method), notes
 
