@@ -118,7 +118,7 @@ def _method_findings(section: Section, method: str, stats: dict, run: dict) -> N
             "changes the prediction no more than a random order does",
             metric=f"{key}.deletion_gain",
         )
-    if stats["randomization_correlation"] > INSENSITIVE_CORRELATION:
+    if stats.get("randomization_correlation", np.nan) > INSENSITIVE_CORRELATION:
         section.find(
             "warning",
             f"{name} maps barely change when the model's top layers are re-initialised "

@@ -524,7 +524,7 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
 def _min_eps_method(grid: dict, artifacts: dict) -> str:
     """How the minimal perturbation was measured, or why it was not."""
     if not artifacts.get("gradients", True):
-        return f"Minimal perturbation: not measured (a PGD-L∞ bisection; {NO_GRADIENTS})."
+        return f"Minimal perturbation: not measured: it bisects with PGD-L∞, and {NO_GRADIENTS}."
     return (
         "Minimal perturbation: bisection with "
         f"deterministic PGD-L∞ to ±{artifacts.get('min_eps_tolerance', 0):.2g}"

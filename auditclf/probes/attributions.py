@@ -105,15 +105,24 @@ def curve_areas(
     return area(deletion), area(insertion)
 
 
-def randomized_copy(model, layers: int, seed: int):
-    """A copy of ``model`` whose top ``layers`` parametrised modules are re-initialised."""
-    clone = copy.deepcopy(model)
-    modules = [
+def _parametrised(model) -> list:
+    """The modules of ``model`` that hold trainable weights and can re-initialise them."""
+    return [
         m
-        for m in clone.modules()
+        for m in model.modules()
         if hasattr(m, "reset_parameters")
         and any(p.requires_grad for p in m.parameters(recurse=False))
     ]
+
+
+def randomized_copy(model, layers: int, seed: int):
+    """A copy of ``model`` whose top ``layers`` parametrised modules are re-initialised;
+    None when it has none (a model run by another runtime holds no torch layers): the
+    sanity check cannot run, and an unchanged copy would fail it for the method's fault."""
+    if not _parametrised(model):
+        return None
+    clone = copy.deepcopy(model)
+    modules = _parametrised(clone)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     for module in modules[-layers:]:
@@ -320,6 +329,10 @@ def region_share(heat: np.ndarray, region: np.ndarray) -> float:
 
 
 IG = "integrated_gradients"
+NO_LAYERS = (
+    "the model-randomisation check (Adebayo et al. 2018): the model has no torch layers "
+    "to re-initialise"
+)
 SWAP_DONORS = 4  # other test images whose region each explained image receives
 
 
@@ -505,6 +518,8 @@ def _explain(
     swap_flips = region_swap_flips(model, x, target, region, donors, donor_regions)
     adversarial = adversarial_versions(ctx, np.asarray(rows))
     random_model = randomized_copy(model, cfg.randomized_layers, ctx.seed)
+    if random_model is None:
+        skipped = [*skipped, NO_LAYERS]
     random_order = torch.stack(
         [torch.randperm(h * w, generator=torch_generator(ctx.seed, "order", i)) for i in ids]
     ).to(ctx.device)
@@ -533,10 +548,12 @@ def _explain(
         order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
         deletion, insertion = curve_areas(model, x, target, order, cfg.curve_steps)
         flat = maps.flatten(1).cpu().numpy()
-        variants = {
-            "randomization": _maps(method, random_model, x, target, cfg, ids, ctx.seed)[0],
-            "noise": _maps(method, model, noisy, target, cfg, ids, ctx.seed)[0],
-        }
+        variants = {}
+        if random_model is not None:
+            variants["randomization"] = _maps(
+                method, random_model, x, target, cfg, ids, ctx.seed
+            )[0]
+        variants["noise"] = _maps(method, model, noisy, target, cfg, ids, ctx.seed)[0]
         if adversarial is not None:
             variants["adversarial"] = _maps(
                 method, model, adversarial[0], target, cfg, ids, ctx.seed
