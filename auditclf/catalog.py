@@ -103,6 +103,11 @@ ATTACK_NORMS: dict[str, str] = {
 }
 
 
+# The attacks that only query the model (no gradient of it): the only ones a model without
+# gradients can be attacked with (:mod:`auditclf.gradients`).
+BLACK_BOX_ATTACKS: frozenset[str] = frozenset({"square"})
+
+
 class MethodFacts(NamedTuple):
     """What the analyses and the report know of an attribution method without captum."""
 
@@ -110,6 +115,7 @@ class MethodFacts(NamedTuple):
     short_title: str  # above a gallery column
     fine: bool  # pixel or superpixel maps (not a coarse layer upsampled): the region share
     convergence_delta: bool  # the method reports how far its attributions miss f(x) − f(0)
+    gradients: bool = True  # it needs the model's gradients (else it only queries the model)
 
 
 ATTRIBUTION_FACTS: dict[str, MethodFacts] = {
@@ -117,7 +123,7 @@ ATTRIBUTION_FACTS: dict[str, MethodFacts] = {
     "integrated_gradients": MethodFacts(
         "Integrated Gradients", "Integr. Gradients", fine=True, convergence_delta=True
     ),
-    "lime": MethodFacts("LIME", "LIME", fine=True, convergence_delta=False),
+    "lime": MethodFacts("LIME", "LIME", fine=True, convergence_delta=False, gradients=False),
 }
 
 

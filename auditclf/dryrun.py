@@ -17,8 +17,11 @@ from auditclf.probes.attributions import stand_in_columns as explain_stand_in
 from auditclf.probes.corruption import stand_in_columns as corruption_stand_in
 
 
-def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
-    """The metric keys a run will produce, from a dry run of the analyses.
+def expected_metric_keys(
+    config: AuditConfig, data_summary: dict, *, gradients: bool = True
+) -> set[str]:
+    """The metric keys a run will produce, from a dry run of the analyses, on a model with
+    ``gradients`` or, without, one audited by queries only (:mod:`auditclf.gradients`).
 
     The key families (:mod:`auditclf.keys`) say how keys are spelt, not which
     classes, groups, attacks and eps a run has. The analyses are pure functions of
@@ -33,7 +36,7 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
     artifacts = {}
     if config.robustness.enabled:
         columns, artifacts["robustness"] = stand_in_columns(
-            config.robustness, data_summary["input_shape"][0], len(classes), labels
+            config.robustness, data_summary["input_shape"][0], len(classes), labels, gradients
         )
         stand_in = stand_in.assign(**columns)
     if config.explain.enabled:
@@ -43,6 +46,7 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
             len(classes),
             has_masks=bool(data_summary.get("has_masks")),
             adversarial=config.robustness.enabled,
+            gradients=gradients,
         )
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     if config.corruptions.enabled:

@@ -15,13 +15,20 @@ import torch
 
 from auditclf.analyses import analyse
 from auditclf.analyses.corruption import add_reference_errors
-from auditclf.compare import load_baseline
+from auditclf.compare import BaselineCheck, load_baseline
 from auditclf.config import AuditConfig, config_from_dict
 from auditclf.data import PreparedData
 from auditclf.device_defaults import for_device, forward_chunk
 from auditclf.dryrun import expected_metric_keys
+from auditclf.errors import UsageError
 from auditclf.evidence import load_samples, new_table, split_by_model
-from auditclf.gates import check_gate_keys, gates_from_config, judge
+from auditclf.gates import Gate, check_gate_keys, gates_from_config, judge
+from auditclf.gradients import (
+    NO_GRADIENTS,
+    refuse_gradient_keys,
+    refuse_retraining,
+    skipped_sections,
+)
 from auditclf.keys import shift_set
 from auditclf.models import PreparedModel, prepare_model, wrap_module
 from auditclf.models.adapter import channels_last
@@ -78,6 +85,11 @@ def build_model(
                 forbid_unsafe=config.unsafe_load == "forbid",
             )
     history = None
+    if prepared.needs_training and not prepared.gradients:
+        raise UsageError(
+            f"model {config.model.name}: training needs the model's gradients, and "
+            f"{NO_GRADIENTS}; give a trained model (model.checkpoint) to audit it"
+        )
     if prepared.needs_training:
         with timer.phase("train"):
             history = train_baseline(prepared, train, config, data, device, progress=progress)
@@ -133,6 +145,8 @@ def probe(
                 rows = shift_probe(ctx, data.shift, rows)
             table = pd.concat([table, rows], ignore_index=True)
     ctx.artifacts["layout"] = "channels-last" if fast else "contiguous"  # what the passes ran
+    if not prepared.gradients:  # what was skipped and why, for the report's Limitations
+        ctx.artifacts["skipped"] = skipped_sections(config)
     return table, ctx.artifacts, ctx.arrays
 
 
@@ -190,13 +204,14 @@ def run_audit(
     reporter = Progress.for_stream(progress)
     tolerances = baseline_check.tolerances.per_key if baseline_check else {}
     if gates or tolerances:  # before training, so a typo costs seconds, not a training run
-        expected = expected_metric_keys(config, data.summary)
-        check_gate_keys(gates, expected)
-        if baseline_check is not None:
-            baseline_check.tolerances.check(set(baseline_check.metrics) & expected)
+        check_keys(config, data.summary, gates, baseline_check)
     prepared, history = build_model(
         config, data, device, progress=progress, timer=timer, module=module
     )
+    if not prepared.gradients:  # known once loaded (loading is cheap; no probe has run)
+        refuse_retraining(config)
+        if gates or tolerances:
+            check_keys(config, data.summary, gates, baseline_check, gradients=False)
     baseline, table = audit_model(
         "baseline", prepared, history, data, config, device, timer, debug=debug, reporter=reporter
     )
@@ -239,6 +254,28 @@ def run_audit(
     return AuditOutcome(result, samples, prepared_models)
 
 
+def check_keys(
+    config: AuditConfig,
+    summary: dict,
+    gates: list[Gate],
+    baseline_check: BaselineCheck | None,
+    *,
+    gradients: bool = True,
+) -> None:
+    """Refuse a gate or a ``--max-drop`` tolerance on a key this run will not produce (the
+    dry run's keys for a model with ``gradients`` or without; without, a key only the
+    gradients would give is refused saying so)."""
+    expected = expected_metric_keys(config, summary, gradients=gradients)
+    tolerances = set(baseline_check.tolerances.per_key) if baseline_check else set()
+    if not gradients:
+        lost = expected_metric_keys(config, summary) - expected
+        asked = [(gate.metric, f"gate {gate.expression!r}") for gate in gates]
+        refuse_gradient_keys(asked + [(k, f"--max-drop {k}=…") for k in sorted(tolerances)], lost)
+    check_gate_keys(gates, expected)
+    if baseline_check is not None:
+        baseline_check.tolerances.check(set(baseline_check.metrics) & expected)
+
+
 def train_model(
     config: AuditConfig, *, progress: bool
 ) -> tuple[PreparedData, PreparedModel, TrainHistory]:
@@ -258,6 +295,8 @@ def harden_model(
     history)."""
     run = open_run(config)
     baseline, _ = build_model(run.config, run.data, run.device, progress=progress, timer=run.timer)
+    if not baseline.gradients:
+        refuse_retraining(run.config)
     with Progress.for_stream(progress).task("harden (retraining the baseline)"):
         hardened, history = harden(run.config, run.data, baseline, run.device, progress=progress)
     return baseline, hardened, history

@@ -118,7 +118,7 @@ def _method_findings(section: Section, method: str, stats: dict, run: dict) -> N
             "changes the prediction no more than a random order does",
             metric=f"{key}.deletion_gain",
         )
-    if stats["randomization_correlation"] > INSENSITIVE_CORRELATION:
+    if stats.get("randomization_correlation", np.nan) > INSENSITIVE_CORRELATION:
         section.find(
             "warning",
             f"{name} maps barely change when the model's top layers are re-initialised "
@@ -278,6 +278,7 @@ def explanations(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             if flagged
             else f"no class relies on what lies {run['region']} (no shortcut found)."
         )
+        + "".join(f" Not run: {note}." for note in run.get("skipped", []))
     )
     section.method = (
         f"captum on the predicted class; per class the most confident correct predictions and "

@@ -32,6 +32,7 @@ from auditclf.analyses.bootstrap import clopper_pearson
 from auditclf.catalog import ATTACK_NORMS
 from auditclf.config import parse_eps, preset_note
 from auditclf.evidence import ATTR_PREFIX
+from auditclf.gradients import NO_GRADIENTS, WHITE_BOX_CHECKS
 from auditclf.keys import adv_column, attack_at, parse_adv_column
 from auditclf.keys.families import (
     CHECK,
@@ -53,6 +54,7 @@ BLACK_BOX_SLACK = 0.005
 REPEAT_ATOL = 1e-4
 LOSS_SLACK = 0.01
 BISECTION_CURVE = "minimal perturbation (PGD-L∞ bisection)"
+OUTCOME = {True: "pass", False: "FAIL", None: "n/a"}  # a check's result in its table
 
 
 @dataclass
@@ -288,7 +290,19 @@ def sanity_checks(
                 "more PGD steps raise the loss: the attack is optimising",
             )
         )
+    if not artifacts.get("gradients", True):
+        checks += _not_applicable({c.name for c in checks})
     return checks
+
+
+def _not_applicable(ran: set[str]) -> list[Check]:
+    """The white-box checks a model without gradients cannot take, marked not applicable
+    (neither passed nor failed: they do not make the numbers unreliable)."""
+    return [
+        Check(name, None, f"not run: {NO_GRADIENTS}", "needs a white-box (gradient) attack")
+        for name in WHITE_BOX_CHECKS
+        if name not in ran
+    ]
 
 
 def monotone(table: pd.DataFrame, grid: dict[str, list[str]]) -> pd.DataFrame:
@@ -323,10 +337,15 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section = Section("robustness", "Robustness")
     grid = attack_columns(table)
     table = monotone(table, grid)
-    if not grid or "attacked" not in table:
-        section.headline = "No attack ran (robustness.enabled is false)."
-        return section
     artifacts = ctx.artifacts.get("robustness", {})
+    if not grid or "attacked" not in table:
+        skipped = artifacts.get("skipped")
+        section.headline = (
+            f"No attack ran: {'; '.join(skipped)}."
+            if skipped
+            else "No attack ran (robustness.enabled is false)."
+        )
+        return section
     level = ctx.config.confidence_level
     attacked = table["attacked"] == 1
     n = int(attacked.sum())
@@ -417,13 +436,14 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
 
     checks = sanity_checks(table, grid, len(ctx.classes), artifacts)
     failed = [c for c in checks if c.passed is False]
+    applicable = [c for c in checks if c.passed is not None]
     section.put(RELIABLE.key(), 0.0 if failed else 1.0)
     for check in checks:
         if check.passed is not None:
             section.put(CHECK.key(check=check.name), 1.0 if check.passed else 0.0)
     section.tables["checks"] = Table(
         ["check", "result", "measured", "why it matters"],
-        [[c.name, "pass" if c.passed else "FAIL", c.measured, c.meaning] for c in checks],
+        [[c.name, OUTCOME[c.passed], c.measured, c.meaning] for c in checks],
         caption="Tolerance about one image unless stated; see How this was computed.",
     )
     if failed:
@@ -449,9 +469,14 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
 
     reference = artifacts.get("reference_eps")
     parts = [
-        f"{len(checks) - len(failed)} of {len(checks)} sanity checks passed, so these "
+        f"{len(applicable) - len(failed)} of {len(applicable)} sanity checks passed, so these "
         f"numbers are {'NOT ' if failed else ''}trustworthy."
     ]
+    if not artifacts.get("gradients", True):
+        parts.append(
+            f"Black-box attacks only: {NO_GRADIENTS}, so the white-box attacks, the minimal "
+            f"perturbation and {len(checks) - len(applicable)} white-box checks were not run."
+        )
     if reference in linf_eps:
         worst_acc = section.metrics.get(WORST_ACCURACY.key(eps=reference))
         parts.insert(
@@ -490,7 +515,18 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         "curve can rise with eps. The worst case at an eps counts an image fooled if any L∞ "
         "attack fooled it at that eps or a smaller one. The attacks table keeps each raw run "
         "(images attacked at that eps and fooled there). "
-        f"Intervals: exact {level:.0%} Clopper–Pearson. Minimal perturbation: bisection with "
+        f"Intervals: exact {level:.0%} Clopper–Pearson. "
+        + _min_eps_method(grid, artifacts)
+    )
+    return section
+
+
+def _min_eps_method(grid: dict, artifacts: dict) -> str:
+    """How the minimal perturbation was measured, or why it was not."""
+    if not artifacts.get("gradients", True):
+        return f"Minimal perturbation: not measured: it bisects with PGD-L∞, and {NO_GRADIENTS}."
+    return (
+        "Minimal perturbation: bisection with "
         f"deterministic PGD-L∞ to ±{artifacts.get('min_eps_tolerance', 0):.2g}"
         + (
             ", started inside the bracket the fixed-eps PGD-L∞ runs give each image (the "
@@ -500,7 +536,6 @@ def robustness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         )
         + "; the curve it gives is drawn beside the fixed-eps points."
     )
-    return section
 
 
 def _raw(table: pd.DataFrame, attack: str, eps: str) -> tuple[int, int]:

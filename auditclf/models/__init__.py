@@ -14,6 +14,7 @@ from auditclf import __version__
 from auditclf.config import ModelConfig
 from auditclf.data.lazy import SCAN_BLOCK, LazyImages, image_blocks, row_blocks
 from auditclf.errors import ModelRefused, UsageError
+from auditclf.gradients import NO_GRADIENTS
 from auditclf.models.adapter import ModelAdapter, conv_layers
 from auditclf.models.loading import (
     Checkpoint,
@@ -55,6 +56,12 @@ class PreparedModel:
     # scratch): not for a whole pickled model or a module passed in memory
     rebuildable: bool = True
 
+    @property
+    def gradients(self) -> bool:
+        """Whether gradients flow through the model (its adapter's, set by the loader):
+        without them only what queries the model runs (:mod:`auditclf.gradients`)."""
+        return self.adapter.gradients
+
     def card(self) -> dict:
         params = sum(p.numel() for p in self.adapter.net.parameters())
         return {
@@ -66,9 +73,19 @@ class PreparedModel:
             "normalization": self.spec["normalization"],
             "target_layer": self.adapter.target_layer_name,
             "pretrained": self.spec.get("pretrained"),
-            "notes": self.notes + _target_layer_notes(self.adapter),
+            "notes": self.notes + _target_layer_notes(self.adapter) + self._gradient_notes(),
             "unsafe_load": self.unsafe_load,
         }
+
+
+    def _gradient_notes(self) -> list[str]:
+        """What a model without gradients was audited by (none for a model with them)."""
+        if self.gradients:
+            return []
+        return [
+            f"{NO_GRADIENTS}: audited by queries only (clean metrics, calibration, fairness, "
+            "corruptions, black-box attacks, LIME); the Limitations name what was skipped"
+        ]
 
 
 def _target_layer_notes(adapter: ModelAdapter) -> list[str]:

@@ -43,6 +43,13 @@ class ModelAdapter(nn.Module):
     :func:`conv_layers` unless a name is given (a ViT's last block's patch grid;
     else the last ``nn.Conv2d``); None when the net has none.
     ``source`` names the model in errors (its checkpoint file, say).
+
+    ``gradients``: whether gradients flow through the network (white-box attacks, Grad-CAM,
+    Integrated Gradients, retraining). The loader that knows sets it (False for a model that
+    can only be queried, an ONNX file run by onnxruntime); None takes the network's own
+    declaration, its ``has_gradients`` attribute (default True). A forward pass that should
+    carry a gradient and does not is a refusal, never a silent zero gradient
+    (:meth:`forward`).
     """
 
     def __init__(
@@ -53,10 +60,13 @@ class ModelAdapter(nn.Module):
         target_layer: str | None = None,
         *,
         source: str = "the model",
+        gradients: bool | None = None,
     ) -> None:
         super().__init__()
         self.net = net
         self.source = source
+        declared = getattr(net, "has_gradients", True) if gradients is None else gradients
+        self.gradients = bool(declared)
         self.register_buffer(
             "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
         )
@@ -94,7 +104,23 @@ class ModelAdapter(nn.Module):
                 f"{self.source}: the model's forward returned {type(logits).__name__}, not a "
                 "tensor of logits; wrap it so that it returns the logits alone"
             )
+        if not logits.requires_grad and self._expects_gradient(x):
+            raise ModelRefused(
+                f"{self.source}: the model's output carries no gradient (its forward detaches "
+                "it or runs without autograd), so gradient attacks, Grad-CAM, Integrated "
+                "Gradients and training cannot run on it; declare it as a model without "
+                "gradients (has_gradients = False on the module) to audit it by queries only"
+            )
         return logits
+
+    def _expects_gradient(self, x: torch.Tensor) -> bool:
+        """Whether this pass should carry a gradient: a model with gradients, autograd on,
+        and the input or a weight requiring one (an attack's input, a training step's
+        weights). A model without gradients is never asked for one (the probes skip what
+        needs it), so its passes are not checked."""
+        if not (self.gradients and torch.is_grad_enabled()):
+            return False
+        return x.requires_grad or any(p.requires_grad for p in self.net.parameters())
 
 
 def pass_layout(x: torch.Tensor, model: nn.Module | None = None) -> torch.memory_format:

@@ -36,10 +36,11 @@ import torch.nn.functional as F
 import torchattacks
 from torch.overrides import TorchFunctionMode
 
-from auditclf.catalog import ATTACK_NORMS
+from auditclf.catalog import ATTACK_NORMS, BLACK_BOX_ATTACKS
 from auditclf.config import AUTOATTACK_TARGETS, RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
 from auditclf.errors import DataError
+from auditclf.gradients import NO_GRADIENTS
 from auditclf.keys import adv_column as column  # the one spelling of adv.<attack>@<eps>.<what>
 from auditclf.keys import gallery_array
 from auditclf.probes.base import PROBES, FixedChunks, PassSizes, ProbeContext, in_blocks
@@ -107,10 +108,10 @@ ATTACKS: Registry[type[Attack]] = Registry("attack")
 
 
 class _TorchAttack:
-    """What most attacks share: white-box, every attacked image, restarts as configured."""
+    """What most attacks share: every attacked image, restarts as configured; white-box
+    unless the catalog lists it among :data:`~auditclf.catalog.BLACK_BOX_ATTACKS`."""
 
     name: str
-    white_box = True
     on_correct_only = False
     min_classes = 2
     min_classes_reason = "a classifier needs at least 2 classes"
@@ -118,6 +119,10 @@ class _TorchAttack:
     @property
     def norm(self) -> str:
         return ATTACK_NORMS[self.name]
+
+    @property
+    def white_box(self) -> bool:
+        return self.name not in BLACK_BOX_ATTACKS
 
     def restarts(self, cfg: RobustnessConfig) -> int:
         return cfg.restarts
@@ -215,7 +220,6 @@ class Square(_TorchAttack):
     stratified ``square_samples`` images (queries are slow)."""
 
     name = "square"
-    white_box = False
     on_correct_only = True
 
     def restarts(self, cfg: RobustnessConfig) -> int:
@@ -591,15 +595,19 @@ class AttackRunner:
             (grad,) = torch.autograd.grad(loss.sum(), x)
             flat = grad.flatten(1)
             zero = (flat == 0).all(1) | ~torch.isfinite(flat).all(1)
-            again = _logits(self.model, x.detach())
-            repeat = (again - logits.detach()).abs().amax(1)
-            sums_to_one = (logits.detach().min(1).values >= 0) & (
-                (logits.detach().sum(1) - 1).abs() < 1e-4
-            )
-            return loss.detach(), zero, repeat, sums_to_one
+            return loss.detach(), zero, *_query_checks(self.model, x.detach(), logits.detach())
 
-        names = ("loss_clean", "grad_zero", "repeat_diff", "softmax_output")
+        names = ("loss_clean", "grad_zero", *QUERY_CHECKS)
         return _to_numpy(names, self.each_block(None, work))
+
+    def repeated_pass(self) -> dict[str, np.ndarray]:
+        """Per image, the checks that need no gradient (:func:`_query_checks`), for a model
+        without gradients."""
+
+        def work(_block, x, _y) -> tuple[torch.Tensor, ...]:
+            return _query_checks(self.model, x, _logits(self.model, x))
+
+        return _to_numpy(QUERY_CHECKS, self.each_block(None, work))
 
     def minimal_eps(
         self, rows: np.ndarray, high: float, bracket: tuple[np.ndarray, np.ndarray] | None = None
@@ -663,6 +671,17 @@ class AttackRunner:
         return torch.cat(self.each_block(rows, work)).cpu().numpy()
 
 
+def _query_checks(
+    model: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: the largest logit difference between ``logits`` and a second pass of the
+    same input, and whether the outputs look like probabilities (non-negative, summing to
+    one)."""
+    repeat = (_logits(model, x) - logits).abs().amax(1)
+    sums_to_one = (logits.min(1).values >= 0) & ((logits.sum(1) - 1).abs() < 1e-4)
+    return repeat, sums_to_one
+
+
 def _to_numpy(names: tuple[str, ...], per_block: list[tuple[torch.Tensor, ...]]) -> dict:
     """{name: the blocks' values concatenated, as NumPy}: one copy off the device per name."""
     return {
@@ -709,10 +728,10 @@ def training_attack(
 def adversarial_versions(ctx: ProbeContext, rows: np.ndarray) -> tuple[torch.Tensor, str] | None:
     """PGD-L∞ adversarial versions of the test images ``rows`` at the reference eps, against
     their true labels (the attribution probe explains them beside the clean images);
-    ``None`` when the robustness probe is off. They are the images the grid's PGD-L∞ run at
-    that eps made (first restart): the same per-image seeds."""
+    ``None`` when the robustness probe is off or the model has no gradients. They are the
+    images the grid's PGD-L∞ run at that eps made (first restart): the same per-image seeds."""
     cfg = ctx.robustness
-    if cfg is None or not cfg.enabled or len(rows) == 0:
+    if cfg is None or not cfg.enabled or not ctx.gradients or len(rows) == 0:
         return None
     eps_text = reference_eps(cfg, ctx.test.images.shape[1])
     runner = AttackRunner(ctx, np.asarray(rows))
@@ -767,15 +786,24 @@ def gallery(
     return notes, {gallery_array(k): v.astype(np.float32) for k, v in images.items()}
 
 
-def planned_attacks(cfg: RobustnessConfig, num_classes: int) -> list[str]:
-    """The configured attacks that can run with ``num_classes`` classes (APGD-DLR needs 3)."""
-    return [a for a in cfg.attacks if num_classes >= ATTACKS.get(a).min_classes]
+def planned_attacks(cfg: RobustnessConfig, num_classes: int, gradients: bool = True) -> list[str]:
+    """The configured attacks that can run with ``num_classes`` classes (APGD-DLR needs 3),
+    on a model with ``gradients`` or, without, the black-box ones only."""
+    return [
+        a
+        for a in cfg.attacks
+        if num_classes >= ATTACKS.get(a).min_classes
+        and (gradients or not ATTACKS.get(a)().white_box)
+    ]
 
 
-def planned_grid(cfg: RobustnessConfig, channels: int, num_classes: int) -> dict[str, list[str]]:
+def planned_grid(
+    cfg: RobustnessConfig, channels: int, num_classes: int, gradients: bool = True
+) -> dict[str, list[str]]:
     """{attack: eps labels} the probe will run, the large-eps point included: on PGD-L∞, or
     on APGD-CE when PGD-L∞ does not run (the AutoAttack preset)."""
-    grid = {a: radii(cfg, ATTACK_NORMS[a], channels) for a in planned_attacks(cfg, num_classes)}
+    planned = planned_attacks(cfg, num_classes, gradients)
+    grid = {a: radii(cfg, ATTACK_NORMS[a], channels) for a in planned}
     large = eps_label(cfg.large_eps)
     probe = LARGE_EPS_PROBE if LARGE_EPS_PROBE in grid else "apgd_ce"
     if probe in grid and large not in grid[probe]:
@@ -783,40 +811,53 @@ def planned_grid(cfg: RobustnessConfig, channels: int, num_classes: int) -> dict
     return grid
 
 
-def run_artifacts(cfg: RobustnessConfig, channels: int, num_classes: int, attacked: int) -> dict:
+def run_artifacts(
+    cfg: RobustnessConfig, channels: int, num_classes: int, attacked: int, gradients: bool = True
+) -> dict:
     """How the probe ran, for the analyses and the report."""
-    attacks = planned_attacks(cfg, num_classes)
+    attacks = planned_attacks(cfg, num_classes, gradients)
     return {
         "attacks": attacks,
+        "gradients": gradients,
         "reference_eps": reference_eps(cfg, channels),
         "large_eps": eps_label(cfg.large_eps),
         "square_samples": min(cfg.square_samples, attacked),
         "min_eps_tolerance": parse_eps(cfg.large_eps) / 2 ** (cfg.min_eps_iterations + 1),
-        "skipped": [
-            f"{name}: {ATTACKS.get(name).min_classes_reason}"
-            for name in cfg.attacks
-            if name not in attacks
-        ],
+        "skipped": [_skip_reason(name, num_classes) for name in cfg.attacks if name not in attacks],
     }
 
 
+def _skip_reason(name: str, num_classes: int) -> str:
+    """Why the configured attack ``name`` did not run: too few classes, or no gradients."""
+    method = ATTACKS.get(name)
+    if num_classes < method.min_classes:
+        return f"{name}: {method.min_classes_reason}"
+    return f"{name}: a white-box attack, and {NO_GRADIENTS}"
+
+
 def stand_in_columns(
-    cfg: RobustnessConfig, channels: int, num_classes: int, labels: np.ndarray
+    cfg: RobustnessConfig,
+    channels: int,
+    num_classes: int,
+    labels: np.ndarray,
+    gradients: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Columns shaped like the probe's (no image fooled), for dry runs that list metric keys."""
+    """Columns shaped like the probe's (no image fooled) on a model with ``gradients`` or
+    without, for dry runs that list metric keys."""
     columns = {"attacked": np.ones(len(labels))}
-    for name, grid in planned_grid(cfg, channels, num_classes).items():
+    for name, grid in planned_grid(cfg, channels, num_classes, gradients).items():
         for eps_text in grid:
             columns[column(name, eps_text, "pred")] = labels.astype(np.float64)
             columns[column(name, eps_text, "margin")] = np.ones(len(labels))
             columns[column(name, eps_text, "valid")] = np.ones(len(labels))
-    for key in SANITY_COLUMNS:
+    for key in SANITY_COLUMNS if gradients else QUERY_CHECKS:
         columns[f"sanity.{key}"] = np.zeros(len(labels))
-    if cfg.min_eps_samples:
+    if cfg.min_eps_samples and gradients:
         columns["min_eps"] = columns["min_eps.upper"] = np.full(len(labels), 0.1)
-    return columns, run_artifacts(cfg, channels, num_classes, len(labels))
+    return columns, run_artifacts(cfg, channels, num_classes, len(labels), gradients)
 
 
+QUERY_CHECKS = ("repeat_diff", "softmax_output")  # the sanity columns a query gives
 SANITY_COLUMNS = (
     "loss_clean",
     "grad_zero",
@@ -891,7 +932,7 @@ def attack_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
     cfg = ctx.robustness
     if cfg is None or not cfg.enabled:
         return table
-    grid = planned_grid(cfg, ctx.test.images.shape[1], len(ctx.classes))
+    grid = planned_grid(cfg, ctx.test.images.shape[1], len(ctx.classes), ctx.gradients)
     what = f"attacks on {ctx.label}" if ctx.label else "attacks"
     steps = sum(len(radii_) for radii_ in grid.values()) + 3  # + sanity, bisection, gallery
     with no_weight_gradients(ctx.model), ctx.progress.task(what, total=steps) as task:
@@ -931,11 +972,9 @@ def _attack_probe(ctx: ProbeContext, table: pd.DataFrame, grid: dict, task: Task
             if name == "pgd_linf":
                 pgd_ladder[eps_text] = out
     task.advance(0, "sanity checks: input gradients, repeated pass, loss after half the steps")
-    for key, values in runner.clean_loss_and_gradients().items():
-        put(f"sanity.{key}", values.astype(np.float64))
-    _loss_check(runner, put, reference, pgd_ladder.get(reference))
+    _sanity(runner, put, reference, pgd_ladder.get(reference))
     task.advance(1, f"minimal perturbation: bisection on {cfg.min_eps_samples} images")
-    if cfg.min_eps_samples:
+    if cfg.min_eps_samples and ctx.gradients:
         rows = runner.stratified_rows(cfg.min_eps_samples)
         large = parse_eps(cfg.large_eps)
         wrong = runner.clean_pred[rows] != labels[rows]
@@ -944,17 +983,29 @@ def _attack_probe(ctx: ProbeContext, table: pd.DataFrame, grid: dict, task: Task
         put("min_eps", estimate, rows)
         put("min_eps.upper", upper, rows)
     task.advance(1, "gallery")
-    if cfg.gallery_per_class:
+    if cfg.gallery_per_class and ctx.gradients:
         ctx.artifacts["gallery"], images = gallery(
             runner, reference, cfg.gallery_per_class, ctx.classes
         )
         ctx.arrays.update(images)
-    ctx.artifacts["robustness"] = run_artifacts(cfg, channels, len(ctx.classes), len(subset)) | {
-        "passes": runner.sizes.record()
-    }
+    ctx.artifacts["robustness"] = run_artifacts(
+        cfg, channels, len(ctx.classes), len(subset), ctx.gradients
+    ) | {"passes": runner.sizes.record()}
     task.advance()
     # joined in one step: inserting ~100 columns one by one fragments the frame
     return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
+
+
+def _sanity(runner: AttackRunner, put, reference: str, full: dict | None) -> None:
+    """The sanity columns: input gradients, a repeated pass and the loss check, or the
+    repeated pass alone on a model without gradients."""
+    if not runner.ctx.gradients:
+        for key, values in runner.repeated_pass().items():
+            put(f"sanity.{key}", values.astype(np.float64))
+        return
+    for key, values in runner.clean_loss_and_gradients().items():
+        put(f"sanity.{key}", values.astype(np.float64))
+    _loss_check(runner, put, reference, full)
 
 
 def _loss_check(runner: AttackRunner, put, reference: str, full: dict | None) -> None:

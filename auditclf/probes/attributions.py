@@ -34,6 +34,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Lime, LimeBase
 from scipy.stats import spearmanr
 
+from auditclf.gradients import NO_GRADIENTS, gradient_methods
 from auditclf.keys import explain_column
 from auditclf.probes.attacks import adversarial_versions
 from auditclf.probes.base import PROBES, ProbeContext
@@ -104,15 +105,24 @@ def curve_areas(
     return area(deletion), area(insertion)
 
 
-def randomized_copy(model, layers: int, seed: int):
-    """A copy of ``model`` whose top ``layers`` parametrised modules are re-initialised."""
-    clone = copy.deepcopy(model)
-    modules = [
+def _parametrised(model) -> list:
+    """The modules of ``model`` that hold trainable weights and can re-initialise them."""
+    return [
         m
-        for m in clone.modules()
+        for m in model.modules()
         if hasattr(m, "reset_parameters")
         and any(p.requires_grad for p in m.parameters(recurse=False))
     ]
+
+
+def randomized_copy(model, layers: int, seed: int):
+    """A copy of ``model`` whose top ``layers`` parametrised modules are re-initialised;
+    None when it has none (a model run by another runtime holds no torch layers): the
+    sanity check cannot run, and an unchanged copy would fail it for the method's fault."""
+    if not _parametrised(model):
+        return None
+    clone = copy.deepcopy(model)
+    modules = _parametrised(clone)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     for module in modules[-layers:]:
@@ -233,6 +243,8 @@ class GradCam:
     """Grad-CAM on the adapter's target layer (:func:`gradcam_maps`)."""
 
     def unavailable(self, model) -> str | None:
+        if not getattr(model, "gradients", True):
+            return f"Grad-CAM: it follows the model's gradients, and {NO_GRADIENTS}"
         if model.target_layer is None:
             return "Grad-CAM: the model has no convolutional layer to take it from"
         return None
@@ -245,7 +257,9 @@ class GradCam:
 class IntegratedGradientsMethod:
     """Integrated Gradients from a black baseline in ``ig_steps`` steps (:func:`ig_maps`)."""
 
-    def unavailable(self, model) -> None:
+    def unavailable(self, model) -> str | None:
+        if not getattr(model, "gradients", True):
+            return f"Integrated Gradients: it integrates the model's gradients, and {NO_GRADIENTS}"
         return None
 
     def maps(self, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, np.ndarray]:
@@ -315,6 +329,10 @@ def region_share(heat: np.ndarray, region: np.ndarray) -> float:
 
 
 IG = "integrated_gradients"
+NO_LAYERS = (
+    "the model-randomisation check (Adebayo et al. 2018): the model has no torch layers "
+    "to re-initialise"
+)
 SWAP_DONORS = 4  # other test images whose region each explained image receives
 
 
@@ -405,11 +423,20 @@ def _run_notes(cfg, methods, skipped, explained, region, has_masks, eps) -> dict
 
 
 def stand_in_columns(
-    cfg, labels: np.ndarray, num_classes: int, *, has_masks: bool, adversarial: bool
+    cfg,
+    labels: np.ndarray,
+    num_classes: int,
+    *,
+    has_masks: bool,
+    adversarial: bool,
+    gradients: bool = True,
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Columns and run notes shaped like the probe's (the first row of each class explained,
     flat maps), for dry runs that list the metric keys a run will produce; a class without
-    test images has none explained, as in a real run."""
+    test images has none explained, as in a real run. On a model without ``gradients`` only
+    the gradient-free methods run, and no adversarial map is made."""
+    methods = [m for m in cfg.methods if gradients or m not in gradient_methods([m])]
+    adversarial = adversarial and gradients
     firsts = [np.flatnonzero(labels == label)[:1] for label in range(num_classes)]
     rows = [int(first[0]) for first in firsts if len(first)]
     half, zero, one = [0.5] * len(rows), [0.0] * len(rows), [1.0] * len(rows)
@@ -433,10 +460,10 @@ def stand_in_columns(
     if has_masks:
         per_image["mask_area"] = half
         scores |= {"mask_mass": one, "pointing_hit": one}
-    per_method = {m: scores | ({"convergence_delta": zero} if m == IG else {}) for m in cfg.methods}
+    per_method = {m: scores | ({"convergence_delta": zero} if m == IG else {}) for m in methods}
     region = "outside the object" if has_masks else "on the image border"
     notes = _run_notes(
-        cfg, cfg.methods, [], len(rows), region, has_masks, "0.1" if adversarial else None
+        cfg, methods, [], len(rows), region, has_masks, "0.1" if adversarial else None
     )
     return explain_columns(len(labels), rows, per_image, per_method), notes
 
@@ -491,6 +518,8 @@ def _explain(
     swap_flips = region_swap_flips(model, x, target, region, donors, donor_regions)
     adversarial = adversarial_versions(ctx, np.asarray(rows))
     random_model = randomized_copy(model, cfg.randomized_layers, ctx.seed)
+    if random_model is None:
+        skipped = [*skipped, NO_LAYERS]
     random_order = torch.stack(
         [torch.randperm(h * w, generator=torch_generator(ctx.seed, "order", i)) for i in ids]
     ).to(ctx.device)
@@ -519,10 +548,12 @@ def _explain(
         order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
         deletion, insertion = curve_areas(model, x, target, order, cfg.curve_steps)
         flat = maps.flatten(1).cpu().numpy()
-        variants = {
-            "randomization": _maps(method, random_model, x, target, cfg, ids, ctx.seed)[0],
-            "noise": _maps(method, model, noisy, target, cfg, ids, ctx.seed)[0],
-        }
+        variants = {}
+        if random_model is not None:
+            variants["randomization"] = _maps(
+                method, random_model, x, target, cfg, ids, ctx.seed
+            )[0]
+        variants["noise"] = _maps(method, model, noisy, target, cfg, ids, ctx.seed)[0]
         if adversarial is not None:
             variants["adversarial"] = _maps(
                 method, model, adversarial[0], target, cfg, ids, ctx.seed

@@ -114,6 +114,12 @@ class ProbeContext:
                 "corruptions", self.corruptions, self.device.type
             )[0]
 
+    @property
+    def gradients(self) -> bool:
+        """Whether gradients flow through the model (its adapter says; a bare module passed
+        by a test has them): without, the probes run only what queries the model."""
+        return getattr(self.model, "gradients", True)
+
 
 class FixedChunks(nn.Module):
     """The model, evaluated in passes of exactly ``sizes.chunk`` images.

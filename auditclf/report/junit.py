@@ -72,6 +72,8 @@ def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
                 case = ET.Element("testcase", classname=where, name=name)
                 if outcome == "warn":  # a finding, not a failure: shown like a warn gate
                     ET.SubElement(case, "skipped", message=f"WARNING: {measured}", type="warning")
+                elif outcome == "n/a":  # a check this run could not take (no gradients)
+                    ET.SubElement(case, "skipped", message=measured, type="NotApplicable")
                 elif outcome != "pass":
                     failure = ET.SubElement(
                         case, "failure", message=measured, type="SanityCheckFailed"

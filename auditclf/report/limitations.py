@@ -12,7 +12,9 @@ from auditclf.device_defaults import describe_defaults
 
 
 def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
-    """What this run did not check, and why; sample-size caveats."""
+    """What this run did not check, and why (``artifacts["skipped"]``: the sections a model
+    without gradients could not run, :func:`auditclf.gradients.skipped_sections`);
+    sample-size caveats."""
     items: list[dict] = []
     explained = artifacts.get("explanations")
     if not config.explain.enabled:
@@ -56,6 +58,7 @@ def limitations(data: dict, config: AuditConfig, artifacts: dict) -> list[dict]:
                 "attacker; L0, patch and physical attacks are not tested",
             }
         )
+    items += artifacts.get("skipped", [])  # what a model without gradients could not run
     items.append(_corruption_limitation(config, artifacts.get("corruption")))
     items += fairness_limitations(data, config)
     test_count = data["split_counts"]["test"]

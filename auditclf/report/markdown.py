@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import re
 
+from auditclf.gradients import WITHOUT_GRADIENTS
 from auditclf.keys import checks_sentence
 from auditclf.keys.families import (
     CORRUPTION_MEAN_ACCURACY,
@@ -137,6 +138,9 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
     if view.warnings:
         lines += ["", "**Findings**", ""]
         lines += [f"- {_escape(f['severity'])}: {_escape(f['message'])}" for f in view.warnings]
+    for item in result.limitations:  # what a model without gradients could not run
+        if item["section"].endswith(WITHOUT_GRADIENTS):
+            lines += ["", f"Skipped ({_escape(item['section'])}): {_escape(item['reason'])}."]
     ran = {section["name"] for section in baseline.sections if section.get("tables")}
     not_checked = [
         item["section"]
