@@ -131,10 +131,7 @@ def build_card(view: ReportView) -> dict:
     result = view.result
     baseline = result.models["baseline"]
     title = f"Model card: {baseline.card['architecture']} on {result.data['dataset']}"
-    summary = (
-        f"Verdict {str(view.verdict).upper()}; {number(len(view.gates))} gate(s), "
-        f"{number(view.failed)} failed. {SOURCE}"
-    )
+    summary = f"Verdict {str(view.verdict).upper()} (gates under Quantitative analyses). {SOURCE}"
     sections = [
         ("Model details", _model_details(result)),
         ("Intended use", _intended_use(result)),
