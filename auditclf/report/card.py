@@ -6,9 +6,11 @@ from the audit.
 The card is built from the result alone, that is report.json's content, never from the
 model or the data, so ``auditclf report DIR`` and ``auditclf gate --out`` write the same
 card from a saved report. Every number it shows is a value of report.json printed by
-:func:`number` (or a confidence level by :func:`percent`); text from the config (``card:``),
-the data (class and group names) or a saved report is escaped by the renderer that prints
-it: :func:`render_card_markdown` here, jinja2's autoescape in report.html.
+:func:`number` (or a confidence level by :func:`percent`), or a count of its entries. Text
+from the config (``card:``), the data (class and group names) or a saved report is escaped
+by the renderer that prints it: :func:`render_card_markdown` here, jinja2's autoescape in
+report.html. Class and group names are cut for display as everywhere in the report
+(``figures.short_label``).
 
 :func:`build_card` gives the card as plain data, read by both renderers: a title, a summary
 and sections of blocks: ``{"kind": "text", "text": ...}``, ``{"kind": "list", "entries":
@@ -36,6 +38,7 @@ from auditclf.keys.families import (
     WORST_ACCURACY,
     WORST_CLASS_RECALL,
 )
+from auditclf.report.figures import short_label
 from auditclf.report.mdtext import code_span, escape
 from auditclf.report.view import ReportView, missing, reference_eps
 from auditclf.results import AuditResult, ModelResult
@@ -222,7 +225,7 @@ def _training(result: AuditResult) -> list[dict]:
 
 def _intended_use(result: AuditResult) -> list[dict]:
     statements = _statements(result)
-    classes = ", ".join(map(str, result.data.get("classes", [])))
+    classes = ", ".join(map(short_label, result.data.get("classes", [])))
     return [
         _table(
             ["use", "as the model's owners state it"],
@@ -300,7 +303,7 @@ def _training_data(result: AuditResult) -> list[dict]:
     distribution = data.get("class_distribution", {})
     splits = [split for split in ("train", "val", "test") if split in distribution]
     rows = [
-        [name, *(number(distribution[split].get(name)) for split in splits)]
+        [short_label(name), *(number(distribution[split].get(name)) for split in splits)]
         for name in data.get("classes", [])
     ]
     ratio = result.models["baseline"].metrics.get(IMBALANCE_RATIO.key())
@@ -359,7 +362,7 @@ def _groups(result: AuditResult) -> list[dict]:
         prefix = attribute["prefix"]
         rows.append(
             [
-                attribute["name"],
+                short_label(attribute["name"]),
                 number(metrics.get(f"{prefix}accuracy.min")),
                 number(metrics.get(f"{prefix}accuracy.max")),
                 estimate(metrics, f"{prefix}accuracy.difference"),
