@@ -132,20 +132,20 @@ def test_every_number_in_the_card_is_a_value_of_report_json(digits_run, gated_ru
     assert "| `performance.accuracy >= 0.99` |" in (gated_run / "model_card.md").read_text()
 
 
-def test_exported_files_are_listed_from_their_deploy_keys(digits_run):
+def test_exported_files_and_shift_sets_are_listed_from_their_keys(digits_run):
     result = AuditResult.load(digits_run / "report.json")
     metrics = result.models["baseline"].metrics
-    metrics.update(
-        {
-            "deploy.onnx-int8.agreement": 0.98,
-            "deploy.onnx-int8.agreement.ci_low": 0.95,
-            "deploy.onnx-int8.agreement.ci_high": 0.99,
-            "deploy.onnx-int8.size_mb": 0.0521,
-        }
-    )
+    for key, values in {
+        "deploy.onnx-int8.agreement": (0.98, 0.95, 0.99),
+        "shift.scanner-b.accuracy": (0.7, 0.6, 0.8),
+        "shift.scanner-b.accuracy.gap": (0.16, 0.05, 0.27),
+    }.items():
+        metrics.update(zip((key, f"{key}.ci_low", f"{key}.ci_high"), values, strict=True))
+    metrics["deploy.onnx-int8.size_mb"] = 0.0521
     card = render_card_markdown(build_view(result))
     assert "| onnx-int8 | `deploy.onnx-int8.agreement` | 0.98 \\[0.95, 0.99\\] |" in card
     assert "| onnx-int8 | `deploy.onnx-int8.size_mb` | 0.0521 |" in card
+    assert "| `shift.scanner-b.accuracy` | 0.7 \\[0.6, 0.8\\] | 0.16 \\[0.05, 0.27\\] |" in card
     assert "ci\\_low" not in card and "none was exported" not in card
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from auditclf.keys import interval_keys
+from auditclf.keys import interval_keys, parse
 from auditclf.keys.families import (
     ACCURACY,
     BALANCED_ACCURACY,
@@ -35,8 +35,10 @@ from auditclf.keys.families import (
     ECE,
     IMBALANCE_RATIO,
     RELIABLE,
+    SHIFT_ACCURACY,
     WORST_ACCURACY,
     WORST_CLASS_RECALL,
+    KeyFamily,
 )
 from auditclf.report.figures import short_label
 from auditclf.report.mdtext import code_span, escape
@@ -382,7 +384,7 @@ def _robustness(result: AuditResult) -> list[dict]:
     if not section.get("tables"):
         return [_text("Robustness to attacks: not measured in this run.")]
     metrics = result.models["baseline"].metrics
-    keys = [k for k in metrics if k.startswith("robustness.worst@") and k.endswith(".accuracy")]
+    keys = _of_family(metrics, WORST_ACCURACY)
     rows = [[code(key), estimate(metrics, key)] for key in keys]
     reference = reference_eps(result.models["baseline"])
     return [
@@ -391,6 +393,16 @@ def _robustness(result: AuditResult) -> list[dict]:
         ),
         _table(["worst case over the attacks", "accuracy [interval]"], rows),
     ]
+
+
+def _of_family(metrics: dict, family: KeyFamily) -> list[str]:
+    """The keys of ``metrics`` in ``family``, interval bounds left out."""
+    found = []
+    for key in metrics:
+        parsed = parse(key)
+        if parsed is not None and parsed.family is family and parsed.bound is None:
+            found.append(key)
+    return found
 
 
 def _corruptions(result: AuditResult) -> list[dict]:
@@ -402,10 +414,10 @@ def _corruptions(result: AuditResult) -> list[dict]:
 
 def _shift(result: AuditResult) -> list[dict]:
     metrics = result.models["baseline"].metrics
-    keys = [k for k in metrics if k.startswith("shift.") and k.endswith(".accuracy")]
+    keys = _of_family(metrics, SHIFT_ACCURACY)
     if not keys:
         return [_text("Distribution shift: no second test set was audited.")]
-    rows = [[code(key), estimate(metrics, key), number(metrics.get(f"{key}.gap"))] for key in keys]
+    rows = [[code(key), estimate(metrics, key), estimate(metrics, f"{key}.gap")] for key in keys]
     return [
         _text(f"Distribution shift: {_section(result, 'shift').get('headline', '')}"),
         _table(["key", "accuracy [interval]", "gap to the test accuracy"], rows),
