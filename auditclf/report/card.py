@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from auditclf.keys import interval_keys, parse
+from auditclf.keys import interval_keys, model_key, parse
 from auditclf.keys.families import (
     ACCURACY,
     BALANCED_ACCURACY,
@@ -441,12 +441,16 @@ def _explanations(result: AuditResult) -> list[dict]:
 
 
 def _deployment(result: AuditResult) -> list[dict]:
-    """The exported files' parity, latency and size: every ``deploy.`` key, as found."""
-    metrics = result.models["baseline"].metrics
-    keys = [k for k in metrics if k.startswith("deploy.") and not k.endswith(_BOUND_SUFFIXES)]
-    if not keys:
+    """The exported files' parity, latency and size: every ``deploy.`` key of every model,
+    as found, spelt as gates spell it (``hardened.deploy.onnx.agreement``)."""
+    rows = [
+        [key.split(".")[1], code(model_key(name, key)), estimate(model.metrics, key)]
+        for name, model in result.models.items()
+        for key in model.metrics
+        if key.startswith("deploy.") and not key.endswith(_BOUND_SUFFIXES)
+    ]
+    if not rows:
         return [_text("Exported models: none was exported and audited in this run.")]
-    rows = [[k.split(".")[1], code(k), estimate(metrics, k)] for k in keys]
     return [
         _text("Exported models, each audited through its own runtime:"),
         _table(["format", "key", "value [interval]"], rows),
