@@ -261,7 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--config", type=Path, help="YAML config whose gates/regression to use")
     _add_baseline_flags(gate)
     gate.add_argument(
-        "--out", type=Path, help="also write report.json/html, junit.xml, summary.md here"
+        "--out",
+        type=Path,
+        help="also write report.json/html, junit.xml, summary.md, model_card.md here",
     )
     gate.add_argument("--templates", type=Path, help="folder of jinja2 templates (with --out)")
     gate.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -640,6 +640,24 @@ class ReportConfig(_Strict):
     title: str | None = Field(None, description="page title; default: architecture on dataset")
 
 
+class CardConfig(_Strict):
+    """What the model card says that no audit can measure: what the model is for and who
+    answers for it. Each is shown as written (escaped) in model_card.md and report.html;
+    one left out reads "not stated"."""
+
+    intended_use: str | None = Field(
+        None, description="the uses the model is meant for (users, setting, inputs)"
+    )
+    out_of_scope: str | None = Field(
+        None, description="uses the model is not meant for, or was not audited for"
+    )
+    owners: list[str] = Field(
+        default_factory=list, description="people or teams who answer for the model"
+    )
+    license: str | None = Field(None, description="the model's licence")
+    contact: str | None = Field(None, description="where to send questions or problems")
+
+
 class GateSpec(_Strict):
     """A gate in mapping form: `metric`, then `min` and/or `max` (both: a range), and options."""
 
@@ -744,6 +762,7 @@ class AuditConfig(_Strict):
     fairness: FairnessConfig = FairnessConfig()
     shift: ShiftConfig = ShiftConfig()
     report: ReportConfig = ReportConfig()
+    card: CardConfig = CardConfig()
     regression: RegressionConfig = RegressionConfig()
     gates: list[GateEntry] = Field(
         default_factory=list,

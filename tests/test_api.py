@@ -24,7 +24,14 @@ CLEAN_ONLY = {
     "corruptions": {"enabled": False},
     "analyses": {"bootstrap": 20},
 }
-REPORT_FILES = {"report.html", "report.json", "samples.csv", "junit.xml", "summary.md"}
+REPORT_FILES = {
+    "report.html",
+    "report.json",
+    "samples.csv",
+    "junit.xml",
+    "summary.md",
+    "model_card.md",
+}
 
 
 def _tiny_net() -> nn.Module:

@@ -22,6 +22,7 @@ OUTPUTS = (
     "samples.csv",
     "junit.xml",
     "summary.md",
+    "model_card.md",
     "model.safetensors",
     "model.json",
 )

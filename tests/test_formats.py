@@ -75,6 +75,7 @@ def test_gate_judges_a_saved_run_as_the_run_did(gated_run, digits_run, tmp_path)
     assert result.status == 1 and before["verdict"] == after["verdict"] == "fail"
     assert after["gates"] == before["gates"]
     assert (out / "summary.md").read_text() == (gated_run / "summary.md").read_text()
+    assert (out / "model_card.md").read_text() == (gated_run / "model_card.md").read_text()
 
 
 def test_summary_renders_as_markdown_with_the_gate_table(gated_run):

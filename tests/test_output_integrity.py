@@ -29,7 +29,14 @@ from auditclf.io import SLOW_COMMIT_ENV, StagedOutput, remove_abandoned_staging
 from tests.conftest import MINIMAL_CONFIG, cli
 
 REPO = Path(__file__).resolve().parents[1]
-NEW_SET = {"report.html", "report.json", "samples.csv", "junit.xml", "summary.md"}
+NEW_SET = {
+    "report.html",
+    "report.json",
+    "samples.csv",
+    "junit.xml",
+    "summary.md",
+    "model_card.md",
+}
 # The cheapest audit that still writes a whole report: the digits run's model, no attacks,
 # attributions, fairness or hardening, so it writes no weights and none of hardened.*.
 TINY_CONFIG = MINIMAL_CONFIG.replace("seed: 0", "seed: 7") + "data:\n  dataset: digits\n"

@@ -1,5 +1,5 @@
 """The report files of a result: report.html, report.json, artifacts.npz, junit.xml,
-summary.md.
+summary.md, model_card.md.
 
 The report package renders and writes report files only; a run's other outputs
 (samples.csv, trained weights) are written by :mod:`auditclf.api` beside them.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from auditclf.io import StagedOutput
 from auditclf.report.artifacts import ARTIFACT_FILE, write_artifacts
+from auditclf.report.card import CARD_FILE, render_card_markdown
 from auditclf.report.html import render_html
 from auditclf.report.junit import render_junit
 from auditclf.report.markdown import render_markdown
@@ -43,8 +44,9 @@ def report_title(result: AuditResult) -> str | None:
 def write_reports(
     staged: StagedOutput, result: AuditResult, *, templates: Path | None, title: str | None
 ) -> None:
-    """Render the reader-facing files (html, md, junit), artifacts.npz (the images and maps
-    the html inlines) and report.json (which references artifacts.npz) into ``staged``."""
+    """Render the reader-facing files (html, summary.md, model_card.md, junit), artifacts.npz
+    (the images and maps the html inlines) and report.json (which references artifacts.npz)
+    into ``staged``."""
     write_artifacts(staged.path(ARTIFACT_FILE), result)
     result.run["durations"].pop("report", None)  # a re-render's page shows what the run's did
     started = time.perf_counter()
@@ -52,6 +54,7 @@ def write_reports(
     page = render_html(result, templates=templates, title=title, view=view)
     staged.write_text("report.html", page)
     staged.write_text("summary.md", render_markdown(result, view=view))
+    staged.write_text(CARD_FILE, render_card_markdown(view))
     staged.write_text("junit.xml", render_junit(result, view=view))
     result.run["durations"]["report"] = time.perf_counter() - started
     staged.write_text("report.json", result.to_json())

@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from auditclf.errors import UsageError
 from auditclf.keys.families import CORRUPTION_RELIABLE, RELIABLE
+from auditclf.report.card import build_card
 from auditclf.report.figures import (
     FIGURE_TITLES,
     attack_gallery,
@@ -191,4 +192,5 @@ def render_html(
         fairness_ledger=view.rebalanced,
         reliable_key=RELIABLE.key(),
         corruption_reliable_key=CORRUPTION_RELIABLE.key(),
+        model_card=build_card(view),
     )

@@ -7,9 +7,6 @@ Markdown, so no name can open a link, an image, raw HTML or a new table row.
 
 from __future__ import annotations
 
-import html
-import re
-
 from auditclf.gradients import WITHOUT_GRADIENTS
 from auditclf.keys import checks_sentence
 from auditclf.keys.families import (
@@ -19,36 +16,12 @@ from auditclf.keys.families import (
     WORST_ACCURACY,
 )
 from auditclf.report.html import fmt_cell
+from auditclf.report.mdtext import code_span as _code
+from auditclf.report.mdtext import escape as _escape
 from auditclf.report.view import ReportView, build_view
 from auditclf.results import AuditResult, GateOutcome
 
 ICONS = {"pass": "✅", "fail": "❌", "unreliable": "⚠️", "error": "💥"}
-
-
-# Markdown punctuation that could start a link or image ([ ]), code (`), emphasis, or a table
-# cell (|), and the backslash, so that one in the text cannot undo an escape.
-_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_~\[\]|])")
-
-
-def _one_line(text) -> str:
-    return " ".join(str(text).splitlines())
-
-
-def _escape(text) -> str:
-    """Text shown as written: on one line, HTML and Markdown punctuation escaped."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(_one_line(text), quote=False))
-
-
-def _code(text) -> str:
-    """A code span holding ``text`` literally: fenced by more backticks than it contains.
-
-    Inside a code span HTML is inert and backslashes are literal; only ``|``
-    needs ``\\|``, which GitHub tables resolve before the span is read.
-    """
-    text = _one_line(text).replace("|", "\\|")
-    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _gate_row(gate: GateOutcome) -> str:
