@@ -417,7 +417,7 @@ def _method(ctx: AnalysisContext, out: Outcomes, n: int) -> str:
         "on the model's device (torchvision.transforms.v2 ops where torchvision has the "
         "operation), each image's random draws seeded by (run seed "
         f"{ctx.seed}, 'corruption', sample id), the same for every model and severity. "
-        "Severity parameters in [0, 1] pixel units are in the table below. Accuracy per "
+        "Severity parameters in [0, 1] pixel units: the report's severity table. Accuracy per "
         f"severity with exact {ctx.config.confidence_level:.0%} intervals; means over "
         f"severities with a {ctx.config.bootstrap}-draw bootstrap over images. ECE: "
         f"{ctx.config.ece_bins} equal-width bins over all severities' predictions. "
