@@ -633,6 +633,28 @@ class ShiftConfig(_Strict):
         return self
 
 
+class ExportConfig(_Strict):
+    """What ships: the audited model exported (ONNX, TorchScript, int8 ONNX) to
+    ``<out>/export/``, each file audited through its own runtime for parity with the PyTorch
+    model, accuracy, calibration, latency and size (keys ``deploy.<format>.*``)."""
+
+    formats: list[Literal["onnx", "torchscript", "onnx-int8"]] = Field(
+        default_factory=list, description="formats to export and audit; [] = none"
+    )
+    which: Literal["baseline", "hardened", "rebalanced"] = Field(
+        "baseline", description="the audited model that is exported"
+    )
+    calibration_images: int = Field(
+        200,
+        ge=0,
+        description="training images calibrating int8 static quantization; 0 = dynamic "
+        "quantization (weights only)",
+    )
+    latency_repeats: int = Field(
+        50, ge=1, description="timed batch-1 passes (after warm-up) for the latency percentiles"
+    )
+
+
 class ReportConfig(_Strict):
     """The report's look: templates and title."""
 
@@ -743,6 +765,7 @@ class AuditConfig(_Strict):
     explain: ExplainConfig = ExplainConfig()
     fairness: FairnessConfig = FairnessConfig()
     shift: ShiftConfig = ShiftConfig()
+    export: ExportConfig = ExportConfig()
     report: ReportConfig = ReportConfig()
     regression: RegressionConfig = RegressionConfig()
     gates: list[GateEntry] = Field(

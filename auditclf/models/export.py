@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from auditclf.errors import UsageError
 from auditclf.models.adapter import ModelAdapter
 
 FORMATS = ("onnx", "torchscript", "onnx-int8")
@@ -39,16 +38,6 @@ class Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
-
-
-def parse_formats(text: str | list[str]) -> list[str]:
-    """``onnx,torchscript`` (or a list) → the formats, checked, in FORMATS order."""
-    names = text.split(",") if isinstance(text, str) else list(text)
-    names = [name.strip() for name in names if name.strip()]
-    unknown = [name for name in names if name not in FORMATS]
-    if unknown:
-        raise UsageError(f"unknown export format {unknown[0]!r}; choose from {', '.join(FORMATS)}")
-    return [name for name in FORMATS if name in names]
 
 
 def export_path(folder: Path, which: str, fmt: str) -> Path:
