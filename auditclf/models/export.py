@@ -32,7 +32,8 @@ class Normalized(nn.Module):
 
     def __init__(self, adapter: ModelAdapter) -> None:
         super().__init__()
-        self.net = copy.deepcopy(adapter.net).to("cpu").eval()
+        self.net = copy.deepcopy(adapter.net).to("cpu", memory_format=torch.contiguous_format)
+        self.net.eval()
         self.register_buffer("mean", adapter.mean.detach().to("cpu").clone())
         self.register_buffer("std", adapter.std.detach().to("cpu").clone())
 
