@@ -784,6 +784,21 @@ class AuditConfig(_Strict):
             )
         return value
 
+    @model_validator(mode="after")
+    def _exported_model_is_audited(self) -> AuditConfig:
+        audited = {
+            "baseline": True,
+            "hardened": self.harden.method != "none",
+            "rebalanced": bool(self.fairness.rebalance),
+        }
+        if self.export.formats and not audited[self.export.which]:
+            needs = "harden.method" if self.export.which == "hardened" else "fairness.rebalance"
+            raise ValueError(
+                f"export.which is {self.export.which!r}, a model this run does not audit "
+                f"(set {needs}, or export the baseline)"
+            )
+        return self
+
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)

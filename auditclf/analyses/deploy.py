@@ -108,17 +108,32 @@ def _one_format(section: Section, fmt: str, table: pd.DataFrame, ctx: AnalysisCo
             "points",
             metric=agreement_key,
         )
+    return _ledger_row(fmt, record, paired, accuracy, drop, logit_diff, level)
+
+
+def _ledger_row(fmt, record, paired, accuracy, drop, logit_diff, level) -> list:
+    """One format's row of the ledger (differences and timings as text: their scales)."""
+    n, agree = paired["n"], paired["agree"]
     return [
         fmt,
         record["file"],
-        agreement,
+        agree / n if n else None,
+        list(clopper_pearson(agree, n, level)),
         accuracy,
         drop,
-        logit_diff,
-        record["latency_p95_ms"],
-        record["throughput"],
+        f"{logit_diff:.1e}",
+        f"{record['latency_p95_ms']:.3g}",
+        f"{record['throughput']:,.0f}",
         record["size_mb"],
+        _how(record),
     ]
+
+
+def _how(record: dict) -> str:
+    """How a file was made: the quantization that ran, the ONNX opset, or the exporter."""
+    if record.get("method"):
+        return record["method"]
+    return f"opset {record['opset']}" if "opset" in record else record.get("exporter", "")
 
 
 def _present(table: pd.DataFrame, formats: list[str]) -> list[str]:
@@ -146,16 +161,18 @@ def deploy(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
             "format",
             "file",
             "agreement",
+            f"{ctx.config.confidence_level:.0%} CI",
             "accuracy",
             "accuracy drop",
             "max |Δ logit|",
             "latency p95 (ms)",
             "images/s",
             "size (MB)",
+            "how it was made",
         ],
         [
-            ["pytorch", "(in memory)", 1.0, float(table["correct"].mean()), 0.0, 0.0]
-            + [pytorch["latency_p95_ms"], pytorch["throughput"], None],
+            ["pytorch", "(in memory)", 1.0, None, float(table["correct"].mean()), 0.0, "0"]
+            + [f"{pytorch['latency_p95_ms']:.3g}", f"{pytorch['throughput']:,.0f}", None, ""],
             *ledger,
         ],
         caption="What deployment cost: each exported file against the PyTorch model it "
@@ -166,8 +183,8 @@ def deploy(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
     section.headline = (
         f"{len(formats)} exported file(s) audited on {len(table)} test images; the least "
         f"faithful, {worst[0]}, agrees with the PyTorch model on {worst[2]:.2%} of them "
-        f"(accuracy drop {100 * worst[4]:+.1f} points, largest logit difference "
-        f"{worst[5]:.2e})."
+        f"(accuracy drop {100 * worst[5]:+.1f} points, largest logit difference "
+        f"{worst[6]})."
     )
     section.method = (
         "Each exported file was run by its own runtime (onnxruntime's CPU provider for ONNX "
