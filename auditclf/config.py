@@ -29,6 +29,9 @@ from pydantic import (
 from auditclf.catalog import names
 from auditclf.errors import UsageError
 
+# model.name "onnx:<file>": an ONNX file audited as it is (no training, no gradients)
+ONNX_MODEL_PREFIX = "onnx:"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
