@@ -50,7 +50,9 @@ def expected_metric_keys(config: AuditConfig, data_summary: dict) -> set[str]:
         columns, artifacts["corruption"] = corruption_stand_in(config.corruptions, labels)
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     if config.export.formats:
-        columns, artifacts["deploy"] = deploy_stand_in(config.export.formats, labels)
+        columns, artifacts["deploy"] = deploy_stand_in(
+            config.export.formats, labels, config.robustness, data_summary["input_shape"][0]
+        )
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     shift = data_summary.get("shift")
     if shift is not None:  # the shift set's rows: its classes and every group of it

@@ -63,13 +63,14 @@ def _command_mistakes(config: AuditConfig, command: str) -> list[str]:
     if command == "harden" and config.harden.method == "none":
         return ["harden.method is none; choose --method pgd, fgsm-rs or augmix"]
     retrains = config.harden.method != "none" or bool(config.fairness.rebalance)
+    retrains = retrains or bool(config.export.formats)  # exporting needs the torch network
     if config.model.name.startswith(ONNX_MODEL_PREFIX) and (
         command in ("train", "harden") or retrains
     ):
         return [
             f"model.name {config.model.name!r}: an ONNX file is audited as it is and cannot "
-            "be trained or retrained; use auditclf run with --harden none (harden.method) "
-            "and no fairness.rebalance"
+            "be trained, retrained or exported; use auditclf run with --harden none "
+            "(harden.method), no fairness.rebalance and no export.formats"
         ]
     return []
 

@@ -100,6 +100,7 @@ def _one_format(section: Section, fmt: str, table: pd.DataFrame, ctx: AnalysisCo
     for what in TIMED:
         section.put(f"{prefix}.{what}", record[what])
     section.put(f"{prefix}.size_mb", record["size_mb"])
+    _transfer(section, fmt, table, ctx.artifacts["deploy"].get("transfer_eps"), level)
     if agreement < 1.0 or drop > 0:
         section.find(
             "warning" if drop > 0 else "info",
@@ -109,6 +110,19 @@ def _one_format(section: Section, fmt: str, table: pd.DataFrame, ctx: AnalysisCo
             metric=agreement_key,
         )
     return _ledger_row(fmt, record, paired, accuracy, drop, logit_diff, level)
+
+
+def _transfer(section: Section, fmt: str, table: pd.DataFrame, eps: str | None, level) -> None:
+    """``deploy.<format>.transfer@<eps>.accuracy``: the exported model on the PyTorch model's
+    adversarial images (the attacked subset's rows)."""
+    column = deploy_column(fmt, "transfer_pred")
+    if eps is None or column not in table.columns:
+        return
+    given = table[column].notna().to_numpy()
+    hits = int((table[column].to_numpy()[given] == table["label"].to_numpy()[given]).sum())
+    n = int(given.sum())
+    key = f"deploy.{fmt}.transfer@{eps}.accuracy"
+    _put(section, key, hits / n if n else float("nan"), clopper_pearson(hits, n, level))
 
 
 def _ledger_row(fmt, record, paired, accuracy, drop, logit_diff, level) -> list:

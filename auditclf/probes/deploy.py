@@ -8,7 +8,9 @@ both sides are computed the same way.
 
 Columns, per format: ``deploy.<format>.pred``, ``.confidence`` (top softmax probability),
 ``.logit_diff`` and ``.proba_diff`` (the image's largest |exported − PyTorch| logit and
-probability over the classes). ``artifacts["deploy"]`` holds each file's record (file,
+probability over the classes), and with the attack probe ``.transfer_pred``: the exported
+model's class for the PyTorch model's PGD-L∞ image at the reference eps (attacked subset;
+empty elsewhere). ``artifacts["deploy"]`` holds each file's record (file,
 size, opset, how it was made) and its timings: latency at batch 1 (p50/p95 of
 ``latency_repeats`` passes after :data:`WARM_UP`) and throughput at batch :data:`BATCH`,
 on the CPU. Timings vary from run to run (they are measurements of this machine now): they
@@ -25,9 +27,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from auditclf.config import RobustnessConfig
 from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.keys import deploy_column
 from auditclf.models.runtime import OnnxModule, load_own_torchscript
+from auditclf.probes.attacks import adversarial_versions, reference_eps
 from auditclf.probes.base import ProbeContext
 from auditclf.probes.clean import predict_logits
 
@@ -50,6 +54,28 @@ def exported_logits(module: nn.Module, images) -> np.ndarray:
     """(N, K) float64 logits of ``module`` over ``images`` (uint8), batches of BATCH, CPU."""
     blocks = image_blocks(images, row_blocks(len(images), BATCH))
     return torch.cat([module(_unit(block)).double() for block in blocks]).numpy()
+
+
+@torch.no_grad()
+def _predictions(module: nn.Module, pixels: torch.Tensor) -> np.ndarray:
+    """Top-1 classes of ``module`` over ``pixels`` ([0, 1] float, CPU), batches of BATCH."""
+    batches = torch.split(pixels, BATCH)
+    return torch.cat([module(batch).argmax(1) for batch in batches]).numpy()
+
+
+def transfer_images(ctx: ProbeContext, table: pd.DataFrame) -> tuple | None:
+    """The PyTorch model's PGD-L∞ adversarial images at the robustness reference eps, for
+    the attacked subset (the attack probe's per-image seeds: the very images it made, first
+    restart) → (their rows, the images on the CPU, the eps as keys spell it); None without
+    the attack probe."""
+    if "attacked" not in table.columns:
+        return None
+    rows = np.flatnonzero(table["attacked"].to_numpy() == 1)
+    made = adversarial_versions(ctx, rows)
+    if made is None:
+        return None
+    adversarial, eps_text = made
+    return rows, adversarial.to("cpu"), eps_text
 
 
 @torch.no_grad()
@@ -99,6 +125,7 @@ def deploy_probe(
     images = ctx.test.images
     columns: dict[str, np.ndarray] = {}
     records = {"pytorch": timings(reference, images, repeats)}
+    transfer = transfer_images(ctx, table)
     for fmt, record in files.items():
         with ctx.progress.task(f"deploy audit of {fmt}"):
             module = load_runtime(fmt, folder / record["file"])
@@ -108,15 +135,26 @@ def deploy_probe(
             columns[deploy_column(fmt, "confidence")] = proba.max(axis=1)
             columns[deploy_column(fmt, "logit_diff")] = np.abs(logits - ours).max(axis=1)
             columns[deploy_column(fmt, "proba_diff")] = np.abs(proba - ours_proba).max(axis=1)
+            if transfer is not None:
+                rows, adversarial, _ = transfer
+                column = columns[deploy_column(fmt, "transfer_pred")] = np.full(len(table), np.nan)
+                column[rows] = _predictions(module, adversarial)
             records[fmt] = {**record, **timings(module, images, repeats)}
-    ctx.artifacts["deploy"] = {"formats": list(files), "records": records}
+    ctx.artifacts["deploy"] = {
+        "formats": list(files),
+        "records": records,
+        "transfer_eps": None if transfer is None else transfer[2],
+    }
     return table.assign(**columns)
 
 
-def stand_in_columns(formats: list[str], labels: np.ndarray) -> tuple[dict, dict]:
+def stand_in_columns(
+    formats: list[str], labels: np.ndarray, robustness: RobustnessConfig, channels: int
+) -> tuple[dict, dict]:
     """Columns and artifacts shaped like the probe's (every image agreeing), for dry runs
     that list metric keys; → (columns, artifacts)."""
     n = len(labels)
+    transfer_eps = reference_eps(robustness, channels) if robustness.enabled else None
     columns = {}
     records = {"pytorch": {"latency_p50_ms": 1.0, "latency_p95_ms": 1.0, "throughput": 1.0}}
     for fmt in formats:
@@ -124,5 +162,8 @@ def stand_in_columns(formats: list[str], labels: np.ndarray) -> tuple[dict, dict
         columns[deploy_column(fmt, "confidence")] = np.ones(n)
         columns[deploy_column(fmt, "logit_diff")] = np.zeros(n)
         columns[deploy_column(fmt, "proba_diff")] = np.zeros(n)
+        if transfer_eps is not None:
+            columns[deploy_column(fmt, "transfer_pred")] = labels.astype(np.float64)
         records[fmt] = {"file": fmt, "size_mb": 1.0, **records["pytorch"]}
-    return columns, {"formats": list(formats), "records": records}
+    artifacts = {"formats": list(formats), "records": records, "transfer_eps": transfer_eps}
+    return columns, artifacts
