@@ -16,8 +16,13 @@ from auditclf.errors import ModelRefused
 from auditclf.models.runtime import check_onnx
 from tests.conftest import MINIMAL_CONFIG, cli
 
+# the attack probe at one eps on a few images: the transfer of its adversarial images
 DEPLOY_CONFIG = (
-    MINIMAL_CONFIG
+    MINIMAL_CONFIG.replace(
+        "robustness:\n  enabled: false\n",
+        "robustness:\n  attacks: [pgd_linf]\n  eps_linf: [0.1]\n  samples: 30\n"
+        "  min_eps_samples: 0\n  gallery_per_class: 0\n",
+    )
     + """\
 data:
   dataset: digits
@@ -79,6 +84,10 @@ def test_onnx_and_torchscript_agree_with_pytorch_and_int8_is_reported(deployed):
     for key in ("deploy.onnx-int8.agreement", "deploy.onnx-int8.accuracy.drop"):
         assert metrics[f"{key}.ci_low"] <= metrics[key] <= metrics[f"{key}.ci_high"]
         assert metrics[f"{key}.ci_low"] < metrics[f"{key}.ci_high"]
+    # the PyTorch model's own adversarial images: the float exports are fooled by the same
+    assert (
+        metrics["deploy.onnx.transfer@0.1.accuracy"] == metrics["robustness.pgd_linf@0.1.accuracy"]
+    )
     assert metrics["deploy.onnx-int8.size_mb"] < metrics["deploy.onnx.size_mb"] / 2
     assert metrics["deploy.onnx.latency_p95_ms"] >= metrics["deploy.onnx.latency_p50_ms"] > 0
     assert sorted(p.name for p in (out / "export").iterdir()) == [
@@ -114,7 +123,10 @@ def test_an_altered_weight_in_the_exported_graph_is_caught(deployed, tmp_path, m
 
     monkeypatch.setattr(pipeline, "export_prepared", altered)
     config = tmp_path / "onnx.yaml"
-    config.write_text(DEPLOY_CONFIG.replace("[onnx, torchscript, onnx-int8]", "[onnx]"))
+    config.write_text(
+        MINIMAL_CONFIG + "data:\n  dataset: digits\nexport:\n  formats: [onnx]\n"
+        "  latency_repeats: 5\n"
+    )
     again = tmp_path / "out"
     checkpoint = out / "model.safetensors"
     result = cli(
