@@ -84,10 +84,9 @@ def test_onnx_and_torchscript_agree_with_pytorch_and_int8_is_reported(deployed):
     for key in ("deploy.onnx-int8.agreement", "deploy.onnx-int8.accuracy.drop"):
         assert metrics[f"{key}.ci_low"] <= metrics[key] <= metrics[f"{key}.ci_high"]
         assert metrics[f"{key}.ci_low"] < metrics[f"{key}.ci_high"]
-    # the PyTorch model's own adversarial images: the float exports are fooled by the same
-    assert (
-        metrics["deploy.onnx.transfer@0.1.accuracy"] == metrics["robustness.pgd_linf@0.1.accuracy"]
-    )
+    # the PyTorch model's own adversarial images (30): they fool the float export alike
+    transferred = metrics["deploy.onnx.transfer@0.1.accuracy"]
+    assert abs(transferred - metrics["robustness.pgd_linf@0.1.accuracy"]) <= 1 / 30
     assert metrics["deploy.onnx-int8.size_mb"] < metrics["deploy.onnx.size_mb"] / 2
     assert metrics["deploy.onnx.latency_p95_ms"] >= metrics["deploy.onnx.latency_p50_ms"] > 0
     assert sorted(p.name for p in (out / "export").iterdir()) == [
