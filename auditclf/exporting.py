@@ -64,10 +64,7 @@ class ExportFolder:
 
     def __init__(self) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="auditclf-export-"))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self.path, True)
-
-    def remove(self) -> None:
-        self._cleanup()
+        weakref.finalize(self, shutil.rmtree, self.path, True)
 
 
 def _run_config(folder: Path, which: str, export: ExportConfig) -> AuditConfig:

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from auditclf.errors import AuditError, ModelRefused
 from auditclf.models.adapter import ModelAdapter
+from auditclf.models.loading import describe
 
 FORMATS = ("onnx", "torchscript", "onnx-int8")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "onnx-int8": ".int8.onnx"}
@@ -90,7 +92,8 @@ def export_torchscript(module: Normalized, sample: torch.Tensor, path: Path) -> 
 
 
 class _Calibration:
-    """onnxruntime's CalibrationDataReader over [0, 1] float32 images, in batches of 32."""
+    """onnxruntime's CalibrationDataReader (any object with ``get_next``) over [0, 1]
+    float32 images, in batches of 32, read once (MinMax calibration makes one pass)."""
 
     def __init__(self, name: str, images: np.ndarray) -> None:
         self.batches = iter(
@@ -99,9 +102,6 @@ class _Calibration:
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)
-
-    def rewind(self) -> None:  # read once: the quantizer's MinMax calibration needs one pass
-        return None
 
 
 def export_onnx_int8(onnx_path: Path, path: Path, calibration: np.ndarray) -> dict:
@@ -173,19 +173,39 @@ def export_model(
     module = Normalized(adapter)
     example = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
     records: dict[str, dict] = {}
-    onnx_file = export_path(folder, which, "onnx")
     for fmt in formats:
         path = export_path(folder, which, fmt)
-        if fmt == "onnx":
-            record = export_onnx(module, example, path)
-        elif fmt == "torchscript":
-            record = export_torchscript(module, example, path)
-        else:
-            if "onnx" not in records:  # int8 alone: its float graph, not kept
-                onnx_file = folder / f".{which}.float.onnx"
-                export_onnx(module, example, onnx_file)
-            record = export_onnx_int8(onnx_file, path, calibration)
-            if "onnx" not in records:
-                onnx_file.unlink()
+        try:
+            record = _export_one(fmt, module, example, path, records, calibration)
+        except AuditError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the exporter's or quantizer's refusal
+            raise ModelRefused(
+                f"the {which} model cannot be exported as {fmt} ({describe(exc)})"
+            ) from exc
         records[fmt] = {**record, "file": path.name, "size_mb": path.stat().st_size / 1e6}
     return records
+
+
+def _export_one(
+    fmt: str,
+    module: Normalized,
+    example: torch.Tensor,
+    path: Path,
+    records: dict[str, dict],
+    calibration: np.ndarray,
+) -> dict:
+    """One format of :func:`export_model`; int8 quantizes the float ONNX file written
+    before it, or one written (and removed) for it alone."""
+    if fmt == "onnx":
+        return export_onnx(module, example, path)
+    if fmt == "torchscript":
+        return export_torchscript(module, example, path)
+    if "onnx" in records:
+        return export_onnx_int8(path.with_name(records["onnx"]["file"]), path, calibration)
+    float_file = path.with_name(f".{path.name}.float.onnx")
+    try:
+        export_onnx(module, example, float_file)
+        return export_onnx_int8(float_file, path, calibration)
+    finally:
+        float_file.unlink(missing_ok=True)
