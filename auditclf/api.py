@@ -8,6 +8,7 @@ pipeline, the same writers. Torch and the engines are imported when
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,13 +32,15 @@ class Audit:
     ``.models``, ``.gates``, ``.to_json()``. ``samples`` is the sample table and
     ``trained`` the models the run trained or retrained (None and empty for a
     report read from disk); ``templates`` is the caller's own config's
-    ``report.templates``, never a saved report's.
+    ``report.templates``, never a saved report's; ``exports`` the exported model files
+    (``export.formats``), None without.
     """
 
     result: AuditResult
     samples: pd.DataFrame | None = None
     trained: dict[str, PreparedModel] = field(default_factory=dict)
     templates: Path | None = None
+    exports: Any = None  # run --export's files (an ExportFolder), written to OUT/export/
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Audit:
@@ -79,7 +82,7 @@ def write_outputs(run: Audit, out_dir: Path) -> list[Path]:
     """Write a run's whole output set into ``out_dir`` as one set; return the files written:
     samples.csv, the weights of every model the run trained, and the report files."""
     from auditclf.evidence import save_samples
-    from auditclf.io import StagedOutput
+    from auditclf.io import EXPORT_FOLDER, StagedOutput
     from auditclf.models import save_model
     from auditclf.report import report_title, write_reports
 
@@ -90,6 +93,8 @@ def write_outputs(run: Audit, out_dir: Path) -> list[Path]:
             if prepared.needs_training:
                 stem = "model" if name == "baseline" else name
                 save_model(prepared.adapter.net, prepared.spec, staged.path(f"{stem}.safetensors"))
+        if run.exports is not None:  # copied: save() may be called again
+            shutil.copytree(run.exports.path, staged.path(EXPORT_FOLDER))
         for path in _audited_checkpoint_inside(run.result, out_dir):
             staged.carry(path)
         write_reports(staged, run.result, templates=run.templates, title=report_title(run.result))
@@ -204,4 +209,6 @@ def run(
     from auditclf.pipeline import run_audit
 
     outcome = run_audit(config, progress=progress, debug=debug, module=module)
-    return Audit(outcome.result, outcome.samples, outcome.models, config.report.templates)
+    return Audit(
+        outcome.result, outcome.samples, outcome.models, config.report.templates, outcome.exports
+    )

@@ -52,6 +52,8 @@ CATALOG: dict[str, dict[str, str]] = {
         "performance": "accuracy, per-class metrics, confusion, top-k",
         "shift": "a second test set from another source beside the test split: accuracy, "
         "ECE, per class and group, the gap with an interval",
+        "deploy": "exported files (ONNX, TorchScript, int8) against the PyTorch model: "
+        "agreement, accuracy drop, logit differences, latency, throughput, size",
     },
     "attack": {
         "fgsm": "FGSM (Goodfellow et al. 2015): one signed-gradient step, L∞",

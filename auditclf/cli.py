@@ -201,6 +201,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="its name in the keys shift.<name>.* (default: the folder's or file's name)",
     )
 
+    run.add_argument(
+        "--export",
+        type=_comma_list,
+        metavar="FORMATS",
+        help="also export the audited model (onnx, torchscript, onnx-int8; comma-separated) "
+        "to OUT/export/ and audit each file for parity, latency and size (export.formats)",
+    )
+
+    export = commands.add_parser(
+        "export",
+        help="write a finished run's model as ONNX, TorchScript or int8 ONNX",
+        description="Export a model a finished run saved (DIR/model.safetensors, or "
+        "hardened/rebalanced) with its normalisation inside, taking [0, 1] pixels: "
+        "DIR/export/<which>.onnx, .pt (TorchScript), .int8.onnx.",
+    )
+    export.add_argument("folder", type=Path, help="the folder of a finished `auditclf run`")
+    export.add_argument(
+        "--format",
+        type=_comma_list,
+        required=True,
+        metavar="FORMATS",
+        help="onnx, torchscript, onnx-int8 (comma-separated)",
+    )
+    export.add_argument(
+        "--which", choices=["baseline", "hardened", "rebalanced"], help="default baseline"
+    )
+    export.add_argument(
+        "--calibration-images",
+        type=int,
+        metavar="N",
+        help="training images calibrating int8 static quantization (default 200; 0: dynamic)",
+    )
+    export.add_argument("--debug", action="store_true", help="show tracebacks")
+
     harden = commands.add_parser(
         "harden",
         help="harden a model (adversarial or AugMix retraining); write hardened.safetensors "
@@ -336,6 +370,7 @@ def _flag_keys(args: argparse.Namespace) -> dict[str, tuple]:
         "baseline": ("regression", "baseline"),
         "shift_dataset": ("shift", "dataset"),
         "shift_name": ("shift", "name"),
+        "export": ("export", "formats"),
     }
 
 
@@ -467,6 +502,24 @@ def _cmd_harden(args: argparse.Namespace, out: TextIO) -> int:
         f"accuracy {last['val_accuracy']:.4f}\n"
     )
     out.write(f"saved {target} and {target.with_suffix('.json')}\n")
+    return ExitStatus.OK
+
+
+def _cmd_export(args: argparse.Namespace, out: TextIO) -> int:
+    from auditclf.config import config_from_dict
+    from auditclf.exporting import export_run_folder
+
+    given = {
+        "formats": args.format,
+        "which": args.which,
+        "calibration_images": args.calibration_images,
+    }
+    raw = {"export": {key: value for key, value in given.items() if value is not None}}
+    export = config_from_dict(raw, source="command line").export
+    for fmt, record in export_run_folder(args.folder, export).items():
+        how = record.get("method") or (f"opset {record['opset']}" if "opset" in record else "")
+        path = args.folder / "export" / record["file"]
+        out.write(f"{fmt}: {path} ({record['size_mb']:.3f} MB; {how or record['exporter']})\n")
     return ExitStatus.OK
 
 
@@ -665,6 +718,7 @@ COMMANDS = {
     "train": _cmd_train,
     "harden": _cmd_harden,
     "report": _cmd_report,
+    "export": _cmd_export,
     "list": _cmd_list,
     "metrics": _cmd_metrics,
     "gate": _cmd_gate,

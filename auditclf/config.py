@@ -29,6 +29,9 @@ from pydantic import (
 from auditclf.catalog import names
 from auditclf.errors import UsageError
 
+# model.name "onnx:<file>": an ONNX file audited as it is (no training, no gradients)
+ONNX_MODEL_PREFIX = "onnx:"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -633,6 +636,28 @@ class ShiftConfig(_Strict):
         return self
 
 
+class ExportConfig(_Strict):
+    """What ships: the audited model exported (ONNX, TorchScript, int8 ONNX) to
+    ``<out>/export/``, each file audited through its own runtime for parity with the PyTorch
+    model, accuracy, calibration, latency and size (keys ``deploy.<format>.*``)."""
+
+    formats: list[Literal["onnx", "torchscript", "onnx-int8"]] = Field(
+        default_factory=list, description="formats to export and audit; [] = none"
+    )
+    which: Literal["baseline", "hardened", "rebalanced"] = Field(
+        "baseline", description="the audited model that is exported"
+    )
+    calibration_images: int = Field(
+        200,
+        ge=0,
+        description="training images calibrating int8 static quantization; 0 = dynamic "
+        "quantization (weights only)",
+    )
+    latency_repeats: int = Field(
+        50, ge=1, description="timed batch-1 passes (after warm-up) for the latency percentiles"
+    )
+
+
 class ReportConfig(_Strict):
     """The report's look: templates and title."""
 
@@ -761,6 +786,7 @@ class AuditConfig(_Strict):
     explain: ExplainConfig = ExplainConfig()
     fairness: FairnessConfig = FairnessConfig()
     shift: ShiftConfig = ShiftConfig()
+    export: ExportConfig = ExportConfig()
     report: ReportConfig = ReportConfig()
     card: CardConfig = CardConfig()
     regression: RegressionConfig = RegressionConfig()
@@ -779,6 +805,21 @@ class AuditConfig(_Strict):
                 "scikit-learn accept"
             )
         return value
+
+    @model_validator(mode="after")
+    def _exported_model_is_audited(self) -> AuditConfig:
+        audited = {
+            "baseline": True,
+            "hardened": self.harden.method != "none",
+            "rebalanced": bool(self.fairness.rebalance),
+        }
+        if self.export.formats and not audited[self.export.which]:
+            needs = "harden.method" if self.export.which == "hardened" else "fairness.rebalance"
+            raise ValueError(
+                f"export.which is {self.export.which!r}, a model this run does not audit "
+                f"(set {needs}, or export the baseline)"
+            )
+        return self
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -84,75 +84,107 @@ class CorruptionSpec:
 
 _SPECS: dict[str, CorruptionSpec] = {
     "gaussian_noise": CorruptionSpec(
-        (0.08, 0.12, 0.18, 0.26, 0.38), "std in [0,1] units",
+        (0.08, 0.12, 0.18, 0.26, 0.38),
+        "std in [0,1] units",
         "additive Gaussian noise, independent per pixel and channel",
-        "ImageNet-C gaussian_noise c"),
+        "ImageNet-C gaussian_noise c",
+    ),
     "shot_noise": CorruptionSpec(
-        (60, 25, 12, 5, 3), "photons at full intensity",
+        (60, 25, 12, 5, 3),
+        "photons at full intensity",
         "Poisson photon noise: Poisson(x * photons) / photons",
-        "ImageNet-C shot_noise c"),
+        "ImageNet-C shot_noise c",
+    ),
     "impulse_noise": CorruptionSpec(
-        (0.03, 0.06, 0.09, 0.17, 0.27), "fraction of pixel values",
+        (0.03, 0.06, 0.09, 0.17, 0.27),
+        "fraction of pixel values",
         "salt-and-pepper: that fraction of values set to 0 or 1 (half each)",
-        "ImageNet-C impulse_noise c (skimage s&p amount)"),
+        "ImageNet-C impulse_noise c (skimage s&p amount)",
+    ),
     "gaussian_blur": CorruptionSpec(
-        (0.025, 0.04, 0.055, 0.075, 0.10), "sigma as a fraction of the image side",
+        (0.025, 0.04, 0.055, 0.075, 0.10),
+        "sigma as a fraction of the image side",
         "Gaussian blur, kernel 2*ceil(3 sigma)+1",
         "ImageNet-C gaussian_blur sigma 1-6 px at 224 px and CIFAR-10-C 0.4-1 px at 32 px, "
-        "raised for small images where a sub-pixel sigma is a no-op", side_pixels="exact"),
+        "raised for small images where a sub-pixel sigma is a no-op",
+        side_pixels="exact",
+    ),
     "motion_blur": CorruptionSpec(
-        (0.06, 0.10, 0.15, 0.22, 0.30), "line length as a fraction of the image side",
+        (0.06, 0.10, 0.15, 0.22, 0.30),
+        "line length as a fraction of the image side",
         "average along a centred line at a random angle in [0, 180) degrees",
         "ImageNet-C motion_blur (radius 10-20, sigma 3-15 px at 224 px), as a fraction",
-        side_pixels="exact"),
+        side_pixels="exact",
+    ),
     "brightness": CorruptionSpec(
-        (0.1, 0.2, 0.3, 0.4, 0.5), "fraction of the way to white",
+        (0.1, 0.2, 0.3, 0.4, 0.5),
+        "fraction of the way to white",
         "x + c (1 - x): 1 - adjust_brightness(1 - x, 1 - c); lifts dark background",
         "ImageNet-C brightness (+c on HSV value)",
-        "grey: value + c(1-value); RGB: each channel moved c of the way to white"),
+        "grey: value + c(1-value); RGB: each channel moved c of the way to white",
+    ),
     "darkness": CorruptionSpec(
-        (0.2, 0.35, 0.5, 0.65, 0.8), "fraction of the way to black",
+        (0.2, 0.35, 0.5, 0.65, 0.8),
+        "fraction of the way to black",
         "x (1 - c): adjust_brightness(x, 1 - c); a fainter scanner or under-exposure",
-        "mirror of ImageNet-C brightness; extended to 0.8 for faint strokes"),
+        "mirror of ImageNet-C brightness; extended to 0.8 for faint strokes",
+    ),
     "contrast": CorruptionSpec(
-        (0.4, 0.3, 0.2, 0.1, 0.05), "contrast factor",
+        (0.4, 0.3, 0.2, 0.1, 0.05),
+        "contrast factor",
         "adjust_contrast: c x + (1 - c) mean(grey(x)) per image",
         "ImageNet-C contrast c",
-        "grey: mean of the image; RGB: mean of its ITU-R 601 grey image"),
+        "grey: mean of the image; RGB: mean of its ITU-R 601 grey image",
+    ),
     "fog": CorruptionSpec(
         ((0.2, 3.0), (0.5, 3.0), (0.75, 2.5), (1.0, 2.0), (1.5, 1.75)),
         "(strength, octave decay)",
         "(x + s * field) * max(x) / (max(x) + s), field a smooth grey [0,1] noise of octaves "
         "of upsampled coarse noise, each octave's amplitude 1/decay of the previous",
         "CIFAR-10-C fog c (plasma fractal replaced by octave noise)",
-        "the same grey field added to every channel"),
+        "the same grey field added to every channel",
+    ),
     "pixelate": CorruptionSpec(
-        (0.6, 0.5, 0.4, 0.3, 0.25), "downsampled side as a fraction of the side",
+        (0.6, 0.5, 0.4, 0.3, 0.25),
+        "downsampled side as a fraction of the side",
         "area downsample to round(c * side), nearest upsample back",
-        "ImageNet-C pixelate c", side_pixels="rounded"),
+        "ImageNet-C pixelate c",
+        side_pixels="rounded",
+    ),
     "jpeg": CorruptionSpec(
-        (25, 18, 15, 10, 7), "JPEG quality",
+        (25, 18, 15, 10, 7),
+        "JPEG quality",
         "8-bit round trip through libjpeg at that quality",
         "ImageNet-C jpeg_compression c",
-        "grey: one luma plane; RGB: YCbCr with chroma subsampling"),
+        "grey: one luma plane; RGB: YCbCr with chroma subsampling",
+    ),
     "rotate": CorruptionSpec(
-        (8, 15, 22, 30, 45), "degrees, random sign",
+        (8, 15, 22, 30, 45),
+        "degrees, random sign",
         "bilinear rotation about the centre, corners filled black",
-        "MNIST-C rotate / ImageNet-P rotate; angles chosen here"),
+        "MNIST-C rotate / ImageNet-P rotate; angles chosen here",
+    ),
     "perspective": CorruptionSpec(
-        (0.1, 0.2, 0.3, 0.4, 0.5), "distortion scale",
+        (0.1, 0.2, 0.3, 0.4, 0.5),
+        "distortion scale",
         "each corner moved inwards by up to c/2 of the side (uniform), bilinear, black fill",
-        "torchvision RandomPerspective distortion_scale (default 0.5 = severity 5)"),
+        "torchvision RandomPerspective distortion_scale (default 0.5 = severity 5)",
+    ),
     "occlusion": CorruptionSpec(
-        (0.2, 0.3, 0.4, 0.5, 0.6), "box side as a fraction of the side",
+        (0.2, 0.3, 0.4, 0.5, 0.6),
+        "box side as a fraction of the side",
         "a mid-grey (0.5) square at a uniform random position inside the image",
         "Cutout (DeVries & Taylor 2017; 0.5 of the side on CIFAR)",
-        "grey value 0.5 in every channel", side_pixels="rounded"),
+        "grey value 0.5 in every channel",
+        side_pixels="rounded",
+    ),
     "elastic": CorruptionSpec(
-        (0.015, 0.03, 0.045, 0.06, 0.08), "RMS displacement as a fraction of the side",
+        (0.015, 0.03, 0.045, 0.06, 0.08),
+        "RMS displacement as a fraction of the side",
         "smooth random warp: uniform noise blurred with sigma 0.14 side, scaled to that RMS",
         "Simard et al. 2003 (sigma 4 px on 28 px MNIST) / ImageNet-C elastic_transform",
-        side_pixels="exact"),
+        side_pixels="exact",
+    ),
 }
 
 _OCCLUDER_GREY = 0.5
@@ -174,8 +206,9 @@ def corrupt(x: torch.Tensor, name: str, severity: int, seeds: Sequence[int]) -> 
     return corrupt_severities(x, name, (severity,), seeds)[0]
 
 
-def corrupt_severities(x: torch.Tensor, name: str, severities: Sequence[int],
-                       seeds: Sequence[int]) -> list[torch.Tensor]:
+def corrupt_severities(
+    x: torch.Tensor, name: str, severities: Sequence[int], seeds: Sequence[int]
+) -> list[torch.Tensor]:
     """``corrupt(x, name, s, seeds)`` for each ``s`` in ``severities``, in that order.
 
     The random parts are drawn once per image and shared by every severity, so asking for all
@@ -189,15 +222,17 @@ def corrupt_severities(x: torch.Tensor, name: str, severities: Sequence[int],
     if bad:
         raise ValueError(f"severity must be 0-5, got {bad[0]!r}")
     if x.ndim != 4 or len(seeds) != x.shape[0]:
-        raise ValueError(f"need x of shape (N, C, H, W) and N seeds; got {tuple(x.shape)} "
-                         f"and {len(seeds)} seeds")
+        raise ValueError(
+            f"need x of shape (N, C, H, W) and N seeds; got {tuple(x.shape)} and {len(seeds)} seeds"
+        )
     wanted = sorted({s for s in severities if s})
     corrupted = {}
     if wanted:
         values = [_SPECS[name].values[s - 1] for s in wanted]
         outs = _KERNELS[name](x, values, [_generator(s, name) for s in seeds])
-        corrupted = {s: out.clamp(0.0, 1.0).to(x.dtype) for s, out in zip(wanted, outs,
-                                                                          strict=True)}
+        corrupted = {
+            s: out.clamp(0.0, 1.0).to(x.dtype) for s, out in zip(wanted, outs, strict=True)
+        }
     return [corrupted[s] if s else x.clone() for s in severities]
 
 
@@ -247,8 +282,12 @@ def _generator(seed: int, name: str) -> torch.Generator:
     return g
 
 
-def _draw(gens: list[torch.Generator], fn: Callable[[torch.Generator], torch.Tensor],
-          like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def _draw(
+    gens: list[torch.Generator],
+    fn: Callable[[torch.Generator], torch.Tensor],
+    like: torch.Tensor,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """Stack one CPU draw per image and move the batch to ``like``'s device in one copy."""
     return torch.stack([fn(g) for g in gens]).to(device=like.device, dtype=dtype or like.dtype)
 
@@ -265,11 +304,17 @@ def _shot_noise(x, photon_counts, gens):
     generator is re-seeded with its own seed (``initial_seed``) first.
     """
     rates = x.detach().to("cpu", torch.float64).clamp(0.0, 1.0)
-    counts = torch.stack([
-        torch.stack([torch.poisson(r * photons, generator=_reseeded(g))
-                     for r, g in zip(rates, gens, strict=True)])
-        for photons in photon_counts
-    ]).to(device=x.device, dtype=x.dtype)
+    counts = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.poisson(r * photons, generator=_reseeded(g))
+                    for r, g in zip(rates, gens, strict=True)
+                ]
+            )
+            for photons in photon_counts
+        ]
+    ).to(device=x.device, dtype=x.dtype)
     return [counts[k] / photons for k, photons in enumerate(photon_counts)]
 
 
@@ -325,9 +370,15 @@ def _motion_blur_at(x, frac, direction):
     pad = kernels.shape[-1] // 2
     padded = nnf.pad(x.reshape(1, -1, h, w), (pad, pad, pad, pad), mode="replicate")
     group = _MOTION_CHUNK * c
-    out = torch.cat([nnf.conv2d(padded[:, start:start + group], weight[start:start + group],
-                                groups=group)
-                     for start in range(0, len(weight), group)], dim=1)
+    out = torch.cat(
+        [
+            nnf.conv2d(
+                padded[:, start : start + group], weight[start : start + group], groups=group
+            )
+            for start in range(0, len(weight), group)
+        ],
+        dim=1,
+    )
     return out.reshape(-1, c, h, w)[:n]
 
 
@@ -346,8 +397,12 @@ def _line_kernels(length: float, direction: torch.Tensor, like: torch.Tensor) ->
     wy = (1 - (py[:, :, None] - cells).abs()).clamp(min=0)
     wx = (1 - (px[:, :, None] - cells).abs()).clamp(min=0)
     per = max(1, _KERNEL_ELEMENTS // (len(t) * k * k))
-    kernel = torch.cat([(wy[i:i + per, :, :, None] * wx[i:i + per, :, None, :]).sum(dim=1)
-                        for i in range(0, len(wy), per)])
+    kernel = torch.cat(
+        [
+            (wy[i : i + per, :, :, None] * wx[i : i + per, :, None, :]).sum(dim=1)
+            for i in range(0, len(wy), per)
+        ]
+    )
     return kernel / kernel.sum(dim=(1, 2), keepdim=True)
 
 
@@ -386,8 +441,12 @@ def _fog(x, params, gens):
         cells.append(cells[-1] * 2)
     per_image = [[torch.rand(1, c, c, generator=g) for c in cells] for g in gens]
     octaves = [
-        nnf.interpolate(torch.stack([draws[i] for draws in per_image]).to(x), size=(h, w),
-                        mode="bilinear", align_corners=False)
+        nnf.interpolate(
+            torch.stack([draws[i] for draws in per_image]).to(x),
+            size=(h, w),
+            mode="bilinear",
+            align_corners=False,
+        )
         for i in range(len(cells))
     ]
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
@@ -416,9 +475,12 @@ def _pixelate(x, fracs, gens):
     h, w = x.shape[-2:]
     return [
         nnf.interpolate(
-            nnf.interpolate(x, size=(max(1, round(frac * h)), max(1, round(frac * w))),
-                            mode="area"),
-            size=(h, w), mode="nearest-exact")
+            nnf.interpolate(
+                x, size=(max(1, round(frac * h)), max(1, round(frac * w))), mode="area"
+            ),
+            size=(h, w),
+            mode="nearest-exact",
+        )
         for frac in fracs
     ]
 
@@ -442,8 +504,9 @@ def _rotate(x, angles, gens):
         out = torch.empty_like(x)
         for sign, rows in ((1, left), (-1, ~left)):
             if rows.any():
-                out[rows] = F.rotate(x[rows], sign * degrees,
-                                     interpolation=F.InterpolationMode.BILINEAR)
+                out[rows] = F.rotate(
+                    x[rows], sign * degrees, interpolation=F.InterpolationMode.BILINEAR
+                )
         outs.append(out)
     return outs
 
@@ -546,7 +609,9 @@ def _blur_matrix(n: int, size: int, sigma: float) -> torch.Tensor:
     ``F.gaussian_blur`` does it: its kernel of ``size`` taps (a softmax of -(t / sigma)^2
     over ``t`` evenly spaced in +-(size - 1) / (2 sqrt 2)) over reflect padding."""
     lim = (size - 1) / (2.0 * math.sqrt(2.0))
-    kernel = torch.softmax(-(torch.linspace(-lim, lim, size, dtype=torch.float64) / sigma) ** 2, 0)
+    kernel = torch.softmax(
+        -((torch.linspace(-lim, lim, size, dtype=torch.float64) / sigma) ** 2), 0
+    )
     taps = torch.arange(n)[:, None] + torch.arange(size) - size // 2
     source = torch.where(taps < 0, -taps, torch.where(taps > n - 1, 2 * (n - 1) - taps, taps))
     matrix = torch.zeros(n, n, dtype=torch.float64)
@@ -560,10 +625,12 @@ def _elastic_warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2:]
     identity = torch.empty(1, h, w, 2, device=x.device, dtype=x.dtype)
     identity[..., 0] = torch.linspace((1 - w) / w, (w - 1) / w, w, device=x.device, dtype=x.dtype)
-    identity[..., 1] = torch.linspace((1 - h) / h, (h - 1) / h, h, device=x.device,
-                                      dtype=x.dtype)[:, None]
-    return nnf.grid_sample(x, identity + displacement, mode="bilinear", padding_mode="zeros",
-                           align_corners=False)
+    identity[..., 1] = torch.linspace((1 - h) / h, (h - 1) / h, h, device=x.device, dtype=x.dtype)[
+        :, None
+    ]
+    return nnf.grid_sample(
+        x, identity + displacement, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
 
 
 # name -> kernel(x, parameter values of the severities asked for, one generator per image):

@@ -11,10 +11,11 @@ from auditclf.analyses import analyse
 from auditclf.analyses.corruption import reference_errors
 from auditclf.config import AuditConfig
 from auditclf.evidence import ATTR_PREFIX, PROBA_PREFIX
-from auditclf.keys import SET_COLUMN, TEST_SET, model_key, shift_set
+from auditclf.keys import DEPLOY_PREFIX, SET_COLUMN, TEST_SET, model_key, shift_set
 from auditclf.probes.attacks import stand_in_columns
 from auditclf.probes.attributions import stand_in_columns as explain_stand_in
 from auditclf.probes.corruption import stand_in_columns as corruption_stand_in
+from auditclf.probes.deploy import stand_in_columns as deploy_stand_in
 
 
 def expected_metric_keys(
@@ -52,6 +53,11 @@ def expected_metric_keys(
     if config.corruptions.enabled:
         columns, artifacts["corruption"] = corruption_stand_in(config.corruptions, labels)
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
+    if config.export.formats:
+        columns, artifacts["deploy"] = deploy_stand_in(
+            config.export.formats, labels, config.robustness, data_summary["input_shape"][0]
+        )
+        stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     shift = data_summary.get("shift")
     if shift is not None:  # the shift set's rows: its classes and every group of it
         _, rows = _stand_in_table(classes, shift["attribute_counts"])
@@ -73,9 +79,15 @@ def expected_metric_keys(
         }
     )
     _, metrics, _, _ = analyse(stand_in, dry, data_summary, artifacts)
-    keys = set(metrics)
+    # the exported model's deploy keys, under its name (export.which)
+    deployed = {k for k in metrics if k.startswith(DEPLOY_PREFIX)}
+    keys = (set(metrics) - deployed) | {model_key(config.export.which, k) for k in deployed}
     # explanations run on the baseline only unless explain.all_models
-    retrained = [k for k in metrics if config.explain.all_models or not k.startswith("explain.")]
+    retrained = [
+        k
+        for k in metrics
+        if k not in deployed and (config.explain.all_models or not k.startswith("explain."))
+    ]
     retrained += list(reference_errors(metrics, metrics))  # relative to the baseline
     if config.harden.method != "none":
         keys |= {model_key("hardened", key) for key in retrained}

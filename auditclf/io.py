@@ -62,6 +62,8 @@ _OUTPUT_FILES = frozenset(
         "compare.json",
     }
 )
+# the one subfolder auditclf writes: the exported model files (auditclf export, run --export)
+EXPORT_FOLDER = "export"
 _INSIDE_STAGING = re.compile(r"\.auditclf-staging-(\d+)-[a-z0-9_]{8}")
 _LEGACY_STAGING = re.compile(r"\.staging-[a-z0-9_]{8}")  # inside --out, by auditclf <= 0.x
 _RENAME_EXCHANGE = 2
@@ -103,10 +105,11 @@ def _is_staging(name: str) -> bool:
 
 def _written_by_auditclf(name: str, names: set[str]) -> bool:
     """Whether ``name`` in a report folder is an auditclf output: a report file, a model's
-    weights, or the ``.json`` sidecar beside those weights."""
+    weights, the ``.json`` sidecar beside those weights, or the export folder."""
     path = Path(name)
     return (
         name in _OUTPUT_FILES
+        or name == EXPORT_FOLDER
         or path.suffix == ".safetensors"
         or (path.suffix == ".json" and f"{path.stem}.safetensors" in names)
     )
@@ -219,6 +222,10 @@ def _slow_commit_for_tests() -> None:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
+    source = Path(source)
+    if source.is_dir() and not source.is_symlink():  # the export folder, file by file
+        shutil.copytree(source, target, copy_function=_link_or_copy)
+        return
     try:
         os.link(source, target)
     except OSError:  # a filesystem without hard links
@@ -323,9 +330,14 @@ class StagedOutput:
         """The fallback commit: each file by ``os.replace``, then the previous set's rest goes."""
         _, dropped = self._previous(written)
         for name in written:
+            if name == EXPORT_FOLDER and (self.out_dir / name).is_dir():  # replaced whole
+                shutil.rmtree(self.out_dir / name)
             _move(self.staging / name, self.out_dir / name)
         for name in dropped:
-            (self.out_dir / name).unlink(missing_ok=True)
+            if name == EXPORT_FOLDER and (self.out_dir / name).is_dir():
+                shutil.rmtree(self.out_dir / name)
+            else:
+                (self.out_dir / name).unlink(missing_ok=True)
         self.staging.rmdir()
 
     def abort(self) -> None:

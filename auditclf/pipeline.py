@@ -22,6 +22,7 @@ from auditclf.device_defaults import for_device, forward_chunk
 from auditclf.dryrun import expected_metric_keys
 from auditclf.errors import UsageError
 from auditclf.evidence import load_samples, new_table, split_by_model
+from auditclf.exporting import ExportFolder, export_prepared
 from auditclf.gates import Gate, check_gate_keys, gates_from_config, judge
 from auditclf.gradients import (
     NO_GRADIENTS,
@@ -32,7 +33,9 @@ from auditclf.gradients import (
 from auditclf.keys import shift_set
 from auditclf.models import PreparedModel, prepare_model, wrap_module
 from auditclf.models.adapter import channels_last
+from auditclf.models.export import Normalized
 from auditclf.probes import PROBES, ProbeContext
+from auditclf.probes.deploy import deploy_probe
 from auditclf.probes.shift import shift_probe
 from auditclf.progress import Progress
 from auditclf.report.limitations import device_limitations, limitations
@@ -55,6 +58,7 @@ class AuditOutcome:
     result: AuditResult
     samples: pd.DataFrame
     models: dict[str, PreparedModel]
+    exports: ExportFolder | None = None  # run --export's files, until the report is saved
 
 
 def build_model(
@@ -105,11 +109,13 @@ def probe(
     name: str,
     reporter: Progress,
     timer: PhaseTimer,
+    exports: ExportFolder | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Run every registered probe over the test split, and the clean one over the shift set
     → (the model's sample table, what the probes noted, their arrays for the artifact file);
     ``reporter`` shows their long phases, ``timer`` gets their time (the corruption probe's
-    as a phase of its own)."""
+    as a phase of its own). With ``exports``, the model is exported there and the files
+    audited (:func:`deploy`)."""
     test = data.view("test")
     table = new_table(name, test.ids, test.labels, data.classes, test.attributes)
     ctx = ProbeContext(
@@ -131,6 +137,9 @@ def probe(
         for entry in PROBES:
             with timer.phase(PROBE_PHASES.get(entry.name, "probes")):
                 table = entry.obj(ctx, table)
+        if exports is not None:
+            with timer.phase("deploy"):
+                table = deploy(ctx, prepared, data, config, table, exports)
         if data.shift is not None:  # the clean probe over the shift set, rows of their own
             with timer.phase("probes"):
                 view = data.shift.view
@@ -150,6 +159,28 @@ def probe(
     return table, ctx.artifacts, ctx.arrays
 
 
+def deploy(
+    ctx: ProbeContext,
+    prepared: PreparedModel,
+    data: PreparedData,
+    config: AuditConfig,
+    table: pd.DataFrame,
+    exports: ExportFolder,
+) -> pd.DataFrame:
+    """``run --export``: the model written in every format of ``export.formats`` to
+    ``exports``, then each file audited through its own runtime (the deploy probe)."""
+    with ctx.progress.task(f"export of {ctx.label} ({', '.join(config.export.formats)})"):
+        files = export_prepared(prepared, data, config.export, exports.path)
+    return deploy_probe(
+        ctx,
+        table,
+        files,
+        folder=exports.path,
+        repeats=config.export.latency_repeats,
+        reference=Normalized(prepared.adapter),
+    )
+
+
 def audit_model(
     name: str,
     prepared: PreparedModel,
@@ -161,12 +192,14 @@ def audit_model(
     *,
     debug: bool,
     reporter: Progress | None = None,
+    exports: ExportFolder | None = None,
 ) -> tuple[ModelResult, pd.DataFrame]:
     """Probes then analyses for one model → its result and its rows of the sample table
-    (``reporter``: the run's progress, off when None)."""
+    (``reporter``: the run's progress, off when None; ``exports``: where this model is
+    exported and audited as what ships, None when it is not)."""
     config = for_device(config, device.type)[0]  # a no-op for run_audit's, resolved already
     reporter = reporter or Progress()
-    table, artifacts, arrays = probe(prepared, data, config, device, name, reporter, timer)
+    table, artifacts, arrays = probe(prepared, data, config, device, name, reporter, timer, exports)
     with timer.phase("analyses"), reporter.task(f"analyses of {name}"):
         sections, metrics, notes, findings = analyse(
             table, config, data.summary, artifacts, debug=debug
@@ -212,8 +245,18 @@ def run_audit(
         refuse_retraining(config)
         if gates or tolerances:
             check_keys(config, data.summary, gates, baseline_check, gradients=False)
+    exports = ExportFolder() if config.export.formats else None
     baseline, table = audit_model(
-        "baseline", prepared, history, data, config, device, timer, debug=debug, reporter=reporter
+        "baseline",
+        prepared,
+        history,
+        data,
+        config,
+        device,
+        timer,
+        debug=debug,
+        reporter=reporter,
+        exports=exports if config.export.which == "baseline" else None,
     )
     models, tables, prepared_models = {"baseline": baseline}, [table], {"baseline": prepared}
     wanted = {"hardened": config.harden.method != "none", "rebalanced": config.fairness.rebalance}
@@ -232,6 +275,7 @@ def run_audit(
             timer,
             debug=debug,
             reporter=reporter,
+            exports=exports if config.export.which == name else None,
         )
         tables.append(table)
         prepared_models[name] = retrained
@@ -251,7 +295,7 @@ def run_audit(
         + device_limitations(run.device_counts, device.type),
     )
     samples = pd.concat(tables, ignore_index=True)
-    return AuditOutcome(result, samples, prepared_models)
+    return AuditOutcome(result, samples, prepared_models, exports)
 
 
 def check_keys(

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from auditclf import catalog
-from auditclf.config import AuditConfig, DataConfig, ModelConfig
+from auditclf.config import ONNX_MODEL_PREFIX, AuditConfig, DataConfig, ModelConfig
 from auditclf.errors import UsageError
 from auditclf.io import check_out_folder
 
@@ -62,6 +62,16 @@ def _command_mistakes(config: AuditConfig, command: str) -> list[str]:
         return ["auditclf train builds a new model; remove model.checkpoint from the config"]
     if command == "harden" and config.harden.method == "none":
         return ["harden.method is none; choose --method pgd, fgsm-rs or augmix"]
+    retrains = config.harden.method != "none" or bool(config.fairness.rebalance)
+    retrains = retrains or bool(config.export.formats)  # exporting needs the torch network
+    if config.model.name.startswith(ONNX_MODEL_PREFIX) and (
+        command in ("train", "harden") or retrains
+    ):
+        return [
+            f"model.name {config.model.name!r}: an ONNX file is audited as it is and cannot "
+            "be trained, retrained or exported; use auditclf run with --harden none "
+            "(harden.method), no fairness.rebalance and no export.formats"
+        ]
     return []
 
 
@@ -95,6 +105,13 @@ def _model_mistakes(cfg: ModelConfig) -> list[str]:
     if cfg.weights is not None and not Path(cfg.weights).is_file():
         mistakes.append(f"{cfg.weights}: no such weights file (model.weights)")
     name = cfg.name
+    if name.startswith(ONNX_MODEL_PREFIX):
+        onnx_file = Path(name[len(ONNX_MODEL_PREFIX) :])
+        if not onnx_file.is_file():
+            mistakes.append(f"{onnx_file}: no such ONNX file (model.name {name!r})")
+        if cfg.checkpoint is not None or cfg.weights is not None:
+            mistakes.append(f"model.name {name!r}: an ONNX file takes no checkpoint or weights")
+        return mistakes
     if ":" not in name:
         if name not in ZOO_MODELS:
             mistakes.append(

@@ -19,7 +19,7 @@ from importlib import metadata
 import torch
 
 from auditclf import __version__
-from auditclf.config import AuditConfig
+from auditclf.config import ONNX_MODEL_PREFIX, AuditConfig
 from auditclf.data import PreparedData, prepare_data
 from auditclf.data.attributes import check_attributes
 from auditclf.data.shift import prepare_shift
@@ -136,7 +136,11 @@ def open_run(config: AuditConfig, *, trains: bool = True, audits: bool = False) 
 def trains(config: AuditConfig, module: torch.nn.Module | None = None) -> bool:
     """Whether the run trains anything: a model (no checkpoint, no module given), or a
     hardened or rebalanced copy; a run that trains nothing needs no train split."""
-    given = config.model.checkpoint is not None or module is not None
+    given = (
+        config.model.checkpoint is not None
+        or module is not None
+        or config.model.name.startswith(ONNX_MODEL_PREFIX)
+    )
     return not given or config.harden.method != "none" or bool(config.fairness.rebalance)
 
 

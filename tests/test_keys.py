@@ -29,6 +29,7 @@ EXAMPLES = {
     "name": "below_clean",
     "corruption": "fog",
     "severity": "3",
+    "format": "onnx-int8",
 }
 
 

@@ -3,6 +3,7 @@
 from auditclf.analyses import (  # noqa: F401  (registers them)
     calibration,
     corruption,
+    deploy,
     explanations,
     fairness,
     imbalance,

@@ -101,3 +101,26 @@ def newcombe_difference(
     low = difference - np.sqrt((p_a - low_a) ** 2 + (high_b - p_b) ** 2)
     high = difference + np.sqrt((high_a - p_a) ** 2 + (p_b - low_b) ** 2)
     return float(low), float(high)
+
+
+def newcombe_paired_difference(
+    both: int, only_a: int, only_b: int, neither: int, level: float
+) -> tuple[float, float]:
+    """Newcombe's score interval of p_a − p_b for two proportions measured on the same
+    trials (method 10 of Newcombe, "Improved confidence intervals for the difference between
+    binomial proportions based on paired data", Statistics in Medicine 1998): each
+    proportion's Wilson interval, combined with the correlation ``phi`` of the 2 × 2 table
+    (``both`` hits, hits of ``a`` only, of ``b`` only, ``neither``); NaNs without trials."""
+    n = both + only_a + only_b + neither
+    if n == 0:
+        return float("nan"), float("nan")
+    p_a, p_b = (both + only_a) / n, (both + only_b) / n
+    low_a, high_a = wilson(both + only_a, n, level)
+    low_b, high_b = wilson(both + only_b, n, level)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = (both * neither - only_a * only_b) / np.sqrt(margins) if margins > 0 else 0.0
+    difference = p_a - p_b
+    below = (p_a - low_a) ** 2 - 2 * phi * (p_a - low_a) * (high_b - p_b) + (high_b - p_b) ** 2
+    above = (high_a - p_a) ** 2 - 2 * phi * (high_a - p_a) * (p_b - low_b) + (p_b - low_b) ** 2
+    low, high = difference - np.sqrt(max(below, 0.0)), difference + np.sqrt(max(above, 0.0))
+    return float(low), float(high)

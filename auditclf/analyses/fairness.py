@@ -399,8 +399,7 @@ class AttributeAudit:
             return f"no test image of class {self.classes[c]!r} in the group: TPR is undefined"
         if metric == "fpr" and counts[c].sum() == n:
             return (
-                f"every test image in the group is of class {self.classes[c]!r}: "
-                "FPR is undefined"
+                f"every test image in the group is of class {self.classes[c]!r}: FPR is undefined"
             )
         if metric == "macro_recall":
             absent = [self.classes[i] for i in np.flatnonzero(counts.sum(axis=1) == 0)]
@@ -530,5 +529,3 @@ def fairness(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         gap=GAP_THRESHOLD,
     )
     return section
-
-

@@ -358,8 +358,7 @@ class AttributeReport:
         balanced = self.audit.metrics["balanced_accuracy"].aggregates["difference"]
         if np.isfinite(balanced):
             sentence += (
-                f" Balanced accuracy, which weighs every class equally, differs by "
-                f"{balanced:.3f}."
+                f" Balanced accuracy, which weighs every class equally, differs by {balanced:.3f}."
             )
         return sentence
 
@@ -433,7 +432,6 @@ class AttributeReport:
             "figure": self.g.key,
             "tables": tables,
         }
-
 
 
 METHOD = (

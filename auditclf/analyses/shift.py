@@ -35,7 +35,7 @@ from auditclf.evidence import ATTR_PREFIX
 from auditclf.keys.families import SHIFT_ACCURACY, SHIFT_GAP
 
 
-def _scores(rows: pd.DataFrame, ctx: AnalysisContext) -> dict:
+def accuracy_scores(rows: pd.DataFrame, ctx: AnalysisContext) -> dict:
     """Accuracy, balanced accuracy, ECE and per-class recall of ``rows``, with intervals."""
     cfg, level = ctx.config, ctx.config.confidence_level
     labels = rows["label"].to_numpy(np.int64)
@@ -114,7 +114,7 @@ def _one_set(
 ) -> str:
     """Keys, tables and findings of the shift set ``name``; → its headline sentence."""
     level = ctx.config.confidence_level
-    before, after = _scores(test, ctx), _scores(rows, ctx)
+    before, after = accuracy_scores(test, ctx), accuracy_scores(rows, ctx)
     prefix = f"shift.{name}"
     accuracy_key, gap_key = SHIFT_ACCURACY.key(name=name), SHIFT_GAP.key(name=name)
     _put(section, accuracy_key, after["accuracy"])

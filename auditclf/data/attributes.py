@@ -159,10 +159,7 @@ def read_metadata(path: Path, ids: np.ndarray) -> tuple[pd.DataFrame, list[str]]
             f"{path}: no row's {key_column} matches an image (image ids look like {example})"
         )
     table = pd.DataFrame(
-        {
-            c: [(by_key[k].get(c) or "") if k in by_key else "" for k in wanted]
-            for c in attributes
-        }
+        {c: [(by_key[k].get(c) or "") if k in by_key else "" for k in wanted] for c in attributes}
     )
     notes = [f"attributes {', '.join(attributes)} from {path.name} ({matched} images matched)"]
     unused = len(by_key) - matched
@@ -222,10 +219,7 @@ def check_attributes(cfg: FairnessConfig, summary: dict) -> None:
     for name in audited_attributes(cfg, available):
         flag = "--rebalance-groups" if name == cfg.rebalance else "--groups"
         if name not in available:
-            raise DataError(
-                f"{data}: no attribute column {name!r} ({flag}); "
-                f"available: {listed}"
-            )
+            raise DataError(f"{data}: no attribute column {name!r} ({flag}); available: {listed}")
         if set(summary["attribute_counts"]["test"][name]) <= {MISSING}:
             raise DataError(
                 f"{data}: attribute {name!r} is empty or missing on every test "

@@ -50,6 +50,9 @@ __all__ = [
     "corruption_at",
     "corruption_check_column",
     "corruption_column",
+    "deploy_column",
+    "DEPLOY_FORMATS",
+    "DEPLOY_PREFIX",
     "parse_corruption_column",
     "direction",
     "explain_column",
@@ -123,6 +126,16 @@ def gallery_array(what: str) -> str:
     """The artifact file's array of the attack gallery's images: ``gallery.<what>``
     (``clean``, ``adversarial``, ``perturbation``), one row per gallery item."""
     return f"gallery.{what}"
+
+
+DEPLOY_PREFIX = "deploy."
+DEPLOY_FORMATS = ("onnx", "torchscript", "onnx-int8")  # what export.formats may name
+
+
+def deploy_column(fmt: str, what: str) -> str:
+    """The sample-table column of one exported format: ``deploy.<format>.<what>`` (``what``:
+    ``pred``, ``confidence``, ``logit_diff``, ``proba_diff``, ``transfer_pred``)."""
+    return f"{DEPLOY_PREFIX}{fmt}.{what}"
 
 
 COR_PREFIX = "cor."

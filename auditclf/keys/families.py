@@ -41,6 +41,7 @@ PLACEHOLDERS = {
     "corruption": r"(?!(?:mean|worst|check)\b)[a-z0-9_]+",
     "severity": r"[1-5]",
     "name": _NAME,  # a shift set's name (shift.name, or its folder's or file's)
+    "format": r"onnx-int8|onnx|torchscript",  # an exported format (export.formats)
 }
 _PLACEHOLDER = re.compile(r"<([a-z]+)>")
 
@@ -458,7 +459,106 @@ SHIFT = (
     ),
 )
 
-FAMILIES: tuple[KeyFamily, ...] = (
-    PERFORMANCE + ROBUSTNESS + CORRUPTION + EXPLAIN + FAIRNESS + DATA + SHIFT
+
+# deployment: each exported file (export.formats) run by its own runtime on the test split
+DEPLOY_AGREEMENT = F(
+    "deploy.<format>.agreement",
+    "share of test images where the exported model's top-1 class equals the PyTorch model's",
+    HIGHER,
+    True,
+    CI,
 )
-SECTIONS = ("performance", "robustness", "corruption", "fairness", "explain", "data", "shift")
+DEPLOY_DROP = F(
+    "deploy.<format>.accuracy.drop",
+    "PyTorch accuracy − exported accuracy on the same images (Newcombe paired interval)",
+    LOWER,
+    True,
+    CI,
+)
+MS = "milliseconds"
+DEPLOY = (
+    DEPLOY_AGREEMENT,
+    DEPLOY_DROP,
+    F("deploy.<format>.accuracy", "accuracy of the exported model", HIGHER, True, CI),
+    F(
+        "deploy.<format>.balanced_accuracy",
+        "mean per-class recall of the exported model",
+        HIGHER,
+        False,
+        CI,
+    ),
+    F(
+        "deploy.<format>.ece",
+        "expected calibration error of the exported model (15 equal-width bins)",
+        LOWER,
+        False,
+        CI,
+        "calibration error (0–1)",
+    ),
+    F(
+        "deploy.<format>.max_logit_diff",
+        "largest |exported − PyTorch| logit over test images and classes",
+        LOWER,
+        True,
+        unit="logit units",
+    ),
+    F(
+        "deploy.<format>.max_proba_diff",
+        "largest |exported − PyTorch| softmax probability over test images and classes",
+        LOWER,
+    ),
+    F(
+        "deploy.<format>.latency_p50_ms",
+        "median CPU latency at batch 1 after warm-up (varies run to run)",
+        LOWER,
+        unit=MS,
+    ),
+    F(
+        "deploy.<format>.latency_p95_ms",
+        "95th-percentile CPU latency at batch 1 after warm-up (varies run to run)",
+        LOWER,
+        unit=MS,
+    ),
+    F(
+        "deploy.<format>.throughput",
+        "CPU images per second at batch 64 (varies run to run)",
+        HIGHER,
+        unit="images per second",
+    ),
+    F("deploy.<format>.size_mb", "size of the exported file", LOWER, unit="megabytes"),
+    F(
+        "deploy.<format>.class.<class>.recall",
+        "recall of one class by the exported model",
+        HIGHER,
+        False,
+        CI,
+    ),
+    F(
+        "deploy.<format>.group.<attribute>.<value>.accuracy",
+        "accuracy of one group by the exported model",
+        HIGHER,
+        False,
+        CI,
+    ),
+    F(
+        "deploy.<format>.transfer@<eps>.accuracy",
+        "accuracy of the exported model on the PyTorch model's PGD-L∞ adversarial images",
+        HIGHER,
+        False,
+        CI,
+    ),
+)
+
+FAMILIES: tuple[KeyFamily, ...] = (
+    PERFORMANCE + ROBUSTNESS + CORRUPTION + EXPLAIN + FAIRNESS + DATA + SHIFT + DEPLOY
+)
+SECTIONS = (
+    "performance",
+    "robustness",
+    "corruption",
+    "fairness",
+    "explain",
+    "data",
+    "shift",
+    "deploy",
+)

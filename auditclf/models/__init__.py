@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from auditclf import __version__
-from auditclf.config import ModelConfig
+from auditclf.config import ONNX_MODEL_PREFIX, ModelConfig
 from auditclf.data.lazy import SCAN_BLOCK, LazyImages, image_blocks, row_blocks
 from auditclf.errors import ModelRefused, UsageError
 from auditclf.gradients import NO_GRADIENTS
@@ -25,6 +27,7 @@ from auditclf.models.loading import (
     weights_sha256,
 )
 from auditclf.models.pretrained import imagenet_normalization, load_pretrained
+from auditclf.models.runtime import OnnxModule
 from auditclf.models.sidecar import SIDECAR_FORMAT, read_sidecar
 from auditclf.models.zoo import MODELS
 
@@ -35,6 +38,7 @@ __all__ = [
     "conv_layers",
     "initial_network",
     "prepare_model",
+    "prepare_onnx",
     "save_model",
     "weights_sha256",
     "wrap_module",
@@ -55,6 +59,9 @@ class PreparedModel:
     # whether spec's architecture and arguments rebuild the network (for retraining from
     # scratch): not for a whole pickled model or a module passed in memory
     rebuildable: bool = True
+    # the SHA-256 of the file audited as it is (an ONNX model), which stands for the
+    # weights' hash; None for a network in torch
+    file_sha256: str | None = None
 
     @property
     def gradients(self) -> bool:
@@ -69,7 +76,7 @@ class PreparedModel:
             "arguments": self.spec["arguments"],
             "source": self.spec.get("source", "trained by this run"),
             "parameters": int(params),
-            "weights_sha256": weights_sha256(self.adapter.net),
+            "weights_sha256": self.file_sha256 or weights_sha256(self.adapter.net),
             "normalization": self.spec["normalization"],
             "target_layer": self.adapter.target_layer_name,
             "pretrained": self.spec.get("pretrained"),
@@ -244,6 +251,8 @@ def prepare_model(
     channels = input_shape[0]
     arguments = _data_arguments(classes, input_shape)
     notes: list[str] = []
+    if cfg.name.startswith(ONNX_MODEL_PREFIX):
+        return prepare_onnx(cfg, classes=classes, input_shape=input_shape)
     if cfg.checkpoint is None:
         net, pretrained = initial_network(cfg, cfg.name, arguments)
         default = (
@@ -378,3 +387,52 @@ def wrap_module(
     adapter = ModelAdapter(net, **normalization, target_layer=cfg.target_layer, source=source)
     _check_outputs(adapter, input_shape, len(classes), source)
     return PreparedModel(adapter, spec, needs_training=False, notes=notes, rebuildable=False)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_onnx(
+    cfg: ModelConfig, *, classes: list[str], input_shape: tuple[int, int, int]
+) -> PreparedModel:
+    """``model.name: onnx:<file>``: an ONNX model audited as it is, run by onnxruntime's CPU
+    provider (:class:`OnnxModule`; the file checked by ``check_onnx``: no custom operators,
+    one image input). Its normalisation is inside the graph (as auditclf exports it), so
+    the adapter's is the identity; it is not trained, cannot be retrained, and has no
+    gradients (``PreparedModel.gradients`` is False). The card names the file, its
+    SHA-256 and opset."""
+    path = Path(cfg.name[len(ONNX_MODEL_PREFIX) :])
+    net = OnnxModule(path)
+    sha256 = _file_sha256(path)
+    channels = input_shape[0]
+    normalization = {"mean": [0.0] * channels, "std": [1.0] * channels}
+    spec = {
+        "format": SIDECAR_FORMAT,
+        "architecture": "onnx",
+        "arguments": _data_arguments(classes, input_shape),
+        "classes": classes,
+        "normalization": normalization,
+        "input_shape": list(input_shape),
+        "source": f"ONNX file {path} (SHA-256 {sha256[:12]}…, opset {net.opset}), run by "
+        "onnxruntime's CPU provider",
+        "onnx": {"file": str(path), "sha256": sha256, "opset": net.opset},
+    }
+    notes = [
+        "an ONNX file audited as it is: its normalisation is inside the graph (it takes [0, 1] "
+        "pixels), it runs no Python code, and no gradients flow through it"
+    ]
+    adapter = ModelAdapter(net, **normalization, gradients=False, source=str(path))
+    _check_outputs(adapter, input_shape, len(classes), str(path))
+    return PreparedModel(
+        adapter,
+        spec,
+        needs_training=False,
+        notes=notes,
+        rebuildable=False,
+        file_sha256=sha256,
+    )

@@ -81,9 +81,7 @@ def _adapted(net: nn.Module, found: dict[str, torch.Tensor], path: Path) -> dict
     own = net.state_dict()
     head = classification_head(net)
     tensors = {
-        key: value
-        for key, value in found.items()
-        if head is None or not key.startswith(f"{head}.")
+        key: value for key, value in found.items() if head is None or not key.startswith(f"{head}.")
     }
     if head is not None:
         tensors |= {k: v for k, v in own.items() if k.startswith(f"{head}.")}

@@ -140,7 +140,7 @@ def corruption_rows(base: dict, after: dict) -> list[dict]:
 
 
 def _clean_effect(base: dict, hard: dict) -> str:
-    """"cost 1.2 points of clean accuracy (98.0% → 96.8%)", or the change when not a cost."""
+    """ "cost 1.2 points of clean accuracy (98.0% → 96.8%)", or the change when not a cost."""
     change = 100 * (hard[CLEAN] - base[CLEAN])
     effect = (
         f"cost {-change:.1f} points of clean accuracy"
@@ -181,9 +181,7 @@ def _augmix_headline(base: dict, hard: dict, eps: str | None) -> str:
         text = f"AugMix retraining {_clean_effect(base, hard)}."
     worst = WORST_ACCURACY.key(eps=eps)
     if _both(worst, base, hard):
-        text += (
-            f" Worst-case accuracy at L∞ eps {eps}: {base[worst]:.1%} → {hard[worst]:.1%}."
-        )
+        text += f" Worst-case accuracy at L∞ eps {eps}: {base[worst]:.1%} → {hard[worst]:.1%}."
     return text
 
 

@@ -108,6 +108,10 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
     shift = next((s for s in baseline.sections if s["name"] == "shift"), None)
     if shift and shift.get("tables"):
         lines += ["", f"Distribution shift: {_escape(shift['headline'])}"]
+    for name, model in result.models.items():  # the exported model's (export.which)
+        deploy = next((s for s in model.sections if s["name"] == "deploy"), None)
+        if deploy and deploy.get("tables"):
+            lines += ["", f"Deployment of the {_escape(name)} model: {_escape(deploy['headline'])}"]
     if view.warnings:
         lines += ["", "**Findings**", ""]
         lines += [f"- {_escape(f['severity'])}: {_escape(f['message'])}" for f in view.warnings]
