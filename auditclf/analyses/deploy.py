@@ -193,7 +193,8 @@ def deploy(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         "came from, on the same test images (latency at batch 1, throughput at batch 64, "
         "on this machine's CPU).",
     )
-    worst = min(ledger, key=lambda row: row[2])
+    # the least faithful file: the lowest agreement, then the largest logit difference
+    worst = min(ledger, key=lambda row: (row[2], -float(row[6])))
     section.headline = (
         f"{len(formats)} exported file(s) audited on {len(table)} test images; the least "
         f"faithful, {worst[0]}, agrees with the PyTorch model on {worst[2]:.2%} of them "
