@@ -55,7 +55,11 @@ def expected_metric_keys(
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     if config.export.formats:
         columns, artifacts["deploy"] = deploy_stand_in(
-            config.export.formats, labels, config.robustness, data_summary["input_shape"][0]
+            config.export.formats,
+            labels,
+            config.robustness,
+            data_summary["input_shape"][0],
+            corruptions=config.corruptions.enabled,
         )
         stand_in = pd.concat([stand_in, pd.DataFrame(columns, index=stand_in.index)], axis=1)
     shift = data_summary.get("shift")

@@ -32,9 +32,11 @@ from auditclf.config import (
 )
 from auditclf.data.splits import SPLITS
 from auditclf.device_defaults import section_for_device
+from auditclf.keys import deploy_column
 from auditclf.probes.attacks import stand_in_columns
 from auditclf.probes.attributions import stand_in_columns as stand_in_explanations
 from auditclf.probes.corruption import stand_in_columns as stand_in_corruptions
+from auditclf.probes.deploy import stand_in_columns as stand_in_deploy
 from auditclf.registry import Entry
 
 METRIC_KEY = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_@/\-]+)+$")
@@ -445,7 +447,19 @@ def _invariance_case() -> tuple[pd.DataFrame, AnalysisContext]:
     corrupted["cor.check.severity0_pred"] = table["pred"].to_numpy(dtype=float)
     corrupted["corrupted"] = (np.arange(n) < 30).astype(float)
     table = pd.concat([table, pd.DataFrame(corrupted, index=table.index)], axis=1)
-    ctx.artifacts = {"robustness": artifacts, "explanations": explain, "corruption": corruption}
+    # An exported file that disagrees on a few images, as the deploy probe writes it.
+    deployed, deploy = stand_in_deploy(["onnx"], labels, robustness, 1, corruptions=True)
+    deployed[deploy_column("onnx", "pred")] = np.where(
+        np.arange(n) % 7 == 0, (labels + 1) % 3, labels
+    )
+    deployed[deploy_column("onnx", "corruption_accuracy")] = rng.uniform(0.4, 1.0, n)
+    table = pd.concat([table, pd.DataFrame(deployed, index=table.index)], axis=1)
+    ctx.artifacts = {
+        "robustness": artifacts,
+        "explanations": explain,
+        "corruption": corruption,
+        "deploy": deploy,
+    }
     # A shift set: the same images, fainter (every other prediction moved), its own groups.
     shifted = sample_table(labels, np.roll(proba, n // 2, axis=0), classes)
     ctx.shift = {"scanner_b": shifted.assign(**{"attr.site": np.where(labels, "east", "west")})}

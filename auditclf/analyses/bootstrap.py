@@ -124,3 +124,20 @@ def newcombe_paired_difference(
     above = (high_a - p_a) ** 2 - 2 * phi * (high_a - p_a) * (p_b - low_b) + (p_b - low_b) ** 2
     low, high = difference - np.sqrt(max(below, 0.0)), difference + np.sqrt(max(above, 0.0))
     return float(low), float(high)
+
+
+def bootstrap_means(
+    values: np.ndarray, n_boot: int, seed: int, stream: str = "corruption"
+) -> np.ndarray:
+    """(n_boot, columns): the column means of ``values`` (n, columns) over ``n_boot`` seeded
+    resamples of its rows, each resample as counts per row (one matrix product per chunk)."""
+    n = len(values)
+    rng = numpy_rng(seed, "bootstrap", stream)
+    per_chunk = max(1, 2_000_000 // max(n, 1))
+    draws = []
+    for start in range(0, n_boot, per_chunk):
+        b = min(per_chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        weights = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n)
+        draws.append(weights.reshape(b, n) @ values / n)
+    return np.concatenate(draws) if draws else np.empty((0, values.shape[1]))

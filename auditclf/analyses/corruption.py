@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
-from auditclf.analyses.bootstrap import clopper_pearson, percentile_interval
+from auditclf.analyses.bootstrap import bootstrap_means, clopper_pearson, percentile_interval
 from auditclf.analyses.calibration import expected_calibration_error
 from auditclf.analyses.robustness import Check
 from auditclf.catalog import CATALOG
@@ -41,7 +41,6 @@ from auditclf.keys.families import (
     CORRUPTION_SEVERITY_ACCURACY,
     CORRUPTION_WORST_ACCURACY,
 )
-from auditclf.seeding import numpy_rng
 
 CONFIDENCE_TOLERANCE = 1e-6  # the batch-size check: confidences agree to float64 noise
 # checks that make the section unreliable when they fail; the others are findings
@@ -92,20 +91,6 @@ class Outcomes:
     def per_image(self) -> np.ndarray:
         """(n, C): each image's accuracy under each corruption, mean over severities."""
         return self.correct.mean(axis=2)
-
-
-def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, columns): column means of ``values`` (n, columns) over row resamples."""
-    n = len(values)
-    rng = numpy_rng(seed, "bootstrap", "corruption")
-    per_chunk = max(1, 2_000_000 // max(n, 1))
-    draws = []
-    for start in range(0, n_boot, per_chunk):
-        b = min(per_chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(b, n))
-        weights = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n)
-        draws.append(weights.reshape(b, n) @ values / n)
-    return np.concatenate(draws) if draws else np.empty((0, values.shape[1]))
 
 
 def _severity_rises(correct: np.ndarray, z: float) -> list[tuple[int, int, int, int]]:
@@ -185,7 +170,7 @@ def _accuracies(
     level = ctx.config.confidence_level
     n = len(out.labels)
     per_image = out.per_image
-    draws = _bootstrap_means(
+    draws = bootstrap_means(
         np.column_stack([per_image, per_image.mean(axis=1)]),
         ctx.config.bootstrap,
         ctx.seed,

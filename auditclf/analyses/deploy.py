@@ -17,7 +17,12 @@ import numpy as np
 import pandas as pd
 
 from auditclf.analyses.base import ANALYSES, AnalysisContext, Section, Table, key_part
-from auditclf.analyses.bootstrap import clopper_pearson, newcombe_paired_difference
+from auditclf.analyses.bootstrap import (
+    bootstrap_means,
+    clopper_pearson,
+    newcombe_paired_difference,
+    percentile_interval,
+)
 from auditclf.analyses.shift import accuracy_scores
 from auditclf.evidence import ATTR_PREFIX
 from auditclf.keys import deploy_column
@@ -101,6 +106,7 @@ def _one_format(section: Section, fmt: str, table: pd.DataFrame, ctx: AnalysisCo
         section.put(f"{prefix}.{what}", record[what])
     section.put(f"{prefix}.size_mb", record["size_mb"])
     _transfer(section, fmt, table, ctx.artifacts["deploy"].get("transfer_eps"), level)
+    _corruption(section, fmt, table, ctx)
     if agreement < 1.0 or drop > 0:
         section.find(
             "warning" if drop > 0 else "info",
@@ -110,6 +116,28 @@ def _one_format(section: Section, fmt: str, table: pd.DataFrame, ctx: AnalysisCo
             metric=agreement_key,
         )
     return _ledger_row(fmt, record, paired, accuracy, drop, logit_diff, level)
+
+
+def _corruption(section: Section, fmt: str, table: pd.DataFrame, ctx: AnalysisContext) -> None:
+    """``deploy.<format>.corruption.accuracy`` (bootstrap interval over images, as the
+    corruption analysis's mean) and ``.agreement``: the exported model under the corruption
+    probe's images, per image over every corruption × severity, averaged over the images."""
+    column = deploy_column(fmt, "corruption_accuracy")
+    if column not in table.columns:
+        return
+    given = table[column].notna().to_numpy()
+    accuracy = table[column].to_numpy()[given]
+    agreement = table[deploy_column(fmt, "corruption_agreement")].to_numpy()[given]
+    key = f"deploy.{fmt}.corruption.accuracy"
+    draws = bootstrap_means(accuracy[:, None], ctx.config.bootstrap, ctx.seed, f"deploy.{fmt}")
+    draws = draws[:, 0]
+    interval = percentile_interval(draws, ctx.config.confidence_level) if len(draws) else None
+    _put(section, key, float(accuracy.mean()) if len(accuracy) else float("nan"), interval)
+    section.put(
+        f"deploy.{fmt}.corruption.agreement",
+        float(agreement.mean()) if len(agreement) else None,
+        reason="no corrupted image",
+    )
 
 
 def _transfer(section: Section, fmt: str, table: pd.DataFrame, eps: str | None, level) -> None:
@@ -193,6 +221,28 @@ def deploy(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         "came from, on the same test images (latency at batch 1, throughput at batch 64, "
         "on this machine's CPU).",
     )
+    corrupted = [
+        [
+            fmt,
+            section.metrics[f"deploy.{fmt}.corruption.accuracy"],
+            [
+                section.metrics.get(f"deploy.{fmt}.corruption.accuracy.ci_low"),
+                section.metrics.get(f"deploy.{fmt}.corruption.accuracy.ci_high"),
+            ],
+            section.metrics[f"deploy.{fmt}.corruption.agreement"],
+        ]
+        for fmt in formats
+        if f"deploy.{fmt}.corruption.accuracy" in section.metrics
+    ]
+    if corrupted:
+        section.tables["corruption"] = Table(
+            ["format", "accuracy under corruptions", "interval", "agreement under corruptions"],
+            corrupted,
+            caption="Each file on the corruption probe's images (the same images, every "
+            "corruption × severity): accuracy, with a bootstrap interval over images, and "
+            "top-1 agreement with the PyTorch model's predictions on them; compare "
+            "corruption.mean.accuracy.",
+        )
     # the least faithful file: the lowest agreement, then the largest logit difference
     worst = min(ledger, key=lambda row: (row[2], -float(row[6])))
     section.headline = (

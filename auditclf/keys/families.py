@@ -547,6 +547,19 @@ DEPLOY = (
         False,
         CI,
     ),
+    F(
+        "deploy.<format>.corruption.accuracy",
+        "accuracy of the exported model under the corruption probe's images (mean over "
+        "every corruption and severity)",
+        HIGHER,
+        False,
+        CI,
+    ),
+    F(
+        "deploy.<format>.corruption.agreement",
+        "top-1 agreement with the PyTorch model under the corruption probe's images",
+        HIGHER,
+    ),
 )
 
 FAMILIES: tuple[KeyFamily, ...] = (

@@ -10,11 +10,14 @@ Columns, per format: ``deploy.<format>.pred``, ``.confidence`` (top softmax prob
 ``.logit_diff`` and ``.proba_diff`` (the image's largest |exported − PyTorch| logit and
 probability over the classes), and with the attack probe ``.transfer_pred``: the exported
 model's class for the PyTorch model's PGD-L∞ image at the reference eps (attacked subset;
-empty elsewhere). ``artifacts["deploy"]`` holds each file's record (file,
-size, opset, how it was made) and its timings: latency at batch 1 (p50/p95 of
-``latency_repeats`` passes after :data:`WARM_UP`) and throughput at batch :data:`BATCH`,
-on the CPU. Timings vary from run to run (they are measurements of this machine now): they
-stay out of the sample table, and the determinism the design promises covers the other keys.
+empty elsewhere); with the corruption probe ``.corruption_accuracy`` and
+``.corruption_agreement``: per corrupted image, the exported model's accuracy over every
+corruption × severity of it, and its agreement with the PyTorch model's predictions there.
+``artifacts["deploy"]`` holds each file's record (file, size, opset, how it was made) and
+its timings: latency at batch 1 (p50/p95 of ``latency_repeats`` passes after
+:data:`WARM_UP`) and throughput at batch :data:`BATCH`, on the CPU. Timings vary from run
+to run (they are measurements of this machine now): they stay out of the sample table, and
+the determinism the design promises covers the other keys.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import torch.nn as nn
 
 from auditclf.config import RobustnessConfig
 from auditclf.data.lazy import image_blocks, row_blocks
-from auditclf.keys import deploy_column
+from auditclf.keys import corruption_column, deploy_column
+from auditclf.models.adapter import ModelAdapter
 from auditclf.models.runtime import OnnxModule, load_own_torchscript
 from auditclf.probes.attacks import adversarial_versions, reference_eps
 from auditclf.probes.base import ProbeContext
 from auditclf.probes.clean import predict_logits
+from auditclf.probes.corruption import Corrupter
 
 BATCH = 64  # images per pass of an exported model, and the throughput's batch
 WARM_UP = 3  # untimed passes before the timed ones
@@ -102,6 +107,44 @@ def timings(module: nn.Module, images, repeats: int) -> dict[str, float]:
     return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "throughput": throughput}
 
 
+def corrupted_answers(
+    ctx: ProbeContext, table: pd.DataFrame, module: nn.Module
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The exported model on the corruption probe's images (the corrupted subset, the same
+    per-image seeds, every corruption × severity, made on the CPU where the file runs) →
+    (those rows, its per-image accuracy, its per-image agreement with the PyTorch model's
+    predictions under the same corruptions); None without the corruption probe."""
+    cfg = ctx.corruptions
+    if cfg is None or not cfg.enabled or "corrupted" not in table.columns:
+        return None
+    rows = np.flatnonzero(table["corrupted"].to_numpy() == 1)
+    channels = ctx.test.images.shape[1]
+    exported = ModelAdapter(module, [0.0] * channels, [1.0] * channels, gradients=False)
+    over = ProbeContext(
+        model=exported,
+        test=ctx.test,
+        classes=ctx.classes,
+        device=torch.device("cpu"),
+        seed=ctx.seed,
+        batch_size=ctx.batch_size,
+        corruptions=cfg,
+    )
+    pred = Corrupter(over, rows).run()["pred"]  # (rows, corruptions, severities)
+    ours = np.stack(
+        [
+            np.stack(
+                [table[corruption_column(n, s, "pred")].to_numpy()[rows] for s in cfg.severities],
+                axis=1,
+            )
+            for n in cfg.names
+        ],
+        axis=1,
+    )
+    labels = table["label"].to_numpy()[rows]
+    accuracy = (pred == labels[:, None, None]).mean(axis=(1, 2))
+    return rows, accuracy, (pred == ours).mean(axis=(1, 2))
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -139,6 +182,15 @@ def deploy_probe(
                 rows, adversarial, _ = transfer
                 column = columns[deploy_column(fmt, "transfer_pred")] = np.full(len(table), np.nan)
                 column[rows] = _predictions(module, adversarial)
+            corrupted = corrupted_answers(ctx, table, module)
+            if corrupted is not None:
+                rows, accuracy, agreement = corrupted
+                for what, values in (
+                    ("corruption_accuracy", accuracy),
+                    ("corruption_agreement", agreement),
+                ):
+                    column = columns[deploy_column(fmt, what)] = np.full(len(table), np.nan)
+                    column[rows] = values
             records[fmt] = {**record, **timings(module, images, repeats)}
     ctx.artifacts["deploy"] = {
         "formats": list(files),
@@ -149,7 +201,12 @@ def deploy_probe(
 
 
 def stand_in_columns(
-    formats: list[str], labels: np.ndarray, robustness: RobustnessConfig, channels: int
+    formats: list[str],
+    labels: np.ndarray,
+    robustness: RobustnessConfig,
+    channels: int,
+    *,
+    corruptions: bool = False,
 ) -> tuple[dict, dict]:
     """Columns and artifacts shaped like the probe's (every image agreeing), for dry runs
     that list metric keys; → (columns, artifacts)."""
@@ -164,6 +221,9 @@ def stand_in_columns(
         columns[deploy_column(fmt, "proba_diff")] = np.zeros(n)
         if transfer_eps is not None:
             columns[deploy_column(fmt, "transfer_pred")] = labels.astype(np.float64)
+        if corruptions:
+            columns[deploy_column(fmt, "corruption_accuracy")] = np.ones(n)
+            columns[deploy_column(fmt, "corruption_agreement")] = np.ones(n)
         records[fmt] = {"file": fmt, "size_mb": 1.0, **records["pytorch"]}
     artifacts = {"formats": list(formats), "records": records, "transfer_eps": transfer_eps}
     return columns, artifacts
