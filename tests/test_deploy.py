@@ -16,12 +16,17 @@ from auditclf.errors import ModelRefused
 from auditclf.models.runtime import check_onnx
 from tests.conftest import MINIMAL_CONFIG, cli
 
-# the attack probe at one eps on a few images: the transfer of its adversarial images
+# the attack probe at one eps on a few images (the transfer of its adversarial images, and
+# Square on each file), and one corruption on a few images
 DEPLOY_CONFIG = (
     MINIMAL_CONFIG.replace(
         "robustness:\n  enabled: false\n",
-        "robustness:\n  attacks: [pgd_linf]\n  eps_linf: [0.1]\n  samples: 30\n"
+        "robustness:\n  attacks: [pgd_linf, square]\n  eps_linf: [0.1]\n  samples: 30\n"
+        "  square_samples: 20\n  square_queries: 30\n"
         "  min_eps_samples: 0\n  gallery_per_class: 0\n",
+    ).replace(
+        "corruptions:\n  enabled: false\n",
+        "corruptions:\n  samples: 30\n  names: [contrast]\n  gallery: false\n",
     )
     + """\
 data:
@@ -87,6 +92,16 @@ def test_onnx_and_torchscript_agree_with_pytorch_and_int8_is_reported(deployed):
     # the PyTorch model's own adversarial images (30): they fool the float export alike
     transferred = metrics["deploy.onnx.transfer@0.1.accuracy"]
     assert abs(transferred - metrics["robustness.pgd_linf@0.1.accuracy"]) <= 1 / 30
+    # Square querying each file, on the attack probe's Square images; the float export is
+    # the same function, so the same queries find the same images (one of rounding allowed)
+    own = metrics["robustness.square@0.1.accuracy"]
+    assert abs(metrics["deploy.onnx.square@0.1.accuracy"] - own) <= 1 / 20
+    # the corruption probe's images through the file: the float export answers as PyTorch
+    assert metrics["deploy.onnx.corruption.agreement"] >= 0.99
+    corrupted = metrics["deploy.onnx.corruption.accuracy"]
+    assert abs(corrupted - metrics["corruption.mean.accuracy"]) <= 0.01
+    low, high = (metrics[f"deploy.onnx.corruption.accuracy.ci_{b}"] for b in ("low", "high"))
+    assert low <= corrupted <= high
     assert metrics["deploy.onnx-int8.size_mb"] < metrics["deploy.onnx.size_mb"] / 2
     assert metrics["deploy.onnx.latency_p95_ms"] >= metrics["deploy.onnx.latency_p50_ms"] > 0
     assert sorted(p.name for p in (out / "export").iterdir()) == [

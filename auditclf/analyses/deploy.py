@@ -106,6 +106,7 @@ def _one_format(section: Section, fmt: str, table: pd.DataFrame, ctx: AnalysisCo
         section.put(f"{prefix}.{what}", record[what])
     section.put(f"{prefix}.size_mb", record["size_mb"])
     _transfer(section, fmt, table, ctx.artifacts["deploy"].get("transfer_eps"), level)
+    _attacked(section, fmt, table, "square", ctx.artifacts["deploy"].get("square_eps"), level)
     _corruption(section, fmt, table, ctx)
     if agreement < 1.0 or drop > 0:
         section.find(
@@ -143,13 +144,58 @@ def _corruption(section: Section, fmt: str, table: pd.DataFrame, ctx: AnalysisCo
 def _transfer(section: Section, fmt: str, table: pd.DataFrame, eps: str | None, level) -> None:
     """``deploy.<format>.transfer@<eps>.accuracy``: the exported model on the PyTorch model's
     adversarial images (the attacked subset's rows)."""
-    column = deploy_column(fmt, "transfer_pred")
+    _attacked(section, fmt, table, "transfer", eps, level)
+
+
+def _under_stress(section: Section, formats: list[str], audited: dict) -> None:
+    """One table: each file under the PyTorch model's PGD images, under Square against the
+    file itself, and under the corruption probe's images (the columns this run has)."""
+    metrics = section.metrics
+    columns = {}
+    if audited.get("transfer_eps"):
+        columns[f"PGD-L∞ images @ {audited['transfer_eps']} (transferred)"] = (
+            f"transfer@{audited['transfer_eps']}.accuracy"
+        )
+    if audited.get("square_eps"):
+        columns[f"Square @ {audited['square_eps']} (on the file)"] = (
+            f"square@{audited['square_eps']}.accuracy"
+        )
+    columns["accuracy under corruptions"] = "corruption.accuracy"
+    columns["agreement under corruptions"] = "corruption.agreement"
+    present = {
+        title: key
+        for title, key in columns.items()
+        if any(f"deploy.{fmt}.{key}" in metrics for fmt in formats)
+    }
+    if not present:
+        return
+    section.tables["stress"] = Table(
+        ["format", *present],
+        [
+            [fmt, *(metrics.get(f"deploy.{fmt}.{key}") for key in present.values())]
+            for fmt in formats
+        ],
+        caption="Each exported file under attack and corruption: the PyTorch model's PGD-L∞ "
+        "images at the reference eps (does the attack transfer to what ships?), black-box "
+        "Square querying the file itself (its own robustness, comparable with the PyTorch "
+        "model's robustness.square), and the corruption probe's images (accuracy, and "
+        "agreement with the PyTorch model on them). Intervals are in the JSON.",
+    )
+
+
+def _attacked(
+    section: Section, fmt: str, table: pd.DataFrame, what: str, eps: str | None, level
+) -> None:
+    """``deploy.<format>.<what>@<eps>.accuracy`` from the column ``<what>_pred`` (the rows
+    the attack covered): ``transfer``, the PyTorch model's PGD images on the file;
+    ``square``, black-box Square against the file itself."""
+    column = deploy_column(fmt, f"{what}_pred")
     if eps is None or column not in table.columns:
         return
     given = table[column].notna().to_numpy()
     hits = int((table[column].to_numpy()[given] == table["label"].to_numpy()[given]).sum())
     n = int(given.sum())
-    key = f"deploy.{fmt}.transfer@{eps}.accuracy"
+    key = f"deploy.{fmt}.{what}@{eps}.accuracy"
     _put(section, key, hits / n if n else float("nan"), clopper_pearson(hits, n, level))
 
 
@@ -221,28 +267,7 @@ def deploy(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         "came from, on the same test images (latency at batch 1, throughput at batch 64, "
         "on this machine's CPU).",
     )
-    corrupted = [
-        [
-            fmt,
-            section.metrics[f"deploy.{fmt}.corruption.accuracy"],
-            [
-                section.metrics.get(f"deploy.{fmt}.corruption.accuracy.ci_low"),
-                section.metrics.get(f"deploy.{fmt}.corruption.accuracy.ci_high"),
-            ],
-            section.metrics[f"deploy.{fmt}.corruption.agreement"],
-        ]
-        for fmt in formats
-        if f"deploy.{fmt}.corruption.accuracy" in section.metrics
-    ]
-    if corrupted:
-        section.tables["corruption"] = Table(
-            ["format", "accuracy under corruptions", "interval", "agreement under corruptions"],
-            corrupted,
-            caption="Each file on the corruption probe's images (the same images, every "
-            "corruption × severity): accuracy, with a bootstrap interval over images, and "
-            "top-1 agreement with the PyTorch model's predictions on them; compare "
-            "corruption.mean.accuracy.",
-        )
+    _under_stress(section, formats, ctx.artifacts["deploy"])
     # the least faithful file: the lowest agreement, then the largest logit difference
     worst = min(ledger, key=lambda row: (row[2], -float(row[6])))
     section.headline = (
@@ -259,6 +284,11 @@ def deploy(table: pd.DataFrame, ctx: AnalysisContext) -> Section:
         "two accuracies on the same images, Newcombe's score interval for paired data "
         "(method 10, 1998). Latency is the p50/p95 of single-image passes after warm-up, "
         "throughput that of batches of 64, both on the CPU of this run: they vary from run "
-        "to run, unlike every other number here."
+        "to run, unlike every other number here. Under attack: the PyTorch model's PGD-L∞ "
+        "images at the reference eps (the attack probe's per-image seeds, so the very images "
+        "it made) and torchattacks' Square querying each file through its runtime, on the "
+        "images the attack probe's Square attacked; under corruption: the corruption probe's "
+        "images (same seeds), each file's accuracy over every corruption × severity with a "
+        "bootstrap interval over images."
     )
     return section

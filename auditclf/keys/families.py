@@ -548,6 +548,13 @@ DEPLOY = (
         CI,
     ),
     F(
+        "deploy.<format>.square@<eps>.accuracy",
+        "accuracy of the exported model under black-box Square, querying the file itself",
+        HIGHER,
+        False,
+        CI,
+    ),
+    F(
         "deploy.<format>.corruption.accuracy",
         "accuracy of the exported model under the corruption probe's images (mean over "
         "every corruption and severity)",

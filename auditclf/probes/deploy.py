@@ -10,7 +10,9 @@ Columns, per format: ``deploy.<format>.pred``, ``.confidence`` (top softmax prob
 ``.logit_diff`` and ``.proba_diff`` (the image's largest |exported − PyTorch| logit and
 probability over the classes), and with the attack probe ``.transfer_pred``: the exported
 model's class for the PyTorch model's PGD-L∞ image at the reference eps (attacked subset;
-empty elsewhere); with the corruption probe ``.corruption_accuracy`` and
+empty elsewhere), and ``.square_pred``: the exported model's class after black-box Square
+queried it through its runtime at that eps (the attack probe's Square images; empty
+elsewhere); with the corruption probe ``.corruption_accuracy`` and
 ``.corruption_agreement``: per corrupted image, the exported model's accuracy over every
 corruption × severity of it, and its agreement with the PyTorch model's predictions there.
 ``artifacts["deploy"]`` holds each file's record (file, size, opset, how it was made) and
@@ -35,7 +37,7 @@ from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.keys import corruption_column, deploy_column
 from auditclf.models.adapter import ModelAdapter
 from auditclf.models.runtime import OnnxModule, load_own_torchscript
-from auditclf.probes.attacks import adversarial_versions, reference_eps
+from auditclf.probes.attacks import AttackRunner, adversarial_versions, reference_eps
 from auditclf.probes.base import ProbeContext
 from auditclf.probes.clean import predict_logits
 from auditclf.probes.corruption import Corrupter
@@ -107,6 +109,41 @@ def timings(module: nn.Module, images, repeats: int) -> dict[str, float]:
     return {"latency_p50_ms": float(p50), "latency_p95_ms": float(p95), "throughput": throughput}
 
 
+def _exported_context(ctx: ProbeContext, module: nn.Module, **sections) -> ProbeContext:
+    """A probe context over ``module`` (an exported file in its runtime, the normalisation
+    inside it, no gradients) on the CPU where it runs, with the run's seed and test split."""
+    channels = ctx.test.images.shape[1]
+    exported = ModelAdapter(module, [0.0] * channels, [1.0] * channels, gradients=False)
+    return ProbeContext(
+        model=exported,
+        test=ctx.test,
+        classes=ctx.classes,
+        device=torch.device("cpu"),
+        seed=ctx.seed,
+        batch_size=ctx.batch_size,
+        **sections,
+    )
+
+
+def square_answers(
+    ctx: ProbeContext, table: pd.DataFrame, module: nn.Module
+) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """Black-box Square on the exported model at the robustness reference eps, on the images
+    the attack probe's Square attacked (the same stratified rows, the same per-image seeds),
+    querying the file through its runtime → (those rows, its predictions, the eps as keys
+    spell it); None when the attack probe or Square did not run."""
+    cfg = ctx.robustness
+    if cfg is None or not cfg.enabled or "square" not in cfg.attacks:
+        return None
+    if "attacked" not in table.columns:
+        return None
+    attacked = np.flatnonzero(table["attacked"].to_numpy() == 1)
+    runner = AttackRunner(_exported_context(ctx, module, robustness=cfg), attacked)
+    rows = runner.stratified_rows(cfg.square_samples)
+    eps_text = reference_eps(cfg, ctx.test.images.shape[1])
+    return attacked[rows], runner.run("square", eps_text, rows=rows)["pred"], eps_text
+
+
 def corrupted_answers(
     ctx: ProbeContext, table: pd.DataFrame, module: nn.Module
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -118,17 +155,7 @@ def corrupted_answers(
     if cfg is None or not cfg.enabled or "corrupted" not in table.columns:
         return None
     rows = np.flatnonzero(table["corrupted"].to_numpy() == 1)
-    channels = ctx.test.images.shape[1]
-    exported = ModelAdapter(module, [0.0] * channels, [1.0] * channels, gradients=False)
-    over = ProbeContext(
-        model=exported,
-        test=ctx.test,
-        classes=ctx.classes,
-        device=torch.device("cpu"),
-        seed=ctx.seed,
-        batch_size=ctx.batch_size,
-        corruptions=cfg,
-    )
+    over = _exported_context(ctx, module, corruptions=cfg)
     pred = Corrupter(over, rows).run()["pred"]  # (rows, corruptions, severities)
     ours = np.stack(
         [
@@ -143,6 +170,13 @@ def corrupted_answers(
     labels = table["label"].to_numpy()[rows]
     accuracy = (pred == labels[:, None, None]).mean(axis=(1, 2))
     return rows, accuracy, (pred == ours).mean(axis=(1, 2))
+
+
+def _square_eps(cfg: RobustnessConfig | None, channels: int) -> str | None:
+    """The eps Square attacks the exported files at (the reference eps), None without it."""
+    if cfg is None or not cfg.enabled or "square" not in cfg.attacks:
+        return None
+    return reference_eps(cfg, channels)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -182,6 +216,11 @@ def deploy_probe(
                 rows, adversarial, _ = transfer
                 column = columns[deploy_column(fmt, "transfer_pred")] = np.full(len(table), np.nan)
                 column[rows] = _predictions(module, adversarial)
+            square = square_answers(ctx, table, module)
+            if square is not None:
+                rows, pred, _ = square
+                column = columns[deploy_column(fmt, "square_pred")] = np.full(len(table), np.nan)
+                column[rows] = pred
             corrupted = corrupted_answers(ctx, table, module)
             if corrupted is not None:
                 rows, accuracy, agreement = corrupted
@@ -196,6 +235,7 @@ def deploy_probe(
         "formats": list(files),
         "records": records,
         "transfer_eps": None if transfer is None else transfer[2],
+        "square_eps": _square_eps(ctx.robustness, ctx.test.images.shape[1]),
     }
     return table.assign(**columns)
 
@@ -221,9 +261,16 @@ def stand_in_columns(
         columns[deploy_column(fmt, "proba_diff")] = np.zeros(n)
         if transfer_eps is not None:
             columns[deploy_column(fmt, "transfer_pred")] = labels.astype(np.float64)
+        if _square_eps(robustness, channels) is not None:
+            columns[deploy_column(fmt, "square_pred")] = labels.astype(np.float64)
         if corruptions:
             columns[deploy_column(fmt, "corruption_accuracy")] = np.ones(n)
             columns[deploy_column(fmt, "corruption_agreement")] = np.ones(n)
         records[fmt] = {"file": fmt, "size_mb": 1.0, **records["pytorch"]}
-    artifacts = {"formats": list(formats), "records": records, "transfer_eps": transfer_eps}
+    artifacts = {
+        "formats": list(formats),
+        "records": records,
+        "transfer_eps": transfer_eps,
+        "square_eps": _square_eps(robustness, channels),
+    }
     return columns, artifacts
