@@ -417,6 +417,14 @@ class AttackedModel(torch.nn.Module):
         super().__init__()
         self.passes = FixedChunks(model, sizes)
         self.randomness: PerImageRandomness | None = None
+        if next(model.parameters(), None) is None:  # an exported file's runtime, say
+            # torchattacks takes its device from the model's first parameter (and prints to
+            # stdout when there is none): an empty one, on the device of the model's buffers
+            anchor = next(model.buffers(), None)
+            device = anchor.device if anchor is not None else torch.device("cpu")
+            self.device_anchor = torch.nn.Parameter(
+                torch.empty(0, device=device), requires_grad=False
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.randomness is None:
