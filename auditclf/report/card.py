@@ -21,6 +21,7 @@ cell is text or ``{"code": text}`` (a key or a hash, shown literally).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from auditclf.keys import interval_keys, model_key, parse
@@ -65,7 +66,6 @@ HEADLINE_ROWS = (
     ("Robustness checks all passed (1 = yes)", RELIABLE.key()),
     ("Corruption checks all passed (1 = yes)", CORRUPTION_RELIABLE.key()),
 )
-_BOUND_SUFFIXES = (".ci_low", ".ci_high", "_ci_low", "_ci_high")
 
 
 def number(value: Any) -> str:
@@ -440,14 +440,24 @@ def _explanations(result: AuditResult) -> list[dict]:
     ]
 
 
+# what a card says of an exported file: parity, cost, and robustness (the per-class and
+# per-group numbers, and the other timings, stay in the report)
+_DEPLOY_SUMMARY = re.compile(
+    r"deploy\.[a-z0-9-]+\.(agreement|accuracy|accuracy\.drop|max_logit_diff|latency_p95_ms"
+    r"|size_mb|transfer@[^.]+(\.[0-9]+)?\.accuracy|square@[^.]+(\.[0-9]+)?\.accuracy"
+    r"|corruption\.accuracy)"
+)
+
+
 def _deployment(result: AuditResult) -> list[dict]:
-    """The exported files' parity, latency and size: every ``deploy.`` key of every model,
-    as found, spelt as gates spell it (``hardened.deploy.onnx.agreement``)."""
+    """The exported files' parity, size, latency and robustness: the summary ``deploy.``
+    keys of every model, as found, spelt as gates spell them
+    (``hardened.deploy.onnx.agreement``)."""
     rows = [
         [key.split(".")[1], code(model_key(name, key)), estimate(model.metrics, key)]
         for name, model in result.models.items()
         for key in model.metrics
-        if key.startswith("deploy.") and not key.endswith(_BOUND_SUFFIXES)
+        if _DEPLOY_SUMMARY.fullmatch(key)
     ]
     if not rows:
         return [_text("Exported models: none was exported and audited in this run.")]
