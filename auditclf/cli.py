@@ -438,11 +438,17 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     config = load_config(args.config, _overrides(args))
     preflight(config, command="run", out=config.out, flags=_given_flags(args))
+    from auditclf import distributed
     from auditclf.api import run as run_api
     from auditclf.progress import Progress
+    from auditclf.runcontext import resolve_device
 
-    result = run_api(config, progress=not args.quiet, debug=args.debug)
-    with Progress.for_stream(not args.quiet).task(f"writing the report to {config.out}"):
+    distributed.init(resolve_device(config.device).type)  # under torchrun only
+    shown = not args.quiet and distributed.is_main()
+    result = run_api(config, progress=shown, debug=args.debug)
+    if not distributed.is_main():  # rank 0 alone writes and prints; main() shares its status
+        return VERDICT_STATUS[result.verdict]
+    with Progress.for_stream(shown).task(f"writing the report to {config.out}"):
         result.save(config.out)
     metrics = result.metrics
     _write_gates(out, result)
@@ -806,4 +812,6 @@ def run(
 
 
 def main() -> None:
-    sys.exit(run())
+    from auditclf import distributed
+
+    distributed.exit_all(run())  # under torchrun, every rank exits with rank 0's status

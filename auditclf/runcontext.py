@@ -18,7 +18,7 @@ from importlib import metadata
 
 import torch
 
-from auditclf import __version__
+from auditclf import __version__, distributed
 from auditclf.config import ONNX_MODEL_PREFIX, AuditConfig
 from auditclf.data import PreparedData, prepare_data
 from auditclf.data.attributes import check_attributes
@@ -62,12 +62,13 @@ class PhaseTimer:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto``, ``cpu`` or ``cuda`` → the device; ``cuda`` without one is a usage error."""
+    """``auto``, ``cpu`` or ``cuda`` → the device (under torchrun, CUDA is this process's
+    ``LOCAL_RANK`` GPU); ``cuda`` without one is a usage error."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available (use auto or cpu)")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name, distributed.device_index(name))
 
 
 def versions() -> dict[str, str]:

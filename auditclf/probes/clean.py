@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from auditclf import distributed
 from auditclf.data.lazy import image_blocks, row_blocks
 from auditclf.errors import UnreliableEvaluation
 from auditclf.keys import PROBA_PREFIX
@@ -22,12 +23,20 @@ from auditclf.train.standard import to_unit_float
 @torch.no_grad()
 def predict_logits(ctx: ProbeContext) -> np.ndarray:
     """(N, K) float64 logits of the test images, batched on the model's device (a batch
-    halves on a GPU out-of-memory error; the sizes that ran go to ``artifacts["passes"]``)."""
+    halves on a GPU out-of-memory error; the sizes that ran go to ``artifacts["passes"]``).
+
+    Under torchrun each rank computes its :func:`~auditclf.distributed.shard` of the rows
+    and every rank gets all N rows back."""
     sizes = PassSizes(block=ctx.batch_size, chunk=ctx.chunk)
     model = FixedChunks(ctx.model.eval(), sizes)
-    chunks, total = [], len(ctx.test.labels)
-    blocks = image_blocks(ctx.test.images, row_blocks(total, ctx.batch_size), device=ctx.device)
-    with ctx.progress.task(_what(ctx), total=total) as task:
+    rows = distributed.shard(np.arange(len(ctx.test.labels)))
+    chunks = []
+    blocks = image_blocks(
+        ctx.test.images,
+        [rows[block] for block in row_blocks(len(rows), ctx.batch_size)],
+        device=ctx.device,
+    )
+    with ctx.progress.task(_what(ctx), total=len(rows)) as task:
         for pixels in blocks:
 
             def work(block: np.ndarray, pixels=pixels) -> torch.Tensor:
@@ -36,7 +45,9 @@ def predict_logits(ctx: ProbeContext) -> np.ndarray:
             chunks += in_blocks(np.arange(len(pixels)), sizes, work, "clean probe")
             task.advance(len(pixels))
     ctx.artifacts["passes"] = sizes.record()
-    return torch.cat(chunks).cpu().numpy()
+    # a rank whose share is empty (fewer rows than ranks) contributes no rows
+    logits = torch.cat(chunks).cpu().numpy() if chunks else np.zeros((0, len(ctx.classes)))
+    return distributed.gather_rows(logits)
 
 
 def _what(ctx: ProbeContext) -> str:

@@ -12,6 +12,10 @@ Columns: ``corrupted`` (1 on the subset), ``cor.<name>@<severity>.pred`` and
 ``.confidence`` (the top softmax probability), and the sanity measurements
 ``cor.check.*`` (see :data:`CHECK_COLUMNS`). The gallery (one image per corruption at
 severities 1, 3 and 5) goes to the artifact file.
+
+Under torchrun the subset is chosen from the whole split as in one process, each rank
+corrupts its shard of it, and every rank gets all the answers; the batch-size check and the
+gallery then run identically on every rank.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from auditclf import distributed
 from auditclf.config import CorruptionConfig
 from auditclf.corruptions import corrupt, corrupt_severities, severity_table
 from auditclf.data.splits import stratified_subsample
@@ -106,10 +111,26 @@ class Corrupter:
         }
 
     def run(self) -> dict[str, np.ndarray]:
-        """:meth:`run_block` over the whole subset, blocks halving on a GPU OOM."""
-        rows = np.arange(len(self.images))
+        """:meth:`run_block` over the whole subset, blocks halving on a GPU OOM. Under
+        torchrun each rank runs its :func:`~auditclf.distributed.shard` of the subset and
+        every rank gets the whole subset's answers back."""
+        rows = distributed.shard(np.arange(len(self.images)))
         parts = in_blocks(rows, self.sizes, self.run_block, "corruption probe")
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        if not parts:  # a rank whose share is empty (fewer images than ranks)
+            return distributed.gather_rows(self._no_rows())
+        return distributed.gather_rows(
+            {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+        )
+
+    def _no_rows(self) -> dict[str, np.ndarray]:
+        """:meth:`run_block`'s arrays for no image."""
+        grid = (0, len(self.cfg.names), len(self.cfg.severities))
+        return {
+            "pred": np.zeros(grid, dtype=np.int64),
+            "confidence": np.zeros(grid),
+            "out_of_range": np.zeros(0, dtype=np.int64),
+            "severity0_pred": np.zeros(0, dtype=np.int64),
+        }
 
     @torch.no_grad()
     def repeat_in_small_blocks(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
