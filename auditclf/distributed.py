@@ -79,6 +79,16 @@ def init(device_type: str) -> None:
     dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
 
 
+def card() -> dict:
+    """How the audit was spread, for the run card: the number of processes and the
+    backend that joined them (none in a single process)."""
+    if not active():
+        return {"world_size": 1, "backend": None}
+    import torch.distributed as dist
+
+    return {"world_size": world(), "backend": str(dist.get_backend())}
+
+
 def device_index(device_type: str) -> int | None:
     """The GPU index a CUDA audit uses in this process: ``LOCAL_RANK`` under torchrun,
     none (the current device) otherwise."""

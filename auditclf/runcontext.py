@@ -147,7 +147,8 @@ def trains(config: AuditConfig, module: torch.nn.Module | None = None) -> bool:
 
 def run_card(run: RunContext, *, model_hash: str, unsafe_load: bool) -> dict:
     """``report.json``'s ``run``: config (as resolved for the device), seed, device,
-    versions, durations, the counts the device chose, and the data and model hashes."""
+    versions, durations, the counts the device chose, the data and model hashes, and the
+    processes the audit was spread over (torchrun's world size and backend)."""
     return {
         "started_at": run.timer.started_at,
         "seed": run.config.seed,
@@ -159,4 +160,5 @@ def run_card(run: RunContext, *, model_hash: str, unsafe_load: bool) -> dict:
         "data_hash": run.data.summary["hash"],
         "model_hash": model_hash,
         "unsafe_load": unsafe_load,
+        "distributed": distributed.card(),
     }

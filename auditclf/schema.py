@@ -185,6 +185,16 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "type": "boolean",
                     "description": "true when the checkpoint was unpickled (--trust-checkpoint)",
                 },
+                "distributed": {
+                    "type": "object",
+                    "description": "the processes the audit was spread over: torchrun's world "
+                    "size and the backend that joined them (null in a single process)",
+                    "required": ["world_size", "backend"],
+                    "properties": {
+                        "world_size": {"type": "integer", "minimum": 1},
+                        "backend": STRING_OR_NULL,
+                    },
+                },
             },
         },
         "data": {

@@ -78,6 +78,8 @@ def test_torchrun_two_processes_equal_one(tmp_path, digits_run):
     assert first["models"]["baseline"]["metrics"] == second["models"]["baseline"]["metrics"]
     assert any(k.startswith("corruption.") for k in first["models"]["baseline"]["metrics"])
     assert (one / "samples.csv").read_text() == (two / "samples.csv").read_text()
+    assert first["run"]["distributed"] == {"world_size": 1, "backend": None}
+    assert second["run"]["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert sorted(p.name for p in one.iterdir()) == sorted(p.name for p in two.iterdir())
 
     streams = {p.parent.name + "/" + p.name: p.read_text() for p in logs.rglob("std*.log")}
