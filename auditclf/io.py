@@ -58,6 +58,7 @@ _OUTPUT_FILES = frozenset(
         "samples.csv",
         "junit.xml",
         "summary.md",
+        "model_card.md",
         "compare.html",
         "compare.json",
     }

@@ -210,7 +210,14 @@ def test_killed_runs_leave_the_old_set_or_the_new_one(digits_run, runs, tmp_path
 def _previous_set(out: Path) -> None:
     """A previous run's set in ``out``: a trained and a hardened model beside a report."""
     out.mkdir(parents=True)
-    for name in ("report.json", "samples.csv", "report.html", "junit.xml", "summary.md"):
+    for name in (
+        "report.json",
+        "samples.csv",
+        "report.html",
+        "junit.xml",
+        "summary.md",
+        "model_card.md",
+    ):
         (out / name).write_text(json.dumps({"old": name}))
     for stem in ("model", "hardened"):
         (out / f"{stem}.safetensors").write_bytes(b"weights")

@@ -126,9 +126,7 @@ def newcombe_paired_difference(
     return float(low), float(high)
 
 
-def bootstrap_means(
-    values: np.ndarray, n_boot: int, seed: int, stream: str = "corruption"
-) -> np.ndarray:
+def bootstrap_means(values: np.ndarray, n_boot: int, seed: int, stream: str) -> np.ndarray:
     """(n_boot, columns): the column means of ``values`` (n, columns) over ``n_boot`` seeded
     resamples of its rows, each resample as counts per row (one matrix product per chunk)."""
     n = len(values)

@@ -60,7 +60,8 @@ def corruption_grid(table: pd.DataFrame) -> dict[str, list[int]]:
 
 class Outcomes:
     """The corrupted rows as arrays: ``correct`` and ``confidence`` (n, C, S), ``flipped``
-    (n, C, S) against the clean prediction, and the clean answers (n,)."""
+    (n, C, S) against the clean prediction, ``per_image`` (n, C): each image's accuracy
+    under each corruption, mean over severities, and the clean answers (n,)."""
 
     def __init__(self, rows: pd.DataFrame, grid: dict[str, list[int]]) -> None:
         self.names = list(grid)
@@ -86,11 +87,7 @@ class Outcomes:
         self.correct = pred == self.labels[:, None, None]
         self.flipped = pred != self.clean_pred[:, None, None]
         self.confidence = stack("confidence")
-
-    @property
-    def per_image(self) -> np.ndarray:
-        """(n, C): each image's accuracy under each corruption, mean over severities."""
-        return self.correct.mean(axis=2)
+        self.per_image = self.correct.mean(axis=2)
 
 
 def _severity_rises(correct: np.ndarray, z: float) -> list[tuple[int, int, int, int]]:
@@ -174,6 +171,7 @@ def _accuracies(
         np.column_stack([per_image, per_image.mean(axis=1)]),
         ctx.config.bootstrap,
         ctx.seed,
+        "corruption",
     )
     matrix, rows, means = [], [], {}
     for c, name in enumerate(out.names):

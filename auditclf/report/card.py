@@ -21,7 +21,6 @@ cell is text or ``{"code": text}`` (a key or a hash, shown literally).
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from auditclf.keys import interval_keys, model_key, parse
@@ -33,6 +32,7 @@ from auditclf.keys.families import (
     CORRUPTION_MEAN_ACCURACY,
     CORRUPTION_RELIABLE,
     CORRUPTION_WORST_ACCURACY,
+    DEPLOY,
     ECE,
     IMBALANCE_RATIO,
     RELIABLE,
@@ -442,10 +442,21 @@ def _explanations(result: AuditResult) -> list[dict]:
 
 # what a card says of an exported file: parity, cost, and robustness (the per-class and
 # per-group numbers, and the other timings, stay in the report)
-_DEPLOY_SUMMARY = re.compile(
-    r"deploy\.[a-z0-9-]+\.(agreement|accuracy|accuracy\.drop|max_logit_diff|latency_p95_ms"
-    r"|size_mb|transfer@[^.]+(\.[0-9]+)?\.accuracy|square@[^.]+(\.[0-9]+)?\.accuracy"
-    r"|corruption\.accuracy)"
+_DEPLOY_SUMMARY = tuple(
+    family
+    for family in DEPLOY
+    if family.pattern.removeprefix("deploy.<format>.")
+    in {
+        "agreement",
+        "accuracy",
+        "accuracy.drop",
+        "max_logit_diff",
+        "latency_p95_ms",
+        "size_mb",
+        "transfer@<eps>.accuracy",
+        "square@<eps>.accuracy",
+        "corruption.accuracy",
+    }
 )
 
 
@@ -457,7 +468,7 @@ def _deployment(result: AuditResult) -> list[dict]:
         [key.split(".")[1], code(model_key(name, key)), estimate(model.metrics, key)]
         for name, model in result.models.items()
         for key in model.metrics
-        if _DEPLOY_SUMMARY.fullmatch(key)
+        if any(family.match(key) for family in _DEPLOY_SUMMARY)
     ]
     if not rows:
         return [_text("Exported models: none was exported and audited in this run.")]
