@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import sys
 import traceback
@@ -207,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FORMATS",
         help="also export the audited model (onnx, torchscript, onnx-int8; comma-separated) "
         "to OUT/export/ and audit each file for parity, latency and size (export.formats)",
+    )
+    run.add_argument(
+        "--nproc",
+        type=_at_least_one,
+        metavar="N",
+        help="split the audit across N processes on this machine (torchrun's launcher; "
+        "same numbers as one process)",
     )
 
     export = commands.add_parser(
@@ -438,16 +446,21 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
     config = load_config(args.config, _overrides(args))
     preflight(config, command="run", out=config.out, flags=_given_flags(args))
+    if args.nproc and args.nproc > 1:  # checked here once, then run by every process
+        from auditclf.launch import launch, without_nproc
+
+        return launch(args.nproc, without_nproc(args.argv), sys.stderr)
     from auditclf import distributed
     from auditclf.api import run as run_api
     from auditclf.progress import Progress
     from auditclf.runcontext import resolve_device
 
-    distributed.init(resolve_device(config.device).type)  # under torchrun only
+    # under torchrun only: join the other processes
+    distributed.init(resolve_device(config.device).type, config.distributed.timeout)
     shown = not args.quiet and distributed.is_main()
     result = run_api(config, progress=shown, debug=args.debug)
     if not distributed.is_main():  # rank 0 alone writes and prints; main() shares its status
-        return VERDICT_STATUS[result.verdict]
+        return ExitStatus.OK
     with Progress.for_stream(shown).task(f"writing the report to {config.out}"):
         result.save(config.out)
     metrics = result.metrics
@@ -784,6 +797,7 @@ def run(
                 args = build_parser().parse_args(argv)
             except SystemExit as exc:  # --help and --version: the only exits that are no error
                 return int(exc.code or 0)
+            args.argv = argv  # `run --nproc` hands the rest of the command line on
             status = int(COMMANDS[args.command](args, out))
             out.flush()  # a closed pipe shows here, not at interpreter exit
         return status
@@ -791,8 +805,10 @@ def run(
         _drop_output(stream)
         return int(ExitStatus.BROKEN_PIPE)
     except AuditError as exc:
+        _note_failure(exc)
         if debug:
             traceback.print_exc(file=err)
+            err.write(getattr(exc, "detail", ""))  # a torchrun process's failure: its traceback
         for line in str(exc).splitlines():  # one line per mistake, each with the prefix
             err.write(f"auditclf: error: {line}\n")
         return int(exc.status)
@@ -801,6 +817,7 @@ def run(
         return int(ExitStatus.INTERRUPTED)
     except BaseException as exc:  # noqa: BLE001 - internal errors become exit 6
         # (a SystemExit from anything but argparse too: sys.exit(0) deep inside is no success)
+        _note_failure(exc)
         if debug:
             traceback.print_exc(file=err)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -811,7 +828,20 @@ def run(
         return int(ExitStatus.INTERNAL)
 
 
+def _note_failure(exc: BaseException) -> None:
+    """Tell auditclf.distributed how this process failed (who prints it under torchrun)."""
+    from auditclf import distributed
+
+    distributed.note_failure(exc)
+
+
 def main() -> None:
     from auditclf import distributed
 
-    distributed.exit_all(run())  # under torchrun, every rank exits with rank 0's status
+    # under torchrun rank 0 alone prints: a failure anywhere reaches it through the meetings
+    # of the processes (auditclf.distributed), save one the others could not hear of
+    silent, errors = (None, None) if distributed.is_main() else (io.StringIO(), io.StringIO())
+    status = run(stdout=silent, stderr=errors)
+    if errors is not None and distributed.unshared():
+        sys.stderr.write(errors.getvalue())
+    distributed.exit_all(status)  # every rank: rank 0's status

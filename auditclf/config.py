@@ -683,6 +683,18 @@ class CardConfig(_Strict):
     contact: str | None = Field(None, description="where to send questions or problems")
 
 
+class DistributedConfig(_Strict):
+    """Runs under torchrun (``torchrun --nproc-per-node N -m auditclf run``): how long a
+    process waits for the others where they meet."""
+
+    timeout: float = Field(
+        1800,
+        gt=0,
+        description="seconds a process waits for the others where they meet (a gather of "
+        "the probes' rows, rank 0's analyses); past it, every process still there exits 6",
+    )
+
+
 class GateSpec(_Strict):
     """A gate in mapping form: `metric`, then `min` and/or `max` (both: a range), and options."""
 
@@ -790,6 +802,7 @@ class AuditConfig(_Strict):
     report: ReportConfig = ReportConfig()
     card: CardConfig = CardConfig()
     regression: RegressionConfig = RegressionConfig()
+    distributed: DistributedConfig = DistributedConfig()
     gates: list[GateEntry] = Field(
         default_factory=list,
         description="thresholds that decide the exit code: strings 'KEY OP VALUE' (OP one of "

@@ -5,31 +5,49 @@ from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; ``MASTER_
 ``MASTER_PORT`` reach ``torch.distributed`` through its ``env://`` rendezvous).
 :func:`init` starts the process group only when ``WORLD_SIZE`` > 1: gloo on CPU, NCCL on
 CUDA, with ``LOCAL_RANK`` picking the GPU. A single process never imports
-``torch.distributed``: every function here is then a no-op that returns its input.
+``torch.distributed``: every function here then runs its work directly and returns it.
 
 Sharding is by contiguous blocks (:func:`shard`: ``np.array_split`` of the rows, rank
 ``r`` gets block ``r``), so concatenating the ranks' results in rank order restores the
-original row order (:func:`gather_rows`). Per-image seeds and passes of a fixed size make
-each row's result independent of the process that computes it.
+original row order (:func:`map_rows`). Per-image seeds and passes of a fixed size make
+each row's result independent of the process that computes it, so a sharded audit's
+numbers are the single process's, bit for bit.
 
-What is sharded now: the clean probe's test rows and the corruption probe's subset; their
-results are gathered to every rank (each needs the clean predictions, and the probes and
-analyses after them run on the full table). The gather uses
-``torch.distributed.all_gather_object`` (pickled numpy arrays through the backend): simple,
-and cheap next to the probes for a first slice; tensor collectives are the faster next step.
-Attacks and attributions still run in full on every rank (identical results, duplicated
-work): sharding their subsets is the next step. Every rank runs the analyses; only rank 0
-writes the outputs and prints, and every rank exits with rank 0's status
-(:func:`exit_all`).
+Where the processes meet, and nowhere else:
+
+- :func:`map_rows`: each rank runs the work on its share of the rows; the results are
+  gathered to every rank (the clean, attack and corruption probes: every rank needs the
+  clean predictions, and the attacks' ladders decide on every rank which images the next
+  eps attacks).
+- :func:`main_only`: rank 0 alone runs the work (the analyses, the export and its audit);
+  the others wait for its outcome.
+- :func:`exit_all`: every rank ends with rank 0's exit status.
+
+A failure is shared at the meeting: a rank whose share raises sends its error instead of
+its rows, and every rank raises it (:class:`~auditclf.errors.RankFailed`, with the failing
+rank's exit status and message), so all processes exit with the same status and rank 0
+alone prints the one line. A meeting that does not happen within ``distributed.timeout``
+(a process killed or hung) raises on the ranks still waiting (exit 6). The gathers use
+``all_gather_object`` (pickled numpy arrays, between the audit's own processes).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, NoReturn
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
+
+from auditclf.errors import AuditError, ExitStatus, RankFailed
+
+T = TypeVar("T")
+_broken = False  # a meeting failed: the group can no longer be trusted to meet again
+_alone = False  # inside main_only's work: rank 0 works as a single process, meeting no one
+_unshared = False  # this process failed where the others could not hear of it
 
 
 def _env_int(name: str, default: int) -> int:
@@ -53,22 +71,24 @@ def local_rank() -> int:
 
 
 def is_main() -> bool:
-    """Whether this process is rank 0, the one that writes the outputs and prints."""
+    """Whether this process is rank 0, the one that analyses, writes the outputs and prints."""
     return rank() == 0
 
 
 def active() -> bool:
-    """Whether a process group of more than one process is running."""
-    if world() <= 1:
+    """Whether a process group of more than one process is running (and this process is
+    not working alone for it: :func:`main_only`)."""
+    if world() <= 1 or _alone:
         return False
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
 
 
-def init(device_type: str) -> None:
+def init(device_type: str, timeout: float) -> None:
     """Start the process group when ``WORLD_SIZE`` > 1 (once): NCCL when the audit runs on
-    CUDA (this process's GPU set from ``LOCAL_RANK``), gloo otherwise."""
+    CUDA (this process's GPU set from ``LOCAL_RANK``), gloo otherwise. ``timeout``
+    (seconds, ``distributed.timeout``) bounds every meeting of the processes."""
     if world() <= 1 or active():
         return
     import torch
@@ -76,7 +96,9 @@ def init(device_type: str) -> None:
 
     if device_type == "cuda":
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    dist.init_process_group(
+        backend="nccl" if device_type == "cuda" else "gloo", timeout=timedelta(seconds=timeout)
+    )
 
 
 def card() -> dict:
@@ -103,24 +125,134 @@ def shard(rows: np.ndarray) -> np.ndarray:
     return np.array_split(rows, world())[rank()]
 
 
-def gather_rows(part: Any) -> Any:
-    """Every rank's per-row results of its :func:`shard`, concatenated in row order, on
-    every rank. ``part`` is an array (rows first) or a dict of such arrays (concatenated
-    key by key); returned as it is in a single process."""
+def map_rows(rows: np.ndarray, work: Callable[[np.ndarray], Any]) -> Any:
+    """``work(share)`` on this rank's :func:`shard` of ``rows``, every rank's results
+    concatenated in row order, on every rank (``work(rows)`` in a single process).
+
+    ``work`` returns an array (rows first) or a dict of such arrays (concatenated key by
+    key); a rank whose share is empty contributes nothing. A failure on any rank is
+    raised on every rank (:class:`~auditclf.errors.RankFailed`)."""
     if not active():
-        return part
+        return work(rows)
+    mine = shard(rows)
+    parts = _gather(_attempt(lambda: work(mine) if len(mine) else None))
+    parts = [part for part in parts if part is not None]
+    if not parts:
+        return work(mine)  # no rows anywhere: the work's own empty result
+    if isinstance(parts[0], dict):
+        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    return np.concatenate(parts)
+
+
+def main_only(work: Callable[[], T]) -> T | None:
+    """``work()`` on rank 0 alone → its result there, None on the other ranks, which wait
+    for it; its failure is raised on every rank. In a single process, ``work()``."""
+    if not active():
+        return work()
+    import torch.distributed as dist
+
+    outcome = _attempt(lambda: _by_itself(work)) if is_main() else None
+    failure = [outcome if isinstance(outcome, _Failure) else None]
+    _meet(lambda: dist.broadcast_object_list(failure, src=0))
+    if failure[0] is not None:
+        raise failure[0].error()
+    return outcome if is_main() else None
+
+
+def _by_itself(work: Callable[[], T]) -> T:
+    """``work()`` as a single process would run it: any sharded step inside it runs on all
+    of its rows here (the other ranks are not there to share them)."""
+    global _alone
+    _alone = True
+    try:
+        return work()
+    finally:
+        _alone = False
+
+
+def together(work: Callable[[], T]) -> T:
+    """``work()`` on every rank, then a meeting: a failure on any rank (the data, the model
+    refused) is raised on every rank, so the work every rank does alike fails as one."""
+    if not active():
+        return work()
+    outcome = _attempt(work)
+    _gather(outcome if isinstance(outcome, _Failure) else None)
+    return outcome
+
+
+def note_failure(exc: BaseException) -> None:
+    """Record that this process ends with ``exc``. A failure the others heard of
+    (:class:`~auditclf.errors.RankFailed`, raised on every rank) is printed by rank 0
+    alone; one they did not (it happened on this rank only, outside the meetings: in DDP
+    training, say) is printed by the rank it happened on, which then ends at once
+    (:func:`exit_all`) while torchrun or the timeout stops the others."""
+    global _unshared
+    _unshared = active() and not isinstance(exc, RankFailed)
+
+
+def unshared() -> bool:
+    """Whether this process failed where the others could not hear of it."""
+    return _unshared
+
+
+class _Failure:
+    """One rank's error, sent to the others in place of its results."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.rank, self.world = rank(), world()
+        if isinstance(exc, AuditError):
+            self.status, self.message = int(exc.status), str(exc)
+        else:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self.status = int(ExitStatus.INTERNAL)
+            self.message = f"internal error: {type(exc).__name__}: {first}"
+        self.detail = "".join(traceback.format_exception(exc))
+
+    def error(self) -> RankFailed:
+        where = f"process {self.rank} of {self.world}"
+        return RankFailed(f"{where}: {self.message}", self.status, self.detail)
+
+
+def _attempt(work: Callable[[], T]) -> T | _Failure:
+    """``work()``, or its error as a :class:`_Failure` to share (an interrupt is not shared:
+    it ends the process, and the others time out or are stopped by torchrun)."""
+    try:
+        return work()
+    except Exception as exc:  # noqa: BLE001 - every rank must hear of any failure
+        return _Failure(exc)
+
+
+def _gather(part: Any) -> list[Any]:
+    """Every rank's ``part`` in rank order; the first rank's failure raised on every rank."""
     import torch.distributed as dist
 
     parts: list[Any] = [None] * world()
-    dist.all_gather_object(parts, part)
-    if isinstance(part, dict):
-        return {key: np.concatenate([p[key] for p in parts]) for key in part}
-    return np.concatenate(parts)
+    _meet(lambda: dist.all_gather_object(parts, part))
+    for each in parts:
+        if isinstance(each, _Failure):
+            raise each.error()
+    return parts
+
+
+def _meet(collective: Callable[[], Any]) -> None:
+    """Run a collective; a meeting that fails (a process gone, or none came within the
+    timeout) becomes one line, exit 6, on the ranks still there."""
+    global _broken
+    try:
+        collective()
+    except Exception as exc:  # noqa: BLE001 - gloo and NCCL raise RuntimeError subclasses
+        _broken = True
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise RankFailed(
+            f"process {rank()} of {world()}: the other processes did not meet it (one failed, "
+            f"was killed or hangs past distributed.timeout): {first}",
+            ExitStatus.INTERNAL,
+        ) from exc
 
 
 def exit_all(status: int) -> NoReturn:
     """End the process with rank 0's exit status on every rank (``status`` in a single
-    process).
+    process, or when rank 0 can no longer be heard).
 
     Under torchrun the process group is closed and the process ends with ``os._exit``
     once the standard streams are flushed (the outputs are written and closed by then):
@@ -131,9 +263,17 @@ def exit_all(status: int) -> NoReturn:
         sys.exit(status)
     import torch.distributed as dist
 
+    if _unshared and not is_main():  # the others are elsewhere: no meeting to wait for
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(status))
     shared = [int(status)]
-    dist.broadcast_object_list(shared, src=0)
-    dist.destroy_process_group()
+    if not _broken:  # after a failed meeting, a broadcast would only wait out the timeout
+        try:
+            dist.broadcast_object_list(shared, src=0)
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - a process gone: end with this rank's own status
+            shared = [int(status)]
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(shared[0]))

@@ -52,3 +52,15 @@ class UnreliableEvaluation(AuditError):
     """The model's outputs cannot be trusted (non-finite logits, masked gradients)."""
 
     status = ExitStatus.UNRELIABLE
+
+
+class RankFailed(AuditError):
+    """A torchrun audit's failure, raised on every process: one process's error (its exit
+    status and message, prefixed with its rank) or a meeting of the processes that did not
+    happen (a process killed, hung past ``distributed.timeout``: exit 6). ``detail``: the
+    failing process's traceback, shown with ``--debug``."""
+
+    def __init__(self, message: str, status: int = ExitStatus.INTERNAL, detail: str = "") -> None:
+        super().__init__(message)
+        self.status = ExitStatus(status)
+        self.detail = detail

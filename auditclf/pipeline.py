@@ -7,12 +7,14 @@ Nothing else lives here: each step is a call into its package. ``auditclf train`
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from auditclf import distributed
 from auditclf.analyses import analyse
 from auditclf.analyses.corruption import add_reference_errors
 from auditclf.compare import BaselineCheck, load_baseline
@@ -47,6 +49,10 @@ from auditclf.train.standard import to_unit_float
 
 # probes timed as a phase of their own (the others are "probes"): {probe: phase}
 PROBE_PHASES = {"corruptions": "corruptions"}
+# probes that run on rank 0 alone under torchrun (the others shard their rows): the
+# explanations' batched passes (Integrated Gradients, the deletion curves) round by the
+# number of images explained together, so a share would not give the same numbers
+MAIN_ONLY_PROBES = {"attributions"}
 # the retrained copies a run may audit beside the baseline: {name: (timer phase, recipe)}
 RETRAINED = {"hardened": ("harden", harden), "rebalanced": ("rebalance", rebalance)}
 
@@ -55,7 +61,7 @@ RETRAINED = {"hardened": ("harden", harden), "rebalanced": ("rebalance", rebalan
 class AuditOutcome:
     """The result plus what the writers need beside it: the table and trained models."""
 
-    result: AuditResult
+    result: AuditResult | None  # None on the ranks other than 0 under torchrun
     samples: pd.DataFrame
     models: dict[str, PreparedModel]
     exports: ExportFolder | None = None  # run --export's files, until the report is saved
@@ -136,10 +142,17 @@ def probe(
     with channels_last(prepared.adapter, first) as fast:  # the fast kernels (pass_layout)
         for entry in PROBES:
             with timer.phase(PROBE_PHASES.get(entry.name, "probes")):
-                table = entry.obj(ctx, table)
-        if exports is not None:
+                if entry.name in MAIN_ONLY_PROBES:
+                    done = distributed.main_only(partial(entry.obj, ctx, table))
+                    table = table if done is None else done
+                else:
+                    table = entry.obj(ctx, table)
+        if exports is not None:  # rank 0 alone: latency and size are one machine's
             with timer.phase("deploy"):
-                table = deploy(ctx, prepared, data, config, table, exports)
+                shipped = distributed.main_only(
+                    lambda: deploy(ctx, prepared, data, config, table, exports)
+                )
+                table = table if shipped is None else shipped
         if data.shift is not None:  # the clean probe over the shift set, rows of their own
             with timer.phase("probes"):
                 view = data.shift.view
@@ -193,17 +206,21 @@ def audit_model(
     debug: bool,
     reporter: Progress | None = None,
     exports: ExportFolder | None = None,
-) -> tuple[ModelResult, pd.DataFrame]:
+) -> tuple[ModelResult | None, pd.DataFrame]:
     """Probes then analyses for one model → its result and its rows of the sample table
     (``reporter``: the run's progress, off when None; ``exports``: where this model is
-    exported and audited as what ships, None when it is not)."""
+    exported and audited as what ships, None when it is not). Under torchrun every rank
+    probes and rank 0 alone analyses: the other ranks get no result (None)."""
     config = for_device(config, device.type)[0]  # a no-op for run_audit's, resolved already
     reporter = reporter or Progress()
     table, artifacts, arrays = probe(prepared, data, config, device, name, reporter, timer, exports)
     with timer.phase("analyses"), reporter.task(f"analyses of {name}"):
-        sections, metrics, notes, findings = analyse(
-            table, config, data.summary, artifacts, debug=debug
+        analysed = distributed.main_only(
+            lambda: analyse(table, config, data.summary, artifacts, debug=debug)
         )
+    if analysed is None:  # a rank other than 0
+        return None, table
+    sections, metrics, notes, findings = analysed
     findings = prepared.findings + findings
     if history is not None and name == "baseline":
         findings.extend(training_findings(history, config.train.epochs))
@@ -232,14 +249,16 @@ def run_audit(
     gates = gates_from_config(config.gates)
     regression = config.regression
     baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
-    run = open_run(config, trains=trains(config, module), audits=True)
+    # under torchrun each step every process takes alike ends in a meeting, so that a
+    # failure (the data, the model refused) is one failure of the run, printed once
+    run = distributed.together(lambda: open_run(config, trains=trains(config, module), audits=True))
     config, device, data, timer = run.config, run.device, run.data, run.timer
     reporter = Progress.for_stream(progress)
     tolerances = baseline_check.tolerances.per_key if baseline_check else {}
     if gates or tolerances:  # before training, so a typo costs seconds, not a training run
         check_keys(config, data.summary, gates, baseline_check)
-    prepared, history = build_model(
-        config, data, device, progress=progress, timer=timer, module=module
+    prepared, history = distributed.together(
+        lambda: build_model(config, data, device, progress=progress, timer=timer, module=module)
     )
     if not prepared.gradients:  # known once loaded (loading is cheap; no probe has run)
         refuse_retraining(config)
@@ -264,7 +283,9 @@ def run_audit(
         if not wanted[name]:
             continue
         with timer.phase(phase), reporter.task(f"{phase} (retraining the baseline)"):
-            retrained, retrained_history = recipe(config, data, prepared, device, progress=progress)
+            retrained, retrained_history = distributed.together(
+                partial(recipe, config, data, prepared, device, progress=progress)
+            )
         models[name], table = audit_model(
             name,
             retrained,
@@ -279,6 +300,9 @@ def run_audit(
         )
         tables.append(table)
         prepared_models[name] = retrained
+    samples = pd.concat(tables, ignore_index=True)
+    if not distributed.is_main():  # rank 0 alone judges and writes
+        return AuditOutcome(None, samples, prepared_models)
     add_reference_errors(models)
     gate_outcomes, verdict = judge(models, gates, baseline_check)
     result = AuditResult(
@@ -294,7 +318,6 @@ def run_audit(
         limitations=limitations(data.summary, config, baseline.artifacts)
         + device_limitations(run.device_counts, device.type),
     )
-    samples = pd.concat(tables, ignore_index=True)
     return AuditOutcome(result, samples, prepared_models, exports)
 
 

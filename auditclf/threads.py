@@ -87,6 +87,12 @@ def available_cpus(root: Path = CGROUP_ROOT) -> tuple[int, str]:
     return max(1, cpus), source
 
 
+def _local_processes() -> int:
+    """The processes torchrun started on this machine (``LOCAL_WORLD_SIZE``; 1 outside)."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "").strip()
+    return int(value) if value.isdigit() else 1
+
+
 def use_threads(requested: int | None) -> dict:
     """Set torch's compute threads to ``requested`` (``--threads``) or the available CPUs,
     and its inter-op threads to one where that is still allowed → what was set, for the
@@ -94,6 +100,9 @@ def use_threads(requested: int | None) -> dict:
     import torch
 
     count, source = (requested, "--threads") if requested is not None else available_cpus()
+    sharing = _local_processes()
+    if requested is None and sharing > 1:  # torchrun: the machine's CPUs split between them
+        count, source = max(1, count // sharing), f"{source} / {sharing} processes"
     torch.set_num_threads(count)
     # allowed once per process, before any inter-op work: a second run keeps what runs
     with contextlib.suppress(RuntimeError):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +16,13 @@ import pytest
 import torch.distributed
 
 from auditclf import distributed
-from tests.conftest import cli
+from auditclf.launch import _agreed_status, without_nproc
+from tests.conftest import MINIMAL_CONFIG, cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# the clean probe over every test image and corruptions on a subset: the two sharded probes
+# every probe: the clean pass, the attacks (all of them, the bisection, the gallery), the
+# explanations, the fairness analyses (digits' stroke groups) and the corruptions
 SHARDED_CONFIG = """\
 seed: 0
 threads: 1
@@ -26,33 +31,86 @@ data:
 analyses:
   bootstrap: 50
 robustness:
-  enabled: false
+  samples: 30
+  square_samples: 10
+  square_queries: 20
+  min_eps_samples: 10
+  min_eps_iterations: 3
+  gallery_per_class: 1
 explain:
-  enabled: false
+  lime_samples: 20
+  correct_per_class: 1
+  errors_per_class: 0
 harden:
   method: none
 corruptions:
-  samples: 40
+  samples: 30
   names: [contrast, jpeg]
 """
 
+# a model that fails on the second process only, in the clean probe's passes (32 images,
+# FixedChunks) and not in the model's check at loading, nor in training
+FLAKY_MODEL = """\
+import os
+
+import torch.nn as nn
+
+
+class Flaky(nn.Module):
+    def __init__(self, in_channels, num_classes, input_size):
+        super().__init__()
+        size = in_channels * input_size[0] * input_size[1]
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(size, num_classes))
+
+    def forward(self, x):
+        if not self.training and os.environ.get("RANK") == "1" and len(x) == 32:
+            raise RuntimeError("sensor fault on this process")
+        return self.net(x)
+
+
+def build(in_channels, num_classes, input_size):
+    return Flaky(in_channels, num_classes, input_size)
+"""
+
+GLOO = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available in this torch build",
+)
+
 
 def test_single_process_is_untouched():
-    """Outside torchrun: rank 0 of 1, rows and results passed through as they are."""
+    """Outside torchrun: rank 0 of 1, each step's work run directly on all the rows."""
     rows = np.arange(7)
     assert (distributed.rank(), distributed.world(), distributed.is_main()) == (0, 1, True)
     assert distributed.shard(rows) is rows
     part = {"pred": rows}
-    assert distributed.gather_rows(part) is part
+    assert distributed.map_rows(rows, lambda share: part if share is rows else None) is part
+    assert distributed.main_only(lambda: 5) == distributed.together(lambda: 5) == 5
     with pytest.raises(SystemExit) as ended:
         distributed.exit_all(3)
     assert ended.value.code == 3
 
 
-@pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="torch.distributed with the gloo backend is not available in this torch build",
-)
+def test_nproc_hands_the_rest_of_the_command_line_on():
+    argv = ["run", "--nproc", "2", "--quiet", "--nproc=3", "--out", "x"]
+    assert without_nproc(argv) == ["run", "--quiet", "--out", "x"]
+
+
+def test_a_process_killed_by_a_signal_is_one_line_and_exit_6():
+    """The launcher's status: rank 0's own when it has one, else the first rank's; a run
+    whose failed processes all died by a signal exits 6 saying which."""
+    failure = namedtuple("failure", "exitcode")
+    err = io.StringIO()
+    assert _agreed_status({1: failure(4), 0: failure(-15)}, 2, err) == 4
+    assert _agreed_status({1: failure(4), 0: failure(1)}, 2, err) == 1
+    assert err.getvalue() == ""
+    assert _agreed_status({1: failure(-9)}, 2, err) == 6
+    assert err.getvalue() == (
+        "auditclf: error: process 1 of 2 was killed by signal 9; no report was written\n"
+    )
+
+
+@GLOO
 def test_torchrun_two_processes_equal_one(tmp_path, digits_run):
     config = tmp_path / "sharded.yaml"
     config.write_text(SHARDED_CONFIG)
@@ -76,7 +134,9 @@ def test_torchrun_two_processes_equal_one(tmp_path, digits_run):
 
     first, second = (json.loads((out / "report.json").read_text()) for out in (one, two))
     assert first["models"]["baseline"]["metrics"] == second["models"]["baseline"]["metrics"]
-    assert any(k.startswith("corruption.") for k in first["models"]["baseline"]["metrics"])
+    metrics = first["models"]["baseline"]["metrics"]
+    for section in ("robustness.", "explain.", "fairness.", "corruption."):
+        assert any(key.startswith(section) for key in metrics), section
     assert (one / "samples.csv").read_text() == (two / "samples.csv").read_text()
     assert first["run"]["distributed"] == {"world_size": 1, "backend": None}
     assert second["run"]["distributed"] == {"world_size": 2, "backend": "gloo"}
@@ -86,3 +146,32 @@ def test_torchrun_two_processes_equal_one(tmp_path, digits_run):
     assert len(streams) == 4, sorted(streams)  # stdout and stderr of ranks 0 and 1
     assert "report:" in streams["0/stdout.log"]
     assert streams["1/stdout.log"] == streams["1/stderr.log"] == ""
+
+
+@GLOO
+def test_a_process_failing_on_its_share_fails_every_process_once(tmp_path, digits_run):
+    """`run --nproc 2` where the second process's model raises in the clean probe: the
+    failure reaches every process (exit 4, the model's), one line names the process, and
+    the previous report in --out is untouched."""
+    (tmp_path / "flaky.py").write_text(FLAKY_MODEL)
+    config = tmp_path / "flaky.yaml"
+    config.write_text(MINIMAL_CONFIG + "threads: 1\ndata:\n  dataset: digits\n")
+    out = tmp_path / "out"
+    shutil.copytree(digits_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "auditclf", "run", "--config", str(config), "--nproc", "2"]
+        + ["--model", f"{tmp_path / 'flaky.py'}:build", "--out", str(out), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 4, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("auditclf: error: process 1 of 2: model ")
+    assert "sensor fault on this process" in lines[0]
+    assert done.stdout == ""
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 import torchattacks
 from torch.overrides import TorchFunctionMode
 
+from auditclf import distributed
 from auditclf.catalog import ATTACK_NORMS, BLACK_BOX_ATTACKS
 from auditclf.config import AUTOATTACK_TARGETS, RobustnessConfig, eps_label, parse_eps
 from auditclf.data.splits import stratified_subsample
@@ -517,6 +518,18 @@ class AttackRunner:
         rows = np.arange(len(self.subset)) if rows is None else rows
         return in_blocks(rows, self.sizes, lambda b: work(b, *self.batch(b)), "attack probe")
 
+    def each_row(
+        self, rows: np.ndarray | None, work, names: tuple[str, ...]
+    ) -> dict[str, np.ndarray]:
+        """{name: value per row of ``rows``} from ``work(block, x, y)``, which returns one
+        tensor per name for its block (:meth:`each_block`). Under torchrun each rank works on
+        its :func:`~auditclf.distributed.shard` of ``rows`` and every rank gets every row's
+        values: the results do not depend on the block, so neither on the rank."""
+        rows = np.arange(len(self.subset)) if rows is None else rows
+        return distributed.map_rows(
+            rows, lambda mine: _to_numpy(names, self.each_block(mine, work))
+        )
+
     def _per_image(self, attack: torchattacks.Attack, x, y, seeds: list[int]) -> torch.Tensor:
         """``attack(x, y)`` with each image's randomness from its own seed; the global
         generators, which APGD and Square re-seed, are restored afterwards."""
@@ -590,7 +603,7 @@ class AttackRunner:
                     best_loss = torch.where(better, loss, best_loss)
             return best_pred, best_margin, best_valid, best_loss
 
-        return _to_numpy(("pred", "margin", "valid", "loss"), self.each_block(rows, work))
+        return self.each_row(rows, work, ("pred", "margin", "valid", "loss"))
 
     def clean_loss_and_gradients(self) -> dict[str, np.ndarray]:
         """Per image: CE loss, whether its input gradient is zero or non-finite, and the
@@ -605,8 +618,7 @@ class AttackRunner:
             zero = (flat == 0).all(1) | ~torch.isfinite(flat).all(1)
             return loss.detach(), zero, *_query_checks(self.model, x.detach(), logits.detach())
 
-        names = ("loss_clean", "grad_zero", *QUERY_CHECKS)
-        return _to_numpy(names, self.each_block(None, work))
+        return self.each_row(None, work, ("loss_clean", "grad_zero", *QUERY_CHECKS))
 
     def repeated_pass(self) -> dict[str, np.ndarray]:
         """Per image, the checks that need no gradient (:func:`_query_checks`), for a model
@@ -615,7 +627,7 @@ class AttackRunner:
         def work(_block, x, _y) -> tuple[torch.Tensor, ...]:
             return _query_checks(self.model, x, _logits(self.model, x))
 
-        return _to_numpy(QUERY_CHECKS, self.each_block(None, work))
+        return self.each_row(None, work, QUERY_CHECKS)
 
     def minimal_eps(
         self, rows: np.ndarray, high: float, bracket: tuple[np.ndarray, np.ndarray] | None = None
@@ -656,7 +668,7 @@ class AttackRunner:
         return estimate, np.where(wrong_clean, 0.0, upper)
 
     def _flips(self, rows: np.ndarray, eps: np.ndarray, steps: int) -> np.ndarray:
-        def work(block, x, y) -> torch.Tensor:
+        def work(block, x, y) -> tuple[torch.Tensor]:
             local = np.searchsorted(rows, block)
             radius = torch.tensor(eps[local], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
             if not eps[local].any():
@@ -674,9 +686,9 @@ class AttackRunner:
                 # stand ready should a draw shaped like the batch ever be made)
                 seeds = [derive_seed(self.ctx.seed, "min_eps", i) for i in self.ids[block]]
                 adv = self._per_image(pgd, x, y, seeds)
-            return _logits(self.model, adv).argmax(1) != y
+            return (_logits(self.model, adv).argmax(1) != y,)
 
-        return torch.cat(self.each_block(rows, work)).cpu().numpy()
+        return self.each_row(rows, work, ("flips",))["flips"]
 
 
 def _query_checks(
@@ -768,8 +780,8 @@ def gallery(
         adv_p = torch.softmax(_logits(runner.model, adv), 1)
         return x, adv.detach(), clean_p, adv_p
 
-    x, adv, clean_p, adv_p = _to_numpy(
-        ("x", "adv", "clean", "adversarial"), runner.each_block(rows, work)
+    x, adv, clean_p, adv_p = runner.each_row(
+        rows, work, ("x", "adv", "clean", "adversarial")
     ).values()
     items = []
     for i, row in enumerate(rows):

@@ -29,25 +29,28 @@ def predict_logits(ctx: ProbeContext) -> np.ndarray:
     and every rank gets all N rows back."""
     sizes = PassSizes(block=ctx.batch_size, chunk=ctx.chunk)
     model = FixedChunks(ctx.model.eval(), sizes)
-    rows = distributed.shard(np.arange(len(ctx.test.labels)))
-    chunks = []
-    blocks = image_blocks(
-        ctx.test.images,
-        [rows[block] for block in row_blocks(len(rows), ctx.batch_size)],
-        device=ctx.device,
-    )
-    with ctx.progress.task(_what(ctx), total=len(rows)) as task:
-        for pixels in blocks:
 
-            def work(block: np.ndarray, pixels=pixels) -> torch.Tensor:
-                return model(to_unit_float(pixels[block[0] : block[-1] + 1], ctx.device)).double()
+    def logits_of(rows: np.ndarray) -> np.ndarray:
+        chunks = []
+        blocks = image_blocks(
+            ctx.test.images,
+            [rows[block] for block in row_blocks(len(rows), ctx.batch_size)],
+            device=ctx.device,
+        )
+        with ctx.progress.task(_what(ctx), total=len(rows)) as task:
+            for pixels in blocks:
 
-            chunks += in_blocks(np.arange(len(pixels)), sizes, work, "clean probe")
-            task.advance(len(pixels))
+                def work(block: np.ndarray, pixels=pixels) -> torch.Tensor:
+                    x = to_unit_float(pixels[block[0] : block[-1] + 1], ctx.device)
+                    return model(x).double()
+
+                chunks += in_blocks(np.arange(len(pixels)), sizes, work, "clean probe")
+                task.advance(len(pixels))
+        return torch.cat(chunks).cpu().numpy() if chunks else np.zeros((0, len(ctx.classes)))
+
+    logits = distributed.map_rows(np.arange(len(ctx.test.labels)), logits_of)
     ctx.artifacts["passes"] = sizes.record()
-    # a rank whose share is empty (fewer rows than ranks) contributes no rows
-    logits = torch.cat(chunks).cpu().numpy() if chunks else np.zeros((0, len(ctx.classes)))
-    return distributed.gather_rows(logits)
+    return logits
 
 
 def _what(ctx: ProbeContext) -> str:

@@ -114,13 +114,13 @@ class Corrupter:
         """:meth:`run_block` over the whole subset, blocks halving on a GPU OOM. Under
         torchrun each rank runs its :func:`~auditclf.distributed.shard` of the subset and
         every rank gets the whole subset's answers back."""
-        rows = distributed.shard(np.arange(len(self.images)))
+        return distributed.map_rows(np.arange(len(self.images)), self._run_rows)
+
+    def _run_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         parts = in_blocks(rows, self.sizes, self.run_block, "corruption probe")
-        if not parts:  # a rank whose share is empty (fewer images than ranks)
-            return distributed.gather_rows(self._no_rows())
-        return distributed.gather_rows(
-            {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-        )
+        if not parts:  # no image in the subset
+            return self._no_rows()
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
     def _no_rows(self) -> dict[str, np.ndarray]:
         """:meth:`run_block`'s arrays for no image."""
