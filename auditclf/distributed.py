@@ -34,7 +34,9 @@ alone prints the one line. A meeting that does not happen within ``distributed.t
 from __future__ import annotations
 
 import os
+import re
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
@@ -42,12 +44,13 @@ from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
-from auditclf.errors import AuditError, ExitStatus, RankFailed
+from auditclf.errors import AuditError, ExitStatus, RankFailed, UsageError
 
 T = TypeVar("T")
 _broken = False  # a meeting failed: the group can no longer be trusted to meet again
 _alone = False  # inside main_only's work: rank 0 works as a single process, meeting no one
 _unshared = False  # this process failed where the others could not hear of it
+_met = [0, 0.0]  # meetings this process took part in, and the seconds it spent in them
 
 
 def _env_int(name: str, default: int) -> int:
@@ -95,6 +98,13 @@ def init(device_type: str, timeout: float) -> None:
     import torch.distributed as dist
 
     if device_type == "cuda":
+        here, gpus = _env_int("LOCAL_WORLD_SIZE", 1), torch.cuda.device_count()
+        if here > gpus:  # every process of this machine says so: rank 0 prints it once
+            raise UsageError(
+                f"torchrun started {here} processes on this machine, which has {gpus} GPU(s): "
+                f"start one process per GPU (--nproc-per-node {gpus}), or audit with "
+                "--device cpu"
+            )
         torch.cuda.set_device(local_rank())
     dist.init_process_group(
         backend="nccl" if device_type == "cuda" else "gloo", timeout=timedelta(seconds=timeout)
@@ -102,13 +112,21 @@ def init(device_type: str, timeout: float) -> None:
 
 
 def card() -> dict:
-    """How the audit was spread, for the run card: the number of processes and the
-    backend that joined them (none in a single process)."""
+    """How the audit was spread, for the run card: the number of processes, the backend
+    that joined them (none in a single process), and rank 0's meetings with the others
+    so far: how many, and the seconds spent in them (the gathers, and waiting for a slower
+    process: what sharding costs)."""
     if not active():
         return {"world_size": 1, "backend": None}
     import torch.distributed as dist
 
-    return {"world_size": world(), "backend": str(dist.get_backend())}
+    meetings, seconds = _met
+    return {
+        "world_size": world(),
+        "backend": str(dist.get_backend()),
+        "meetings": meetings,
+        "meeting_seconds": round(seconds, 3),
+    }
 
 
 def device_index(device_type: str) -> int | None:
@@ -238,11 +256,15 @@ def _meet(collective: Callable[[], Any]) -> None:
     """Run a collective; a meeting that fails (a process gone, or none came within the
     timeout) becomes one line, exit 6, on the ranks still there."""
     global _broken
+    started = time.perf_counter()
     try:
         collective()
+        _met[0] += 1
+        _met[1] += time.perf_counter() - started
     except Exception as exc:  # noqa: BLE001 - gloo and NCCL raise RuntimeError subclasses
         _broken = True
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = re.sub(r"^\[[^\]]*\]\s*", "", text)[:200]  # gloo's source location
         raise RankFailed(
             f"process {rank()} of {world()}: the other processes did not meet it (one failed, "
             f"was killed or hangs past distributed.timeout): {first}",

@@ -48,7 +48,7 @@ from auditclf.train.recipes import harden, rebalance, train_baseline, training_f
 from auditclf.train.standard import to_unit_float
 
 # probes timed as a phase of their own (the others are "probes"): {probe: phase}
-PROBE_PHASES = {"corruptions": "corruptions"}
+PROBE_PHASES = {"attributions": "explanations", "corruptions": "corruptions"}
 # probes that run on rank 0 alone under torchrun (the others shard their rows): the
 # explanations' batched passes (Integrated Gradients, the deletion curves) round by the
 # number of images explained together, so a share would not give the same numbers

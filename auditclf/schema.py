@@ -188,11 +188,15 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "distributed": {
                     "type": "object",
                     "description": "the processes the audit was spread over: torchrun's world "
-                    "size and the backend that joined them (null in a single process)",
+                    "size and the backend that joined them (null in a single process); under "
+                    "torchrun, rank 0's meetings with the others (gathers of the probes' rows, "
+                    "shared outcomes) and the seconds spent in them",
                     "required": ["world_size", "backend"],
                     "properties": {
                         "world_size": {"type": "integer", "minimum": 1},
                         "backend": STRING_OR_NULL,
+                        "meetings": {"type": "integer", "minimum": 0},
+                        "meeting_seconds": {"type": "number", "minimum": 0},
                     },
                 },
             },
