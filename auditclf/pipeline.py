@@ -49,10 +49,7 @@ from auditclf.train.standard import to_unit_float
 
 # probes timed as a phase of their own (the others are "probes"): {probe: phase}
 PROBE_PHASES = {"attributions": "explanations", "corruptions": "corruptions"}
-# probes that run on rank 0 alone under torchrun (the others shard their rows): the
-# explanations' batched passes (Integrated Gradients, the deletion curves) round by the
-# number of images explained together, so a share would not give the same numbers
-MAIN_ONLY_PROBES = {"attributions"}
+
 # the retrained copies a run may audit beside the baseline: {name: (timer phase, recipe)}
 RETRAINED = {"hardened": ("harden", harden), "rebalanced": ("rebalance", rebalance)}
 
@@ -142,11 +139,7 @@ def probe(
     with channels_last(prepared.adapter, first) as fast:  # the fast kernels (pass_layout)
         for entry in PROBES:
             with timer.phase(PROBE_PHASES.get(entry.name, "probes")):
-                if entry.name in MAIN_ONLY_PROBES:
-                    done = distributed.main_only(partial(entry.obj, ctx, table))
-                    table = table if done is None else done
-                else:
-                    table = entry.obj(ctx, table)
+                table = entry.obj(ctx, table)
         if exports is not None:  # rank 0 alone: latency and size are one machine's
             with timer.phase("deploy"):
                 shipped = distributed.main_only(

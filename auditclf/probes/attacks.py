@@ -745,15 +745,23 @@ def training_attack(
     return perturb
 
 
+def adversarial_eps(ctx: ProbeContext, count: int) -> str | None:
+    """The eps of :func:`adversarial_versions` of ``count`` images: the reference eps, or
+    None when none are made (the robustness probe off, a model without gradients)."""
+    cfg = ctx.robustness
+    if cfg is None or not cfg.enabled or not ctx.gradients or count == 0:
+        return None
+    return reference_eps(cfg, ctx.test.images.shape[1])
+
+
 def adversarial_versions(ctx: ProbeContext, rows: np.ndarray) -> tuple[torch.Tensor, str] | None:
     """PGD-L∞ adversarial versions of the test images ``rows`` at the reference eps, against
     their true labels (the attribution probe explains them beside the clean images);
     ``None`` when the robustness probe is off or the model has no gradients. They are the
     images the grid's PGD-L∞ run at that eps made (first restart): the same per-image seeds."""
-    cfg = ctx.robustness
-    if cfg is None or not cfg.enabled or not ctx.gradients or len(rows) == 0:
+    eps_text = adversarial_eps(ctx, len(rows))
+    if eps_text is None:
         return None
-    eps_text = reference_eps(cfg, ctx.test.images.shape[1])
     runner = AttackRunner(ctx, np.asarray(rows))
     with no_weight_gradients(ctx.model):
         adversarial = runner.each_block(

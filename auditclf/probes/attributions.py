@@ -34,9 +34,10 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Lime, LimeBase
 from scipy.stats import spearmanr
 
+from auditclf import distributed
 from auditclf.gradients import NO_GRADIENTS, gradient_methods
 from auditclf.keys import explain_column
-from auditclf.probes.attacks import adversarial_versions
+from auditclf.probes.attacks import adversarial_eps, adversarial_versions
 from auditclf.probes.base import PROBES, ProbeContext
 from auditclf.progress import Task
 from auditclf.registry import Registry
@@ -271,6 +272,8 @@ class IntegratedGradientsMethod:
 class LimeMethod:
     """LIME over superpixels, ``lime_samples`` samples seeded per image (:func:`lime_maps`)."""
 
+    one_at_a_time = True  # each image's passes are its own: a block's filler is not explained
+
     def unavailable(self, model) -> None:
         return None
 
@@ -281,6 +284,19 @@ class LimeMethod:
 def _maps(method: str, model, x, target, cfg, ids, seed) -> tuple[torch.Tensor, np.ndarray | None]:
     """The maps and convergence deltas of the registered method ``method``."""
     return ATTRIBUTIONS.get(method)().maps(model, x, target, cfg, ids, seed)
+
+
+def _block_maps(
+    method: str, model, x, target, cfg, ids, seed, real: int
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """:func:`_maps` of a block whose first ``real`` images are explained: a method that
+    explains one image at a time skips the filler (copies of the last real map stand in)."""
+    if not getattr(ATTRIBUTIONS.get(method), "one_at_a_time", False) or real == len(x):
+        return _maps(method, model, x, target, cfg, ids, seed)
+    maps, delta = _maps(method, model, x[:real], target[:real], cfg, ids[:real], seed)
+    missing = len(x) - real
+    maps = torch.cat([maps, maps[-1:].expand(missing, *maps.shape[1:])])
+    return maps, None if delta is None else np.concatenate([delta, np.repeat(delta[-1:], missing)])
 
 
 def rank_agreement(a: np.ndarray, b: np.ndarray, top: float) -> tuple[float, float]:
@@ -487,8 +503,12 @@ def attribution_probe(ctx: ProbeContext, table: pd.DataFrame) -> pd.DataFrame:
         else:
             methods.append(method)
     what = f"explanations of {ctx.label}" if ctx.label else "explanations"
-    with ctx.progress.task(what, total=len(methods) * len(rows)) as task:
+    share = len(distributed.shard(np.asarray(rows)))  # under torchrun, this process's
+    with ctx.progress.task(what, total=len(methods) * share) as task:
         return _explain(ctx, table, rows, methods, skipped, task)
+
+
+EXPLAIN_BLOCK = 8  # images explained together, in every pass a fixed number (padded)
 
 
 def _explain(
@@ -500,15 +520,81 @@ def _explain(
     task: Task,
 ) -> pd.DataFrame:
     """:func:`attribution_probe`'s work on the selected ``rows`` with the available
-    ``methods`` (``task`` advances by the images of each method, naming it)."""
+    ``methods`` (``task`` advances by the images of each method, naming it).
+
+    The rows are explained :data:`EXPLAIN_BLOCK` at a time, the last block filled up with
+    copies of its last image: every pass (the maps, Integrated Gradients' steps, the
+    curves, the swaps) then has the same size whichever images share it, so an image's
+    scores do not depend on the others, nor on which torchrun process explains it (the
+    rows are sharded, :func:`~auditclf.distributed.map_rows`)."""
+    cfg = ctx.explain
+    h, w = ctx.test.images.shape[-2:]
+    random_model = randomized_copy(ctx.model, cfg.randomized_layers, ctx.seed)
+    if random_model is None:
+        skipped = [*skipped, NO_LAYERS]
+    pred = table["pred"].to_numpy(np.int64)
+    found = distributed.map_rows(
+        np.asarray(rows, dtype=np.int64),
+        lambda share: _explain_share(ctx, share, pred, methods, random_model, task),
+    )
+    per_image = {"rank": list(range(len(rows)))}
+    per_method: dict[str, dict[str, np.ndarray]] = {method: {} for method in methods}
+    for key, values in found.items():
+        kind, _, what = key.partition("/")
+        if kind == "image":
+            per_image[what] = values
+        elif kind == "array":
+            ctx.arrays[what] = values
+        else:
+            per_method[kind][what] = values
+    masks = ctx.test.masks is not None
+    region_text = "outside the object" if masks else shortcut_region(None, h, w, 1)[1]
+    ctx.artifacts["explanations"] = _run_notes(
+        cfg, methods, skipped, len(rows), region_text, masks, adversarial_eps(ctx, len(rows))
+    )
+    columns = explain_columns(len(table), rows, per_image, per_method)
+    return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)  # one insert
+
+
+def _explain_share(
+    ctx: ProbeContext,
+    share: np.ndarray,
+    pred: np.ndarray,
+    methods: list[str],
+    random_model,
+    task: Task,
+) -> dict[str, np.ndarray]:
+    """:func:`_explain_block` over ``share`` (rows of the test split), block by block →
+    its values per row, concatenated."""
+    parts = []
+    for start in range(0, len(share), EXPLAIN_BLOCK):
+        block = share[start : start + EXPLAIN_BLOCK]
+        padded = np.concatenate([block, np.repeat(block[-1:], EXPLAIN_BLOCK - len(block))])
+        found = _explain_block(ctx, padded, pred, methods, random_model, task, len(block))
+        parts.append({key: values[: len(block)] for key, values in found.items()})
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def _explain_block(
+    ctx: ProbeContext,
+    rows: np.ndarray,
+    pred: np.ndarray,
+    methods: list[str],
+    random_model,
+    task: Task,
+    real: int,
+) -> dict[str, np.ndarray]:
+    """Every score of the images ``rows`` (the first ``real`` of them are explained, the
+    rest fill the block) → ``image/<what>``: the per-image scores, ``<method>/<what>``:
+    each method's, ``array/<name>``: the images and maps for the artifact file."""
     cfg, model = ctx.explain, ctx.model
     x = to_unit_float(torch.from_numpy(np.asarray(ctx.test.images[rows])), ctx.device)
-    target = torch.tensor(table.loc[rows, "pred"].to_numpy(np.int64), device=ctx.device)
+    target = torch.as_tensor(pred[rows], device=ctx.device)
     ids = [ctx.test.ids[r] for r in rows]
     n, _, h, w = x.shape
-    task.advance(0, note=f"reference checks (region swaps, random orders), {n} images")
+    task.advance(0, note=f"reference checks (region swaps, random orders), {real} images")
     masks = None if ctx.test.masks is None else ctx.test.masks[rows].astype(bool)
-    region, region_text = shortcut_region(masks, h, w, n)
+    region = shortcut_region(masks, h, w, n)[0]
 
     def region_of(picks: np.ndarray) -> np.ndarray:
         chosen = None if ctx.test.masks is None else ctx.test.masks[picks.ravel()]
@@ -516,47 +602,42 @@ def _explain(
 
     donors, donor_regions = _donors(ctx, rows, region_of)
     swap_flips = region_swap_flips(model, x, target, region, donors, donor_regions)
-    adversarial = adversarial_versions(ctx, np.asarray(rows))
-    random_model = randomized_copy(model, cfg.randomized_layers, ctx.seed)
-    if random_model is None:
-        skipped = [*skipped, NO_LAYERS]
+    adversarial = adversarial_versions(ctx, rows)
     random_order = torch.stack(
         [torch.randperm(h * w, generator=torch_generator(ctx.seed, "order", i)) for i in ids]
     ).to(ctx.device)
     random_del, random_ins = curve_areas(model, x, target, random_order, cfg.curve_steps)
     noisy = _noisy(x, cfg.noise_std, ctx.seed, ids)
-    per_image = {
-        "rank": list(range(n)),
-        "random_deletion_auc": random_del,
-        "random_insertion_auc": random_ins,
-        "region_area": [float(region[i].mean()) for i in range(n)],
-        "swap_flip_rate": swap_flips,
+    found = {
+        "image/random_deletion_auc": random_del,
+        "image/random_insertion_auc": random_ins,
+        "image/region_area": region.reshape(n, -1).mean(1),
+        "image/swap_flip_rate": swap_flips,
+        f"array/{explain_column('image')}": x.cpu().numpy().astype(np.float32),
     }
-    ctx.arrays[explain_column("image")] = x.cpu().numpy().astype(np.float32)
     if masks is not None:
-        per_image["mask_area"] = [float(masks[i].mean()) for i in range(n)]
+        found["image/mask_area"] = masks.reshape(n, -1).mean(1)
     if adversarial is not None:
         with torch.no_grad():
-            per_image["adversarial_pred"] = model(adversarial[0]).argmax(1).cpu().numpy()
-        ctx.arrays[explain_column("adversarial_image")] = (
+            found["image/adversarial_pred"] = model(adversarial[0]).argmax(1).cpu().numpy()
+        found[f"array/{explain_column('adversarial_image')}"] = (
             adversarial[0].cpu().numpy().astype(np.float32)
         )
-    per_method = {}
     for method in methods:
-        task.advance(0, note=f"{method}, {n} images")
-        maps, delta = _maps(method, model, x, target, cfg, ids, ctx.seed)
+        task.advance(0, note=f"{method}, {real} images")
+        maps, delta = _block_maps(method, model, x, target, cfg, ids, ctx.seed, real)
         order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
         deletion, insertion = curve_areas(model, x, target, order, cfg.curve_steps)
         flat = maps.flatten(1).cpu().numpy()
         variants = {}
         if random_model is not None:
-            variants["randomization"] = _maps(
-                method, random_model, x, target, cfg, ids, ctx.seed
+            variants["randomization"] = _block_maps(
+                method, random_model, x, target, cfg, ids, ctx.seed, real
             )[0]
-        variants["noise"] = _maps(method, model, noisy, target, cfg, ids, ctx.seed)[0]
+        variants["noise"] = _block_maps(method, model, noisy, target, cfg, ids, ctx.seed, real)[0]
         if adversarial is not None:
-            variants["adversarial"] = _maps(
-                method, model, adversarial[0], target, cfg, ids, ctx.seed
+            variants["adversarial"] = _block_maps(
+                method, model, adversarial[0], target, cfg, ids, ctx.seed, real
             )[0]
         variants = {name: other.cpu().numpy() for name, other in variants.items()}
         scores = {"deletion_auc": deletion, "insertion_auc": insertion}
@@ -565,22 +646,17 @@ def _explain(
         scores["region_share"] = [region_share(flat[i].reshape(h, w), region[i]) for i in range(n)]
         scores |= _agreement(flat, variants, cfg.top_fraction)
         if masks is not None:
-            found = [localisation(flat[i].reshape(h, w), masks[i]) for i in range(n)]
-            scores["mask_mass"] = [mass for mass, _ in found]
-            scores["pointing_hit"] = [float(hit) for _, hit in found]
-        per_method[method] = scores
-        ctx.arrays[explain_column("map", method)] = flat.reshape(n, h, w).astype(np.float32)
+            located = [localisation(flat[i].reshape(h, w), masks[i]) for i in range(n)]
+            scores["mask_mass"] = [mass for mass, _ in located]
+            scores["pointing_hit"] = [float(hit) for _, hit in located]
+        found |= {f"{method}/{what}": np.asarray(values) for what, values in scores.items()}
+        found[f"array/{explain_column('map', method)}"] = flat.reshape(n, h, w).astype(np.float32)
         if adversarial is not None:
-            ctx.arrays[explain_column("adversarial_map", method)] = variants["adversarial"].astype(
-                np.float32
-            )
-        task.advance(n)
-    eps = None if adversarial is None else adversarial[1]
-    ctx.artifacts["explanations"] = _run_notes(
-        cfg, methods, skipped, n, region_text, masks is not None, eps
-    )
-    columns = explain_columns(len(table), rows, per_image, per_method)
-    return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)  # one insert
+            found[f"array/{explain_column('adversarial_map', method)}"] = variants[
+                "adversarial"
+            ].astype(np.float32)
+        task.advance(real)
+    return {key: np.asarray(values) for key, values in found.items()}
 
 
 def _agreement(flat: np.ndarray, variants: dict[str, np.ndarray], top: float) -> dict[str, list]:
