@@ -465,16 +465,17 @@ def _model_command_config(args: argparse.Namespace, command: str) -> tuple[Any, 
     """``train``/``harden``: the config (flags over ``--config``; ``--out`` is the model
     folder, not the report's) and that folder, checked by the preflight; under torchrun
     the process group started (data-parallel training; rank 0 alone writes and prints)."""
-    from auditclf import distributed
     from auditclf.config import load_config
     from auditclf.preflight import preflight
-    from auditclf.runcontext import resolve_device
 
     overrides = _overrides(args)
     overrides.pop("out", None)
     config = load_config(args.config, overrides)
     folder = Path(args.out or "audit-model")
     preflight(config, command=command, out=folder, out_key="--out", flags=_given_flags(args))
+    from auditclf import distributed  # after the preflight: it refuses before torch loads
+    from auditclf.runcontext import resolve_device
+
     distributed.init(resolve_device(config.device).type)  # under torchrun only
     return config, folder
 
