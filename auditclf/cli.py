@@ -476,7 +476,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 def _model_command_config(args: argparse.Namespace, command: str) -> tuple[Any, Path]:
     """``train``/``harden``: the config (flags over ``--config``; ``--out`` is the model
-    folder, not the report's) and that folder, checked by the preflight."""
+    folder, not the report's) and that folder, checked by the preflight; under torchrun
+    the process group started (data-parallel training; rank 0 alone writes and prints)."""
     from auditclf.config import load_config
     from auditclf.preflight import preflight
 
@@ -485,15 +486,22 @@ def _model_command_config(args: argparse.Namespace, command: str) -> tuple[Any, 
     config = load_config(args.config, overrides)
     folder = Path(args.out or "audit-model")
     preflight(config, command=command, out=folder, out_key="--out", flags=_given_flags(args))
+    from auditclf import distributed  # after the preflight: it refuses before torch loads
+    from auditclf.runcontext import resolve_device
+
+    distributed.init(resolve_device(config.device).type)  # under torchrun only
     return config, folder
 
 
 def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
     config, folder = _model_command_config(args, "train")
+    from auditclf import distributed
     from auditclf.models import save_model
     from auditclf.pipeline import train_model
 
-    data, prepared, history = train_model(config, progress=not args.quiet)
+    data, prepared, history = train_model(config, progress=not args.quiet and distributed.is_main())
+    if not distributed.is_main():  # rank 0 alone writes and prints; main() shares its status
+        return ExitStatus.OK
     target = folder / "model.safetensors"
     save_model(prepared.adapter.net, prepared.spec, target)
     last = history.epochs[history.best_epoch - 1]
@@ -507,10 +515,14 @@ def _cmd_train(args: argparse.Namespace, out: TextIO) -> int:
 
 def _cmd_harden(args: argparse.Namespace, out: TextIO) -> int:
     config, folder = _model_command_config(args, "harden")
+    from auditclf import distributed
     from auditclf.models import save_model
     from auditclf.pipeline import harden_model
 
-    baseline, hardened, history = harden_model(config, progress=not args.quiet)
+    shown = not args.quiet and distributed.is_main()
+    baseline, hardened, history = harden_model(config, progress=shown)
+    if not distributed.is_main():  # rank 0 alone writes and prints; main() shares its status
+        return ExitStatus.OK
     if baseline.needs_training:
         save_model(baseline.adapter.net, baseline.spec, folder / "model.safetensors")
     target = folder / "hardened.safetensors"

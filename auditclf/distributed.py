@@ -299,3 +299,49 @@ def exit_all(status: int) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(shared[0]))
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value`` (any picklable object) on every rank: a decision rank 0 makes,
+    such as early stopping; ``value`` itself in a single process."""
+    if not active():
+        return value
+    import torch.distributed as dist
+
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
+
+
+def all_values(value: Any) -> list[Any]:
+    """Every rank's ``value`` (any picklable object), in rank order, on every rank;
+    ``[value]`` in a single process."""
+    if not active():
+        return [value]
+    import torch.distributed as dist
+
+    values: list[Any] = [None] * world()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def sum_all(tensor: Any) -> Any:
+    """``tensor`` summed element by element over the ranks, in place, the same sum on
+    every rank (it stays on its device: NCCL sums on the GPU); unchanged in a single
+    process."""
+    if active():
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def broadcast_tensors(tensors: Any) -> None:
+    """Overwrite each tensor of ``tensors`` with rank 0's, in place (a module's buffers,
+    say); nothing in a single process."""
+    if not active():
+        return
+    import torch.distributed as dist
+
+    for tensor in tensors:
+        dist.broadcast(tensor, src=0)

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import torch
 
+from auditclf import distributed
 from auditclf.config import AuditConfig, HardenConfig, eps_label, parse_eps
 from auditclf.data import PreparedData, SplitView
 from auditclf.errors import UsageError
@@ -28,6 +29,13 @@ _AUGMIX_FIELDS = {name for name in HardenConfig.model_fields if name.startswith(
 def hflip_allowed(config: AuditConfig, data: PreparedData) -> bool:
     """Whether training may flip images left-right: ``train.hflip``, else the data's say."""
     return data.imageset.hflip_ok if config.train.hflip is None else config.train.hflip
+
+
+def step_seed(seed: int) -> int:
+    """The seed of a retraining's per-step draws (an attack's random start, AugMix's
+    chains): ``seed`` in a single process; under data-parallel training one per rank, so
+    that each rank's images get draws of their own (per step and rank, reproducible)."""
+    return seed if not distributed.active() else derive_seed(seed, "rank", distributed.rank())
 
 
 def _train(
@@ -219,7 +227,7 @@ def _adversarial_recipe(
         parse_eps(eps_text),
         steps=cfg.steps,
         step_size=cfg.step_size,
-        seed=config.seed,
+        seed=step_seed(config.seed),
         device=device,
     )
     return spec, {"inputs": perturb}
@@ -236,7 +244,7 @@ def _augmix_recipe(config: AuditConfig, start: str, device: torch.device) -> tup
         "hardening": cfg.model_dump(mode="json", exclude=_ADVERSARIAL_FIELDS),
     }
     options = {
-        "inputs": augmix_views(cfg, config.seed, device),
+        "inputs": augmix_views(cfg, step_seed(config.seed), device),
         "loss_of": augmix_loss(cfg.augmix_jsd),
     }
     return spec, options

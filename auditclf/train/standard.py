@@ -16,11 +16,29 @@ mode they would drift to the new data, and a frozen network would change after
 all; small fine-tuning batches would make them noisy). Dropout still acts.
 Afterwards every parameter requires gradients again, so attacks, attributions
 and the sanity check's re-initialisation see the network as any other.
+
+Under torchrun (:func:`auditclf.distributed.active`) training is data-parallel:
+``DistributedDataParallel`` averages the gradients of the processes, so every rank
+takes the same optimiser steps. Each epoch's order is drawn on every rank from the run
+seed as in one process (a permutation, or the weighted or oversampled draws), and split
+with ``DistributedSampler`` semantics (no shuffling of its own, padded to a multiple of
+the world size by repeating the first positions, rank ``r`` taking positions
+``r::world``), in per-rank batches of ``batch_size // world``: the ranks' k-th batches
+together are the one-process run's k-th batch (the global batch stays the configured
+one when the world size divides it), and the affine augmentation gives each image the
+transform it gets in one process (:func:`random_affine`'s ``share``). The BatchNorm
+statistics are rank 0's (DDP broadcasts its buffers before each forward pass, and they
+are broadcast again after each epoch). The validation split is evaluated in shards and
+the sums added up across ranks; rank 0 decides whether the epoch improved and
+broadcasts it, so every rank stops at the same epoch and keeps the same weights, which
+is checked at the end (the audit's sharded probes rely on it). The module trained and
+returned is the unwrapped one.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from auditclf import distributed
 from auditclf.config import TrainConfig
 from auditclf.data import LazyImages, SplitView
 from auditclf.data.lazy import image_blocks, row_blocks
@@ -51,6 +70,7 @@ class TrainHistory:
     epochs: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    world_size: int = 1  # processes of a data-parallel training (1: a single process)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,20 +152,108 @@ def evaluate_loss(
     batch_size: int = 512,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of the eval-mode model on uint8 images."""
+    total_loss, correct = _loss_sums(
+        adapter, images, labels, row_blocks(len(labels), batch_size), device
+    )
+    n = max(len(labels), 1)
+    return total_loss.item() / n, correct.item() / n
+
+
+@torch.no_grad()
+def _loss_sums(
+    adapter: ModelAdapter,
+    images: np.ndarray | LazyImages,
+    labels: np.ndarray,
+    blocks: list[np.ndarray],
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eval-mode model's summed cross-entropy (float64) and number correct (int64) over
+    the rows of ``blocks``, on the device."""
     adapter.eval()
     # summed on the device in float64 (each batch's float32 sum widened, as a Python float
     # would be), read once at the end: no synchronisation per batch
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    blocks = row_blocks(len(labels), batch_size)
     for rows, pixels in zip(blocks, image_blocks(images, blocks, device=device), strict=True):
         x = to_unit_float(pixels, device)
         y = torch.from_numpy(labels[rows]).to(device)
         logits = adapter(x).float()
         total_loss += F.cross_entropy(logits, y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
-    n = max(len(labels), 1)
-    return total_loss.item() / n, correct.item() / n
+    return total_loss, correct
+
+
+def _validate(
+    adapter: ModelAdapter, val: SplitView, device: torch.device, batch_size: int = 512
+) -> tuple[float, float]:
+    """The validation loss and accuracy (NaN without a validation split); under DDP each
+    rank evaluates its shard and the sums are added up, the same numbers on every rank."""
+    if not len(val.labels):
+        return float("nan"), float("nan")
+    if not distributed.active():
+        return evaluate_loss(adapter, val.images, val.labels, device, batch_size)
+    rows = distributed.shard(np.arange(len(val.labels)))
+    blocks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    total_loss, correct = _loss_sums(adapter, val.images, val.labels, blocks, device)
+    summed = distributed.sum_all(torch.stack([total_loss, correct.double()]))
+    total, right = summed.tolist()
+    return total / len(val.labels), right / len(val.labels)
+
+
+def rank_batches(order: np.ndarray, batch_size: int, share: tuple[int, int] | None) -> list:
+    """This process's batches of an epoch's ``order``: consecutive blocks of ``batch_size``
+    in a single process (``share`` None); under DDP (``share`` = (rank, world)) the
+    positions ``DistributedSampler`` gives the rank (not shuffled again, padded to a
+    multiple of ``world``), in blocks of ``batch_size // world`` (at least 1): every rank
+    gets as many batches of the same sizes, and the ranks' k-th batches together are the
+    single process's k-th batch when ``world`` divides ``batch_size``."""
+    if share is None:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    from torch.utils.data import DistributedSampler
+
+    rank, world = share
+    positions = DistributedSampler(
+        range(len(order)), num_replicas=world, rank=rank, shuffle=False, drop_last=False
+    )
+    mine = order[np.fromiter(positions, dtype=np.int64)]
+    size = max(batch_size // world, 1)
+    return [mine[i : i + size] for i in range(0, len(mine), size)]
+
+
+def _data_parallel(adapter: ModelAdapter, device: torch.device) -> nn.Module:
+    """``adapter`` wrapped in ``DistributedDataParallel`` (its GPU named on CUDA)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        adapter, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def _epoch_totals(
+    seen: int, loss_sum: torch.Tensor, hits: torch.Tensor
+) -> tuple[float, float, float]:
+    """The epoch's (images, summed loss, correct) over every rank (this process's alone
+    outside DDP): one transfer from the device, one all-reduce under DDP."""
+    totals = torch.stack([loss_sum.new_tensor(float(seen)), loss_sum, hits.double()])
+    count, total, right = distributed.sum_all(totals).tolist()
+    return count, total, right
+
+
+def _check_same_weights(adapter: ModelAdapter) -> None:
+    """Under DDP: refuse to go on unless every rank holds the same weights and buffers
+    (the sharded probes after training assume one model); nothing in a single process."""
+    if not distributed.active():
+        return
+    digest = hashlib.sha256()
+    for name, tensor in adapter.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy())
+    digests = distributed.all_values(digest.hexdigest())
+    if len(set(digests)) > 1:
+        raise RuntimeError(
+            f"data-parallel training ended with different weights on the {len(digests)} "
+            "ranks (state digests " + ", ".join(d[:12] for d in digests) + ")"
+        )
 
 
 # (logits, labels, class weights) → (loss, the logits of the batch's own images)
@@ -206,9 +314,18 @@ def _train_epochs(
     robustness grows). ``sample_weights`` (one per training image) make each
     epoch draw ``len(train)`` images with replacement in proportion to them,
     instead of a permutation (and instead of ``cfg.oversample``).
+
+    Under torchrun the training is data-parallel (the module docstring): per-rank batches
+    of ``cfg.batch_size // world``, the global batch staying ``cfg.batch_size``.
     """
     cuda = device.type == "cuda"  # the adapter is on the device already (train_classifier)
-    history = TrainHistory(device=str(device), mixed_precision="bf16" if cuda else None)
+    share = (distributed.rank(), distributed.world()) if distributed.active() else None
+    model = adapter if share is None else _data_parallel(adapter, device)
+    history = TrainHistory(
+        device=str(device),
+        mixed_precision="bf16" if cuda else None,
+        world_size=1 if share is None else share[1],
+    )
     labels = torch.from_numpy(train.labels)
     weight = _class_weights(train.labels, num_classes).to(device) if cfg.class_weighted else None
     draw_weights = None if sample_weights is None else torch.as_tensor(sample_weights).double()
@@ -224,7 +341,7 @@ def _train_epochs(
         seen = 0
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         hits = torch.zeros((), dtype=torch.int64, device=device)
-        blocks = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        blocks = rank_batches(order, cfg.batch_size, share)
         batches = tqdm(
             zip(blocks, image_blocks(train.images, blocks, device=device), strict=True),
             total=len(blocks),
@@ -237,12 +354,12 @@ def _train_epochs(
             x = to_unit_float(pixels, device)
             y = labels[idx].to(device, non_blocking=True)
             if cfg.augment:
-                x = random_affine(x, generator, hflip=hflip_ok)
+                x = random_affine(x, generator, hflip=hflip_ok, share=share)
             if inputs is not None:
                 x = inputs(x, y)
             x = x.contiguous(memory_format=pass_layout(x, adapter))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                loss, logits = loss_of(adapter(x).float(), y, weight)
+                loss, logits = loss_of(model(x).float(), y, weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -253,12 +370,10 @@ def _train_epochs(
                 batches.set_postfix(
                     loss=f"{loss_sum.item() / seen:.4f}", acc=f"{hits.item() / seen:.3f}"
                 )
-        loss_sum, hits = loss_sum.item(), hits.item()
-        val_loss, val_acc = (
-            evaluate_loss(adapter, val.images, val.labels, device)
-            if len(val.labels)
-            else (float("nan"), float("nan"))
-        )
+        if share is not None:  # BatchNorm statistics: rank 0's on every rank
+            distributed.broadcast_tensors(adapter.buffers())
+        seen, loss_sum, hits = _epoch_totals(seen, loss_sum, hits)
+        val_loss, val_acc = _validate(adapter, val, device)
         history.epochs.append(
             {
                 "epoch": epoch,
@@ -276,7 +391,7 @@ def _train_epochs(
             )
         if keep_last or not len(val.labels):
             continue
-        if val_loss < best_loss:
+        if distributed.broadcast(val_loss < best_loss):  # rank 0 decides for every rank
             best_loss, best_state, waited = val_loss, copy.deepcopy(adapter.state_dict()), 0
             history.best_epoch = epoch
         else:
@@ -289,4 +404,5 @@ def _train_epochs(
     else:
         history.best_epoch = len(history.epochs)
     adapter.eval()
+    _check_same_weights(adapter)
     return history
