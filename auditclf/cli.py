@@ -489,7 +489,8 @@ def _model_command_config(args: argparse.Namespace, command: str) -> tuple[Any, 
     from auditclf import distributed  # after the preflight: it refuses before torch loads
     from auditclf.runcontext import resolve_device
 
-    distributed.init(resolve_device(config.device).type)  # under torchrun only
+    # under torchrun only: join the other processes
+    distributed.init(resolve_device(config.device).type, config.distributed.timeout)
     return config, folder
 
 

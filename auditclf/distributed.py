@@ -309,7 +309,7 @@ def broadcast(value: Any) -> Any:
     import torch.distributed as dist
 
     shared = [value]
-    dist.broadcast_object_list(shared, src=0)
+    _meet(lambda: dist.broadcast_object_list(shared, src=0))
     return shared[0]
 
 
@@ -321,7 +321,7 @@ def all_values(value: Any) -> list[Any]:
     import torch.distributed as dist
 
     values: list[Any] = [None] * world()
-    dist.all_gather_object(values, value)
+    _meet(lambda: dist.all_gather_object(values, value))
     return values
 
 
@@ -332,7 +332,7 @@ def sum_all(tensor: Any) -> Any:
     if active():
         import torch.distributed as dist
 
-        dist.all_reduce(tensor)
+        _meet(lambda: dist.all_reduce(tensor))
     return tensor
 
 
@@ -344,4 +344,4 @@ def broadcast_tensors(tensors: Any) -> None:
     import torch.distributed as dist
 
     for tensor in tensors:
-        dist.broadcast(tensor, src=0)
+        _meet(lambda tensor=tensor: dist.broadcast(tensor, src=0))
