@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from auditclf.api import Audit
-from tests.conftest import MINIMAL_CONFIG, cli
+from auditclf.report.pdf import print_variant
+from tests.conftest import cli
 
 CHROMIUM = shutil.which("chromium")
 try:
@@ -153,11 +154,6 @@ def test_report_loads_offline_with_verdict_and_key_numbers_visible(browser, digi
             assert values.nth(i).is_visible()
             assert values.nth(i).inner_text().rstrip("%").replace(".", "").isdigit()
         assert page.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
-    visit = Visit(browser, digits_run / "report.html", 1280)
-    try:
-        visit.page.screenshot(path=shots / "report-1280-full.png", full_page=True)
-    finally:
-        visit.close()
 
 
 # Under print media: whether any element stays sticky or fixed, and whether the content of
@@ -231,10 +227,31 @@ def test_notebook_view_loads_offline(browser, digits_run, tmp_path, shots):
         assert "performance.accuracy" in page.inner_text("main")
 
 
+# MINIMAL_CONFIG of conftest, with subgroups: the hostile metadata values are groups.
+HOSTILE_CONFIG = """\
+seed: 0
+train:
+  epochs: 1
+analyses:
+  bootstrap: 20
+robustness:
+  enabled: false
+harden:
+  method: none
+explain:
+  enabled: false
+fairness:
+  min_group_size: 5
+  n_boot: 20
+corruptions:
+  enabled: false
+"""
+
+
 @pytest.fixture(scope="module")
 def hostile_run(tmp_path_factory) -> Path:
     """A minimal audit whose class names, file names, metadata values, data folder and
-    manifest names are script payloads; its output folder."""
+    manifest names are script payloads, with a gate it fails; its output folder."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("hostile")
@@ -252,12 +269,13 @@ def hostile_run(tmp_path_factory) -> Path:
     manifest = data / f"{HOSTILE[0]}.csv"  # the dataset's name
     manifest.write_text(table.getvalue())
     config = root / "hostile.yaml"
-    config.write_text(
-        MINIMAL_CONFIG.replace("fairness:\n  enabled: false", "fairness:\n  min_group_size: 5")
-    )
+    config.write_text(HOSTILE_CONFIG)
     out = root / "out"
-    result = cli("run", "--config", config, "--dataset", manifest, "--out", out, "--quiet")
-    assert result.status == 0, result
+    gate = "performance.accuracy>=0.99"
+    result = cli(
+        "run", "--config", config, "--dataset", manifest, "--gate", gate, "--out", out, "--quiet"
+    )
+    assert result.status == 1, result
     return out
 
 
@@ -322,6 +340,17 @@ def test_axe_finds_what_it_should(browser, tmp_path):
     assert {"image-alt", "color-contrast", "html-has-lang", "document-title"} <= set(found)
 
 
+def test_the_print_variant_opens_every_details_block():
+    page = (
+        '<details class="long"><summary>rows</summary></details><details open>'
+        "<details>x</details><p>&lt;details&gt; is text</p><detailsx>"
+    )
+    assert print_variant(page) == (
+        '<details open class="long"><summary>rows</summary></details><details open>'
+        "<details open>x</details><p>&lt;details&gt; is text</p><detailsx>"
+    )
+
+
 def _pdf_text(pdf: Path, tmp_path: Path) -> str:
     subprocess.run(
         ["pdftoppm", "-png", "-r", "50", "-f", "1", "-l", "1", pdf, tmp_path / "page"],
@@ -336,15 +365,16 @@ def _pdf_text(pdf: Path, tmp_path: Path) -> str:
 
 @needs_chromium
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="no pdftoppm (poppler-utils)")
-def test_report_pdf_has_the_verdict_on_page_one(gated_run, tmp_path):
+def test_report_pdf_has_the_verdict_on_page_one(hostile_run, tmp_path):
     out = tmp_path / "out"
-    result = cli("report", gated_run, "--out", out, "--pdf")
+    result = cli("report", hostile_run, "--out", out, "--pdf")
     assert result.status == 0, result
     assert f"pdf: {out / 'report.pdf'}" in result.out
     pdf = out / "report.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
-    verdict = json.loads((gated_run / "report.json").read_text())["verdict"]
-    assert verdict == "fail" and "FAIL" in _pdf_text(pdf, tmp_path).upper()
+    assert json.loads((hostile_run / "report.json").read_text())["verdict"] == "fail"
+    page_one = _pdf_text(pdf, tmp_path)
+    assert "FAIL" in page_one.upper() and "onerror=" in page_one  # printed as text
     assert not list(out.parent.glob(".*staging*"))
 
 
