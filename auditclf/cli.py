@@ -273,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("folder", type=Path, help="folder with report.json and samples.csv")
     report.add_argument("--out", type=Path, help="where to write (default: the same folder)")
     report.add_argument("--templates", type=Path, help="folder of jinja2 templates")
+    report.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print report.pdf with headless Chromium (on PATH, or $AUDITCLF_CHROMIUM)",
+    )
     report.add_argument("--debug", action="store_true", help="show tracebacks")
 
     listing = commands.add_parser("list", help="list datasets, models, probes and analyses")
@@ -560,7 +565,9 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     from auditclf.pipeline import reanalyse
     from auditclf.report import write_reports
     from auditclf.report.artifacts import read_artifacts
+    from auditclf.report.pdf import PDF_FILE, find_chromium, print_pdf
 
+    chromium = find_chromium() if args.pdf else None  # before any work: none is exit 2
     result, config = reanalyse(args.folder, debug=args.debug)
     read_artifacts(args.folder, result)
     target = args.out or args.folder
@@ -572,7 +579,12 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
             templates=args.templates,  # never the saved report's own: it is untrusted
             title=config.report.title,
         )
+        if chromium is not None:
+            page = staged.path("report.html").read_text(encoding="utf-8")
+            staged.path(PDF_FILE).write_bytes(print_pdf(page, chromium))
     out.write(f"report: {Path(target) / 'report.html'}\n")
+    if chromium is not None:
+        out.write(f"pdf: {Path(target) / PDF_FILE}\n")
     return ExitStatus.OK
 
 

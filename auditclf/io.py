@@ -53,6 +53,7 @@ REPORT_MARKERS = frozenset({"report.json", "compare.json"})
 _OUTPUT_FILES = frozenset(
     {
         "report.html",
+        "report.pdf",
         "report.json",
         "artifacts.npz",
         "samples.csv",
