@@ -572,7 +572,8 @@ def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     read_artifacts(args.folder, result)
     target = args.out or args.folder
     in_place = _same_folder(target, args.folder)
-    with StagedOutput(target, keep_others=in_place) as staged:  # in place: keep samples, models
+    # in place: keep samples and models, but not a PDF of the page this rewrites
+    with StagedOutput(target, keep_others=in_place, stale=frozenset({PDF_FILE})) as staged:
         write_reports(
             staged,
             result,

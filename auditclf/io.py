@@ -257,9 +257,12 @@ class StagedOutput:
     commits on success and aborts on any exception.
     """
 
-    def __init__(self, out_dir: Path, *, keep_others: bool = False) -> None:
+    def __init__(
+        self, out_dir: Path, *, keep_others: bool = False, stale: frozenset[str] = frozenset()
+    ) -> None:
         self.out_dir = Path(os.path.realpath(out_dir))  # a symlinked --out: write its target
         self.keep_others = keep_others
+        self.stale = stale  # outputs the new set makes out of date: never kept
         check_out_folder(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         remove_abandoned_staging(self.out_dir)
@@ -306,7 +309,9 @@ class StagedOutput:
         names = {e.name for e in os.scandir(self.out_dir) if not _is_staging(e.name)}
         kept, dropped = [], []
         for name in sorted(names - set(written)):
-            carry = self.keep_others or not _written_by_auditclf(name, names)
+            carry = name not in self.stale and (
+                self.keep_others or not _written_by_auditclf(name, names)
+            )
             (kept if carry else dropped).append(name)
         return kept, dropped
 

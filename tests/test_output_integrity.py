@@ -255,8 +255,10 @@ def test_rewriting_in_place_keeps_the_files_not_rewritten(tmp_path):
 
 
 def test_report_rerendered_in_place_keeps_samples_and_models(digits_run, tmp_path):
+    """... and drops a PDF of the page it rewrites (`report --pdf` makes a new one)."""
     folder = tmp_path / "run"
     shutil.copytree(digits_run, folder)
+    (folder / "report.pdf").write_bytes(b"%PDF-1.4 the previous page")
     result = cli("report", folder)
     assert result.status == 0, result
     assert set(os.listdir(folder)) == set(os.listdir(digits_run))
