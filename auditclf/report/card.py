@@ -218,8 +218,9 @@ def _training(result: AuditResult) -> list[dict]:
     return [
         _text(
             f"Training: {number(len(training.get('epochs', [])))} epoch(s) on "
-            f"{training.get('device')}, kept epoch {number(training.get('best_epoch'))} "
-            f"(lowest validation loss), {stopped}. Training config:"
+            f"{training.get('device')}{_processes(training)}, kept epoch "
+            f"{number(training.get('best_epoch'))} (lowest validation loss), {stopped}. "
+            "Training config:"
         ),
         _table(["setting", "value"], rows),
     ]
@@ -550,3 +551,10 @@ def _markdown_cell(cell: Any) -> str:
     if isinstance(cell, dict):
         return code_span(cell["code"]) if cell["code"] else ""
     return escape(cell)
+
+
+def _processes(training: dict) -> str:
+    """" in N data-parallel processes" for a DDP training (torchrun), else nothing."""
+    world = training.get("world_size") or 1
+    return f" in {world} data-parallel processes (torchrun)" if world > 1 else ""
+
