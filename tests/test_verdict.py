@@ -4,6 +4,7 @@ the notebook summary, the CLI line), and gate rows of an unreliable run never gr
 from __future__ import annotations
 
 import html
+import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
@@ -105,3 +106,22 @@ def test_a_passing_run_names_the_unreliable_numbers_no_gate_reads(digits_run):
     assert banner.sentence.endswith(
         "The robustness numbers are UNRELIABLE (a sanity check failed); no gate reads them."
     )
+
+
+def test_reports_name_paths_under_the_current_folder_relative_to_it(
+    digits_run, tmp_path, monkeypatch
+):
+    """Paths given absolute but under the current folder are shown relative to it: no report
+    page or summary carries the auditing machine's own folders."""
+    run = tmp_path / "runs" / "a"
+    run.mkdir(parents=True)
+    for name in ("report.json", "artifacts.npz"):
+        shutil.copy(digits_run / name, run / name)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "judged"
+    gate = "performance.accuracy>=0.99"
+    result = cli("gate", run, "--baseline", run / "report.json", "--gate", gate, "--out", out)
+    assert result.status == 1, result
+    for name in ("report.html", "summary.md", "junit.xml", "model_card.md"):
+        assert str(tmp_path) not in (out / name).read_text(), name
+    assert "compared with runs/a/report.json" in (out / "report.html").read_text()

@@ -43,7 +43,7 @@ from auditclf.keys.families import (
 )
 from auditclf.report.figures import short_label
 from auditclf.report.mdtext import code_span, escape
-from auditclf.report.view import ReportView, missing, reference_eps
+from auditclf.report.view import ReportView, missing, reference_eps, shown_paths
 from auditclf.results import AuditResult, ModelResult
 
 CARD_FILE = "model_card.md"
@@ -532,7 +532,7 @@ def render_card_markdown(view: ReportView) -> str:
         lines += ["", f"## {escape(section['title'])}"]
         for block in section["blocks"]:
             lines += ["", *_markdown_block(block)]
-    return "\n".join(lines) + "\n"
+    return shown_paths("\n".join(lines) + "\n")
 
 
 def _markdown_block(block: dict) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from auditclf.report.view import ReportView, build_view
+from auditclf.report.view import ReportView, build_view, shown_paths
 from auditclf.results import AuditResult, GateOutcome
 
 
@@ -120,6 +120,5 @@ def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
     )
     suites.append(suite)
     ET.indent(suites)
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
-    )
+    text = ET.tostring(suites, encoding="unicode")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + shown_paths(text) + "\n"

@@ -19,7 +19,7 @@ from auditclf.report.html import fmt_cell
 from auditclf.report.mdtext import code_span as _code
 from auditclf.report.mdtext import escape as _escape
 from auditclf.report.verdict import GateRow
-from auditclf.report.view import ReportView, build_view
+from auditclf.report.view import ReportView, build_view, shown_paths
 from auditclf.results import AuditResult
 
 
@@ -131,4 +131,4 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
             "",
             f"Not checked in this run: {', '.join(not_checked)} (see the report's Limitations).",
         ]
-    return "\n".join(lines) + "\n"
+    return shown_paths("\n".join(lines) + "\n")

@@ -10,7 +10,9 @@ the same.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from auditclf.keys import interval_keys
@@ -91,6 +93,17 @@ def build_view(result: AuditResult) -> ReportView:
         rebalanced=fairness_ledger(result),
         warnings=[f for f in baseline.findings if f["severity"] != "info"],
     )
+
+
+def shown_paths(text: str) -> str:
+    """``text`` with the auditing machine's own folders taken out of the paths it names: a
+    path under the current directory relative to it (``/home/ana/proj/runs/a`` from
+    ``/home/ana/proj`` → ``runs/a``), one under the home folder from ``~``. A path given
+    relative stays as given; none is ever made absolute."""
+    for folder, shown in ((Path.cwd(), ""), (Path.home(), "~" + os.sep)):
+        if str(folder) != os.sep:  # "/" would strip every path's leading slash
+            text = text.replace(str(folder) + os.sep, shown)
+    return text
 
 
 def reference_eps(model: ModelResult) -> str | None:
