@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 from auditclf.gates import judge, parse_gate
+from auditclf.report import (
+    build_view,
+    render_html,
+    render_junit,
+    render_markdown,
+    render_summary_html,
+)
 from auditclf.report import html as html_module
-from auditclf.report import render_html, render_junit, render_markdown, render_summary_html
+from auditclf.report.card import render_card_markdown
 from auditclf.report.verdict import verdict_banner
 from auditclf.results import AuditResult
 from tests.conftest import cli
@@ -62,6 +69,8 @@ def test_every_format_says_the_same_verdict(digits_run, state, monkeypatch, tmp_
     markdown = render_markdown(result).replace("\\", "")
     assert markdown.startswith(f"## auditclf: {banner.icon} {label}\n")
     assert html.unescape(banner.sentence) in html.unescape(markdown)
+    card = render_card_markdown(build_view(result)).replace("\\", "")
+    assert f"Verdict: {label}. {banner.sentence}" in card.replace("&gt;", ">")
     notebook = html.unescape(render_summary_html(result))
     assert label in notebook and banner.sentence in notebook and banner.colour in notebook
     suite = ET.fromstring(render_junit(result)).find("testsuite")

@@ -136,7 +136,7 @@ def build_card(view: ReportView) -> dict:
     result = view.result
     baseline = result.models["baseline"]
     title = f"Model card: {baseline.card['architecture']} on {result.data['dataset']}"
-    summary = f"Verdict {str(view.verdict).upper()} (gates under Quantitative analyses). {SOURCE}"
+    summary = f"Verdict {view.banner.label} (gates under Quantitative analyses). {SOURCE}"
     sections = [
         ("Model details", _model_details(result)),
         ("Intended use", _intended_use(result)),
@@ -479,17 +479,17 @@ def _deployment(result: AuditResult) -> list[dict]:
 
 
 def _gates(view: ReportView) -> list[dict]:
-    verdict = f"Verdict: {str(view.verdict).upper()}."
-    if not view.gates:
-        return [_text(f"{verdict} No gates were set; nothing was held to a threshold.")]
+    verdict = f"Verdict: {view.banner.label}. {view.banner.sentence}"
+    if not view.gate_rows:
+        return [_text(verdict)]
     rows = [
         [
-            code(gate.expression),
-            number(gate.value),
-            f"[{number(gate.ci[0])}, {number(gate.ci[1])}]" if gate.ci else "",
-            gate.status if gate.status == "pass" else f"{gate.status}: {gate.reason}",
+            code(row.gate.expression),
+            number(row.gate.value),
+            f"[{number(row.gate.ci[0])}, {number(row.gate.ci[1])}]" if row.gate.ci else "",
+            row.status if row.status == "pass" else f"{row.status}: {row.reason}",
         ]
-        for gate in view.gates
+        for row in view.gate_rows
     ]
     return [_text(verdict), _table(["gate", "measured", "interval", "result"], rows)]
 
