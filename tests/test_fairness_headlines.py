@@ -4,10 +4,14 @@ and groups tied at the lowest accuracy are named together, never one of them as 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 
 from auditclf.analyses import AnalysisContext
+from auditclf.analyses.base import Section
+from auditclf.analyses.corruption import _per_group
 from auditclf.analyses.fairness import fairness
 from auditclf.config import AnalysisConfig, FairnessConfig
 
@@ -84,3 +88,15 @@ def test_groups_tied_at_the_lowest_accuracy_are_named_together():
     assert "has the lowest accuracy" not in section.headline
     assert "(tie: x, y: 0.500 against" in section.headline
     assert np.isclose(section.metrics["fairness.site.accuracy.difference"], 0.4)
+
+
+def test_groups_tied_under_the_worst_corruption_are_named_together():
+    rows = pd.DataFrame({"attr.site": ["x", "x", "y", "y", "z", "z"]})
+    accuracy = np.array([[0.0], [1.0], [1.0], [0.0], [1.0], [1.0]])  # x and y at 50%
+    out = SimpleNamespace(names=["blur"], per_image=accuracy, clean_correct=np.ones(6, bool))
+    section = Section("corruption", "Corruptions")
+    _per_group(section, rows, out, {"blur": 0.67})
+    assert section.findings[-1].message == (
+        "worst group under the most damaging corruption (blur): tie at 50.0% between "
+        "site = x (2 images), site = y (2 images)"
+    )
