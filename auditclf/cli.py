@@ -433,11 +433,13 @@ def _max_drop_overrides(values: list[str] | None) -> dict[tuple, Any]:
 
 def _write_gates(out: TextIO, result: Any) -> None:
     from auditclf.keys import checks_sentence
+    from auditclf.report.verdict import gate_rows, verdict_banner
 
-    out.write(f"verdict: {result.verdict}\n")
-    for gate in result.gates:
-        shown = "pass" if gate.status == "pass" else gate.status.upper()
-        out.write(f"  gate {gate.expression}: {shown} ({gate.reason})\n")
+    rows = gate_rows(result)
+    out.write(f"verdict: {verdict_banner(result, rows).line}\n")
+    for row in rows:
+        shown = "pass" if row.status == "pass" else row.status.upper()
+        out.write(f"  gate {row.gate.expression}: {shown} ({row.reason})\n")
     for name, model in result.models.items():
         for section, what in (("robustness", "robustness"), ("corruption", "corruptions")):
             sentence = checks_sentence(model.metrics, section)
@@ -666,6 +668,8 @@ def _cmd_gate(args: argparse.Namespace, out: TextIO) -> int:
         )
     outcomes, verdict = judge(result.models, gates_from_config(entries), check)
     result = replace(result, gates=outcomes, verdict=verdict)
+    if check is not None:
+        check.warn_on_settings(result)
     _write_gates(out, result)
     if args.out is not None:
         from auditclf.report import save_result
@@ -714,15 +718,31 @@ def _cmd_compare(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _write_comparison_summary(out: TextIO, comparison: dict) -> None:
-    """Which reports were compared, then the regressions and the ten largest improvements."""
+    """Which reports were compared, the settings they did not share, the rule, then the
+    regressions, the changes within sampling error and the ten largest improvements."""
+    import json
+
     a, b = comparison["a"], comparison["b"]
     out.write(f"A: {a['report']} ({a['model']}: {a['architecture']} on {a['dataset']})\n")
     out.write(f"B: {b['report']} ({b['model']}: {b['architecture']} on {b['dataset']})\n")
+    settings = comparison["settings"]
+    if settings:
+        out.write(
+            f"warning: A and B were audited with different settings ({len(settings)}); a "
+            "change may come from them, not from the model:\n"
+        )
+        for row in settings:
+            out.write(f"  {row['setting']}: {json.dumps(row['a'])} -> {json.dumps(row['b'])}\n")
     if not comparison["same_data"]:
         out.write("note: A and B audited different data or another split\n")
+    out.write(f"rule: {comparison['rule']}\n")
     regressions, improvements = comparison["regressions"], comparison["improvements"]
-    out.write(f"regressions beyond tolerance ({len(regressions)}):\n")
+    out.write(f"regressions beyond tolerance and sampling error ({len(regressions)}):\n")
     for row in regressions:
+        out.write(f"  {_compare_line(row)}\n")
+    noise = comparison["within_noise"]
+    out.write(f"worse beyond tolerance but within sampling error ({len(noise)}):\n")
+    for row in noise:
         out.write(f"  {_compare_line(row)}\n")
     out.write(f"improvements ({len(improvements)}), largest first:\n")
     for row in improvements[:10]:

@@ -16,12 +16,24 @@ default: CI bounds, counts (support, size, samples), keys without a better
 direction (mean confidence, selection rates, ``data.*``) and per-class and
 per-group keys, whose few images make them move by whole images. A key or
 fnmatch pattern given its own tolerance is compared whatever the default.
+
+A regression is a change that exceeds its tolerance *and* sampling error: the key
+got worse by more than its tolerance and, where both reports give the key an
+interval, the interval of the difference B − A excludes 0 on the worse side.
+That interval is built from the two reports' own intervals by MOVER (Newcombe
+1998, method 10; Zou & Donner 2008): for d = b − a, [d − √((b − l_b)² + (u_a − a)²),
+d + √((u_b − b)² + (a − l_a)²)]. It treats the two audits as independent samples,
+which is conservative when they share test images. A key without an interval on
+either side is held to its tolerance alone. :func:`settings_differences` lists
+the audit settings the two runs did not share (attacked images, eps, steps,
+seeds, bootstrap draws, data), which :func:`compare_reports` puts first.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +43,17 @@ from auditclf.keys import HIGHER, LOWER, NEUTRAL, direction, interval, is_bound,
 from auditclf.results import AuditResult, GateOutcome
 
 SAME = 1e-12  # deltas below this are float noise, not a change
+REGRESSION_RULE = (
+    "A metric counts as a regression when it got worse by more than its tolerance and, "
+    "where both reports give it an interval, the interval of the difference B − A "
+    "(MOVER, Newcombe's method 10, from the two reports' own intervals) excludes 0: a "
+    "change that sampling error explains is listed as within noise, not as a regression. "
+    "A metric without an interval is held to its tolerance alone; a number that became "
+    "null is a regression."
+)
+# config sections that do not change what the audit measures: where it is written, how
+# it is judged, displayed or threaded, and the model under comparison itself
+NOT_SETTINGS = ("out", "gates", "regression", "report", "card", "threads", "model", "train")
 
 
 def parse_max_drop(text: str) -> tuple[str | None, float]:
@@ -99,6 +122,28 @@ def _fmt(value: float | None) -> str:
     return "null" if value is None else f"{value:.4g}"
 
 
+def difference_interval(
+    a: float, b: float, ci_a: list | None, ci_b: list | None
+) -> list[float] | None:
+    """The interval of ``b − a`` from each side's own interval (MOVER; Newcombe 1998,
+    method 10); None when either side has none."""
+    if ci_a is None or ci_b is None:
+        return None
+    (low_a, high_a), (low_b, high_b) = ci_a, ci_b
+    delta = b - a
+    return [
+        delta - math.hypot(b - low_b, high_a - a),
+        delta + math.hypot(high_b - b, a - low_a),
+    ]
+
+
+def _beyond_noise(way: int, difference_ci: list[float] | None) -> bool:
+    """Whether the difference interval excludes 0 on the worse side (no interval: True)."""
+    if difference_ci is None:
+        return True
+    return difference_ci[1] < 0 if way == HIGHER else difference_ci[0] > 0
+
+
 def compare_metrics(
     old: dict[str, float | None],
     new: dict[str, float | None],
@@ -109,9 +154,11 @@ def compare_metrics(
     """One row per key of ``old`` or ``new`` (CI bounds folded into their metric's row).
 
     A row: key, a (old), b (new), delta (b − a), direction ("higher"/"lower"/None),
-    change ("better"/"worse"/"same"/None), ci_a, ci_b, tolerance (None: not
-    compared), regression (worse by more than the tolerance, or a number that
-    became null) and, for a regression, a one-line ``why``.
+    change ("better"/"worse"/"same"/None), ci_a, ci_b, difference_ci (of b − a, see
+    :func:`difference_interval`), tolerance (None: not compared), regression (worse by
+    more than the tolerance and beyond sampling error, or a number that became null),
+    within_noise (worse by more than the tolerance, but within sampling error) and, for
+    a regression, a one-line ``why``.
     """
     notes = new_notes or {}
     rows = []
@@ -119,19 +166,24 @@ def compare_metrics(
         if is_bound(key):
             continue
         a, b = old.get(key), new.get(key)
+        ci_a, ci_b = interval(old, key), interval(new, key)
         way = direction(key)
         delta = None if a is None or b is None else b - a
+        difference_ci = None if delta is None else difference_interval(a, b, ci_a, ci_b)
         change = None
         if delta is not None and way != NEUTRAL:
             change = "same" if abs(delta) <= SAME else ("better" if delta * way > 0 else "worse")
         tolerance = tolerances.for_key(key) if key in old and key in new else None
-        why = None
+        why, within_noise = None, False
         if tolerance is not None and a is not None:
             if b is None:
                 why = f"{key} became null: {notes.get(key, 'undefined')} (was {_fmt(a)})"
             elif change == "worse" and abs(delta) > tolerance + SAME:
-                moved = "dropped" if way == HIGHER else "rose"
-                why = f"{key} {moved} {abs(delta):.3g} > {tolerance:g}"
+                if _beyond_noise(way, difference_ci):
+                    moved = "dropped" if way == HIGHER else "rose"
+                    why = f"{key} {moved} {abs(delta):.3g} > {tolerance:g}"
+                else:
+                    within_noise = True
         rows.append(
             {
                 "key": key,
@@ -140,12 +192,14 @@ def compare_metrics(
                 "delta": delta,
                 "direction": {HIGHER: "higher", LOWER: "lower"}.get(way),
                 "change": change,
-                "ci_a": interval(old, key),
-                "ci_b": interval(new, key),
+                "ci_a": ci_a,
+                "ci_b": ci_b,
+                "difference_ci": difference_ci,
                 "in_a": key in old,
                 "in_b": key in new,
                 "tolerance": tolerance,
                 "regression": why is not None,
+                "within_noise": within_noise,
                 "why": why,
             }
         )
@@ -159,6 +213,26 @@ class BaselineCheck:
     path: Path
     metrics: dict[str, float | None]
     tolerances: Tolerances
+    settings: dict[str, object] = field(default_factory=dict)  # the old run's audit settings
+
+    def warn_on_settings(self, result: AuditResult) -> None:
+        """Add a warning finding to ``result``'s baseline model when the old run was audited
+        with other settings (attacked images, eps, seeds, data...): its numbers are then not
+        like for like, and a change may come from the settings, not the model."""
+        new = _audit_settings(result)
+        differ = [
+            f"{key} {_shown(self.settings.get(key))} → {_shown(new.get(key))}"
+            for key in list(self.settings) + [k for k in new if k not in self.settings]
+            if self.settings.get(key) != new.get(key)
+        ]
+        message = (
+            f"the baseline {self.path} was audited with other settings, so a change may "
+            f"come from them and not from the model: {'; '.join(differ)}"
+        )
+        findings = result.models["baseline"].findings
+        if differ and all(f["message"] != message for f in findings):  # once, if re-judged
+            finding = {"severity": "warning", "message": message, "section": "regression"}
+            findings.insert(0, {**finding, "metric": None})
 
     def evaluate(self, metrics: dict, notes: dict) -> list[GateOutcome]:
         """Gate-like outcomes: one failing entry per regression, else one passing entry."""
@@ -180,7 +254,7 @@ class BaselineCheck:
             on="value",
             missing="fail",
             expression=f"baseline: no metric got worse than in {self.path.name} by more "
-            f"than its tolerance ({compared} compared)",
+            f"than its tolerance and sampling error ({compared} compared)",
             value=None,
             ci=None,
             passed=True,
@@ -207,8 +281,15 @@ def _regression_outcome(row: dict, path: Path) -> GateOutcome:
         passed=False,
         status="fail",
         reason=f"{_fmt(row['a'])} in {path}, {_fmt(row['b'])} now ({better} is better); "
-        f"tolerance {row['tolerance']:g}",
+        f"tolerance {row['tolerance']:g}{_difference_text(row['difference_ci'])}",
     )
+
+
+def _difference_text(difference_ci: list[float] | None) -> str:
+    if difference_ci is None:
+        return "; no interval, held to the tolerance alone"
+    low, high = difference_ci
+    return f"; difference interval [{low:.4g}, {high:.4g}] excludes 0"
 
 
 def model_metrics(result: AuditResult, source: str | Path, model: str = "baseline") -> tuple:
@@ -232,8 +313,52 @@ def load_baseline(
     if path is None:
         return None
     path = report_path(path)
-    metrics, _ = gate_metrics(AuditResult.load(path).models)
-    return BaselineCheck(path, metrics, Tolerances(max_drop, dict(per_key)))
+    old = AuditResult.load(path)
+    metrics, _ = gate_metrics(old.models)
+    return BaselineCheck(path, metrics, Tolerances(max_drop, dict(per_key)), _audit_settings(old))
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    """{"robustness": {"samples": 60}} → {"robustness.samples": 60}."""
+    flat: dict[str, object] = {}
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{key}."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def _audit_settings(result: AuditResult) -> dict[str, object]:
+    """What decides a run's numbers besides its model: its config (less NOT_SETTINGS),
+    the data it audited and the auditclf that audited it."""
+    config = {
+        key: value
+        for key, value in _flat(result.run.get("config", {})).items()
+        if key.partition(".")[0] not in NOT_SETTINGS
+    }
+    return {
+        **config,
+        "data (SHA-256)": result.run.get("data_hash"),
+        "data (test images)": result.data.get("split_counts", {}).get("test"),
+        "auditclf version": result.run.get("versions", {}).get("auditclf"),
+    }
+
+
+def _shown(value: object) -> str:
+    """A setting's value in one line: JSON, so lists and null read as written."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def settings_differences(result_a: AuditResult, result_b: AuditResult) -> list[dict]:
+    """The audit settings the two runs did not share, as {setting, a, b} (None: unset)."""
+    a, b = _audit_settings(result_a), _audit_settings(result_b)
+    return [
+        {"setting": key, "a": a.get(key), "b": b.get(key)}
+        for key in list(a) + [k for k in b if k not in a]
+        if a.get(key) != b.get(key)
+    ]
 
 
 def _side(result: AuditResult, path: Path, model: str) -> dict:
@@ -265,7 +390,10 @@ def compare_reports(
     """B against A: every metric side by side, the regressions beyond tolerance first.
 
     Returns the content of compare.json: ``a`` and ``b`` (what was audited),
-    ``same_data``, ``max_drop``, ``tolerances``, ``counts``, ``regressions``
+    ``same_data``, ``settings`` (the audit settings that differ, see
+    :func:`settings_differences`), ``rule`` (when a change is a regression),
+    ``max_drop``, ``tolerances``, ``counts``, ``regressions``, ``within_noise`` (worse
+    beyond the tolerance but within sampling error)
     (in the reports' key order), ``improvements`` (compared keys that got better, largest
     first) and ``rows`` (every key, as :func:`compare_metrics` gives them).
     """
@@ -277,6 +405,7 @@ def compare_reports(
     rows = compare_metrics(metrics_a, metrics_b, tolerances, new_notes=notes_b)
     compared = [r for r in rows if r["tolerance"] is not None]
     regressions = [r for r in compared if r["regression"]]
+    within_noise = [r for r in compared if r["within_noise"]]
     improvements = sorted(
         (r for r in compared if r["change"] == "better"), key=lambda r: -abs(r["delta"])
     )
@@ -285,6 +414,8 @@ def compare_reports(
         "a": side_a,
         "b": side_b,
         "same_data": side_a["data_hash"] == side_b["data_hash"],
+        "settings": settings_differences(result_a, result_b),
+        "rule": REGRESSION_RULE,
         "max_drop": tolerances.default,
         "tolerances": dict(tolerances.per_key),
         "counts": {
@@ -293,10 +424,12 @@ def compare_reports(
             "worse": sum(r["change"] == "worse" for r in compared),
             "same": sum(r["change"] == "same" for r in compared),
             "regressions": len(regressions),
+            "within_noise": len(within_noise),
             "only_a": sum(not r["in_b"] for r in rows),
             "only_b": sum(not r["in_a"] for r in rows),
         },
         "regressions": regressions,
+        "within_noise": within_noise,
         "improvements": improvements,
         "rows": rows,
     }

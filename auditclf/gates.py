@@ -197,19 +197,30 @@ def gate_metrics(models: dict[str, ModelResult]) -> tuple[dict, dict]:
 RELIABILITY_FLAGS = {"robustness": RELIABLE.key(), "corruption": CORRUPTION_RELIABLE.key()}
 
 
-def decide_verdict(models: dict[str, ModelResult], outcomes: list[GateOutcome]) -> Verdict:
-    """error (an analysis failed) > unreliable (a blocking gate reads an unreliable
-    robustness or corruption number) > fail (a blocking gate failed) > pass."""
-    if any(section.get("error") for m in models.values() for section in m.sections):
-        return Verdict.ERROR
-    unreliable = {
+def unreliable_prefixes(models: dict[str, ModelResult]) -> set[str]:
+    """The key prefixes (``robustness.``, ``hardened.corruption.``, ...) of the sections whose
+    sanity checks failed: a number under one of them cannot be trusted."""
+    return {
         model_key(n, f"{section}.")
         for n, m in models.items()
         for section, reliable in RELIABILITY_FLAGS.items()
         if m.metrics.get(reliable) == 0
     }
+
+
+def reads_unreliable(outcome: GateOutcome, prefixes: set[str]) -> bool:
+    """Whether a gate (or baseline entry) reads a number of a section that failed its checks."""
+    return any(outcome.metric.startswith(prefix) for prefix in prefixes)
+
+
+def decide_verdict(models: dict[str, ModelResult], outcomes: list[GateOutcome]) -> Verdict:
+    """error (an analysis failed) > unreliable (a blocking gate reads an unreliable
+    robustness or corruption number) > fail (a blocking gate failed) > pass."""
+    if any(section.get("error") for m in models.values() for section in m.sections):
+        return Verdict.ERROR
+    unreliable = unreliable_prefixes(models)
     gated = [outcome for outcome in outcomes if outcome.blocking]
-    if any(outcome.metric.startswith(prefix) for outcome in gated for prefix in unreliable):
+    if any(reads_unreliable(outcome, unreliable) for outcome in gated):
         return Verdict.UNRELIABLE
     if any(not outcome.passed for outcome in gated):
         return Verdict.FAIL

@@ -311,6 +311,8 @@ def run_audit(
         limitations=limitations(data.summary, config, baseline.artifacts)
         + device_limitations(run.device_counts, device.type),
     )
+    if baseline_check is not None:
+        baseline_check.warn_on_settings(result)
     return AuditOutcome(result, samples, prepared_models, exports)
 
 

@@ -18,6 +18,7 @@ from auditclf.compare import (
     parse_max_drops,
 )
 from auditclf.errors import UsageError
+from auditclf.keys import interval_keys
 from tests.conftest import cli
 
 
@@ -25,14 +26,19 @@ def _report(folder) -> dict:
     return json.loads((folder / "report.json").read_text())
 
 
-def _derived(digits_run, tmp_path, name, changes, card=None):
-    """The digits run's report.json with some baseline metrics changed (B of a comparison)."""
+def _derived(digits_run, tmp_path, name, changes, card=None, config=None):
+    """The digits run's report.json with some baseline metrics changed, their intervals moved
+    with them, and some config settings replaced (B of a comparison)."""
     raw = _report(digits_run)
     model = raw["models"]["baseline"]
     for key, value in changes.items():
         model["metrics"][key] = value if value is None else model["metrics"][key] + value
         if value is None:
             model["notes"][key] = "undefined in B"
+        for bound in (interval_keys(key) or ()) if value is not None else ():
+            model["metrics"][bound] += value
+    for section, settings in (config or {}).items():
+        raw["run"]["config"][section].update(settings)
     model["card"].update(card or {})
     folder = tmp_path / name
     folder.mkdir()
@@ -141,7 +147,8 @@ def test_tolerances_per_key_and_pattern():
 
 def test_compare_lists_regressions_first_and_escapes(digits_run, tmp_path):
     changes = {
-        "performance.accuracy": -0.023,  # beyond 0.01: a regression
+        "performance.accuracy": -0.2,  # beyond 0.01 and sampling error: a regression
+        "performance.balanced_accuracy": -0.023,  # beyond 0.01, within sampling error
         "performance.ece": 0.005,  # worse, within tolerance
         "robustness.pgd_linf@0.1.accuracy": 0.1,  # better
         "performance.class.1.recall": -0.2,  # per class: listed, not held to a tolerance
@@ -152,18 +159,24 @@ def test_compare_lists_regressions_first_and_escapes(digits_run, tmp_path):
     out = tmp_path / "cmp"
     result = cli("compare", digits_run, b / "report.json", "--out", out)
     assert result.status == 1, result
-    assert "regressions beyond tolerance (2):" in result.out
+    assert "regressions beyond tolerance and sampling error (2):" in result.out
     assert "  performance.accuracy: " in result.out and "  performance.brier: " in result.out
+    noise = result.out.split("within sampling error (1):\n")[1].splitlines()[0]
+    assert noise.startswith("  performance.balanced_accuracy: ")
     comparison = json.loads((out / "compare.json").read_text())
     brier = _report(digits_run)["models"]["baseline"]["metrics"]["performance.brier"]
     assert {r["key"]: r["why"] for r in comparison["regressions"]} == {
-        "performance.accuracy": "performance.accuracy dropped 0.023 > 0.01",
+        "performance.accuracy": "performance.accuracy dropped 0.2 > 0.01",
         "performance.brier": f"performance.brier became null: undefined in B (was {brier:.4g})",
     }
     rows = {r["key"]: r for r in comparison["rows"]}
     assert (
         rows["performance.ece"]["change"] == "worse" and not rows["performance.ece"]["regression"]
     )
+    assert rows["performance.balanced_accuracy"]["within_noise"]
+    assert [r["key"] for r in comparison["within_noise"]] == ["performance.balanced_accuracy"]
+    low, high = rows["performance.accuracy"]["difference_ci"]
+    assert low < -0.2 < high < 0  # MOVER: around the change, excluding 0
     assert rows["robustness.pgd_linf@0.1.accuracy"]["change"] == "better"
     assert rows["performance.class.1.recall"]["tolerance"] is None
     assert "performance.accuracy.ci_low" not in rows  # bounds fold into their metric's row
@@ -176,8 +189,9 @@ def test_compare_lists_regressions_first_and_escapes(digits_run, tmp_path):
     assert 'class="num delta worse"' in html and 'class="num delta better"' in html
 
     # A tolerance for the key lifts it; the null stays a regression.
-    result = cli("compare", digits_run, b, "--out", out, "--max-drop", "performance.accuracy=0.05")
-    assert result.status == 1 and "regressions beyond tolerance (1):" in result.out
+    result = cli("compare", digits_run, b, "--out", out, "--max-drop", "performance.accuracy=0.25")
+    assert result.status == 1
+    assert "regressions beyond tolerance and sampling error (1):" in result.out
     calm = _derived(digits_run, tmp_path, "calm", {"performance.ece": 0.005})
     assert cli("compare", digits_run, calm, "--out", out).status == 0
     result = cli("compare", digits_run, calm, "--model-b", "rebalanced", "--out", out)
@@ -189,14 +203,17 @@ def test_compare_baseline_against_hardened_lists_gains_and_loss(gated_run, tmp_p
     result = cli("compare", gated_run, gated_run, "--model-b", "hardened", "--out", out)
     comparison = json.loads((out / "compare.json").read_text())
     rows = {r["key"]: r for r in comparison["rows"]}
+    # Hardening cost two test images of clean accuracy (beyond 0.01, within sampling error)
+    # and much calibration (beyond both).
     clean = rows["performance.accuracy"]
-    assert clean["delta"] < -0.01 and clean["regression"]  # hardening cost clean accuracy
+    assert clean["delta"] < -0.01 and clean["within_noise"] and not clean["regression"]
+    assert rows["performance.ece"]["regression"]
     gains = [r["key"] for r in comparison["improvements"]]
     assert "robustness.pgd_linf@0.1.accuracy" in gains and "robustness.worst@0.1.accuracy" in gains
     assert all(direction(k) * rows[k]["delta"] > 0 for k in gains)  # each the better way
     assert result.status == 1, result
-    regressions = result.out.split("improvements")[0]
-    assert "  performance.accuracy: " in regressions
+    regressions, noise = result.out.split("within sampling error")[:2]
+    assert "  performance.ece: " in regressions and "  performance.accuracy: " in noise
     assert "  robustness.pgd_linf@0.1.accuracy: " in result.out.split("improvements")[1]
     assert comparison["a"]["model"] == "baseline" and comparison["b"]["model"] == "hardened"
 
@@ -207,22 +224,75 @@ def test_run_with_baseline_reports_regressions_as_gates(gated_run, digits_run):
     assert entries and all(not g["passed"] and g["status"] == "fail" for g in entries)
     # The same model audited again: only the more strongly hardened model regressed.
     assert all(g["metric"].startswith("hardened.") for g in entries)
-    accuracy = next(g for g in entries if g["metric"] == "hardened.performance.accuracy")
-    before = _report(digits_run)["models"]["hardened"]["metrics"]["performance.accuracy"]
-    assert accuracy["baseline_value"] == before
-    assert accuracy["expression"] == (
-        f"baseline: hardened.performance.accuracy dropped {before - accuracy['value']:.3g} > 0.01"
+    # The stronger hardening costs calibration beyond tolerance and sampling error.
+    ece = next(g for g in entries if g["metric"] == "hardened.performance.ece")
+    before = _report(digits_run)["models"]["hardened"]["metrics"]["performance.ece"]
+    assert ece["baseline_value"] == before
+    assert ece["expression"] == (
+        f"baseline: hardened.performance.ece rose {ece['value'] - before:.3g} > 0.01"
     )
+    assert "excludes 0" in ece["reason"]
 
 
 def test_gate_with_baseline_and_per_key_tolerance(digits_run, tmp_path):
-    b = _derived(digits_run, tmp_path, "b", {"performance.accuracy": -0.023})
+    b = _derived(digits_run, tmp_path, "b", {"performance.accuracy": -0.2})
     args = ("gate", b, "--baseline", digits_run, "--gate", "performance.accuracy>=0")
     result = cli(*args)
     assert result.status == 1
-    assert "baseline: performance.accuracy dropped 0.023 > 0.01: FAIL" in result.out
-    result = cli(*args, "--max-drop", "0.001", "--max-drop", "performance.accuracy=0.03")
+    assert "baseline: performance.accuracy dropped 0.2 > 0.01: FAIL" in result.out
+    assert "difference interval [" in result.out and "excludes 0" in result.out
+    result = cli(*args, "--max-drop", "0.001", "--max-drop", "performance.accuracy=0.25")
     assert result.status == 0, result
     assert "baseline: no metric got worse than in report.json" in result.out
     result = cli(*args, "--max-drop", "performance.acuracy=0.03")
     assert result.status == 2 and "no metric 'performance.acuracy'" in result.err
+
+
+def test_compare_warns_of_other_settings_and_counts_noise_as_no_regression(digits_run, tmp_path):
+    """The same weights audited on fewer attacked images: every robust accuracy moves, within
+    its (wider) interval. Compare says first that the settings differ, lists them, and counts
+    no regression; the HTML states the settings and the rule."""
+    raw = _report(digits_run)["models"]["baseline"]["metrics"]
+    robust = {k: -0.05 for k in raw if k.startswith("robustness.") and k.endswith(".accuracy")}
+    robust = {k: v for k, v in robust.items() if raw[k] >= 0.05 and interval_keys(k)}
+    settings = {"robustness": {"samples": 300}, "analyses": {"bootstrap": 1000}}
+    b = _derived(digits_run, tmp_path, "b", robust, config=settings)
+    out = tmp_path / "cmp"
+    result = cli("compare", digits_run, b, "--out", out)
+    assert result.status == 0, result
+    lines = result.out.splitlines()
+    warning = next(i for i, line in enumerate(lines) if line.startswith("warning: "))
+    assert warning == 2  # right after the two reports' names
+    assert "different settings (2)" in lines[warning]
+    assert lines[warning + 1 : warning + 3] == [
+        "  analyses.bootstrap: 200 -> 1000",
+        "  robustness.samples: 60 -> 300",
+    ]
+    assert "rule: A metric counts as a regression when" in result.out
+    assert "regressions beyond tolerance and sampling error (0):" in result.out
+    comparison = json.loads((out / "compare.json").read_text())
+    assert comparison["settings"] == [
+        {"setting": "analyses.bootstrap", "a": 200, "b": 1000},
+        {"setting": "robustness.samples", "a": 60, "b": 300},
+    ]
+    assert comparison["counts"]["within_noise"] >= 1
+    html = (out / "compare.html").read_text()
+    assert "audited with different settings (2)" in html and "robustness.samples" in html
+    assert comparison["rule"] in html.replace("&#39;", "'")
+    # The same report against itself: no settings warning.
+    same = cli("compare", digits_run, digits_run, "--out", out)
+    assert same.status == 0 and "warning:" not in same.out
+
+
+def test_baseline_of_other_settings_is_a_warning_finding(digits_run, tmp_path):
+    b = _derived(digits_run, tmp_path, "b", {}, config={"robustness": {"samples": 300}})
+    out = tmp_path / "judged"
+    result = cli("gate", b, "--baseline", digits_run, "--out", out)
+    assert result.status == 0, result
+    findings = _report(out)["models"]["baseline"]["findings"]
+    assert findings[0]["severity"] == "warning"
+    assert findings[0]["message"].endswith(
+        "audited with other settings, so a change may come from them and not from the model: "
+        "robustness.samples 60 → 300"
+    )
+    assert "audited with other settings" in (out / "summary.md").read_text()

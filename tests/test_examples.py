@@ -6,6 +6,7 @@ config the CI workflow audits with (examples/digits-quick.yaml) on the workflow'
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import shlex
 from pathlib import Path
@@ -150,3 +151,20 @@ def test_the_ci_workflow_runs_its_audit_command(tmp_path, monkeypatch):
     # The workflow's --gate flags replace the example's own gates: they pass on this run too.
     own = cli("gate", tmp_path / "audit-report", "--config", EXAMPLES / CI_AUDIT)
     assert own.status == 0, own
+
+
+# `pip install .`, `pip install -e '.[test]'`: the project in the checked-out repository
+FROM_CHECKOUT = re.compile(r"""pip install (-e |--editable )?["']?\.(\[[a-z,]+\])?["']?(\s|$)""")
+
+
+def test_the_ci_workflow_installs_auditclf_from_the_checkout():
+    """auditclf is not on a package index: the workflow installs the repository it checked
+    out, after checking it out, and never asks an index for a package named auditclf."""
+    steps = yaml.safe_load((EXAMPLES / "ci" / "auditclf.yml").read_text())["jobs"]["audit"]["steps"]
+    uses = [step.get("uses", "") for step in steps]
+    installs = [i for i, step in enumerate(steps) if "pip install" in step.get("run", "")]
+    assert installs and all(FROM_CHECKOUT.search(steps[i]["run"]) for i in installs)
+    checkout = next(i for i, used in enumerate(uses) if used.startswith("actions/checkout@"))
+    assert checkout < min(installs)
+    for step in steps:
+        assert not re.search(r"pip install[^\n]*\bauditclf\b", step.get("run", "")), step

@@ -72,7 +72,7 @@ def test_gate_reading_an_unreliable_robustness_number_exits_5(digits_run, tmp_pa
     gate = "robustness.pgd_linf@0.1.accuracy>=0"
     result = cli("gate", report, "--gate", gate)
     assert result.status == 5, result
-    assert "verdict: unreliable" in result.out
+    assert "verdict: UNRELIABLE — 1 of 1 gate reads" in result.out
     # A gate that reads no robustness key is unaffected; a warn gate never changes the code.
     assert cli("gate", report, "--gate", "performance.accuracy>=0").status == 0
     config = tmp_path / "warn.yaml"

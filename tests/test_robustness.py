@@ -289,7 +289,7 @@ def test_gate_on_an_unreliable_robustness_number_exits_5(trained, tmp_path, fast
         "--quiet",
     )
     assert result.status == 5, result
-    assert "unreliable" in result.out
+    assert "verdict: UNRELIABLE — 1 of 1 gate reads a robustness" in result.out
     # the report, the summary, the CLI line and junit.xml name the same failed checks
     out = tmp_path / "out"
     report = json.loads((out / "report.json").read_text())

@@ -122,3 +122,12 @@ class GroupMetric:
         if finite.size == 0 or (finite.size > 1 and finite.max() == finite.min()):
             return None
         return int(np.nanargmax(kept) if self.lower_is_better else np.nanargmin(kept))
+
+    def tied_with_worst(self) -> list[int]:
+        """Every eligible group at the worst group's value (more than one: a tie, and no
+        single group is "the lowest"); [] when :meth:`worst` is None."""
+        worst = self.worst()
+        if worst is None:
+            return []
+        kept = self.eligible & np.isfinite(self.values)
+        return [int(i) for i in np.flatnonzero(kept & (self.values == self.values[worst]))]

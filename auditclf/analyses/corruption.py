@@ -313,10 +313,15 @@ def _per_group(
             "severities); every corruption's group accuracy is in the JSON.",
         )
         acc, attribute, value, size = min(worst_groups)
+        tied = [f"{a} = {v} ({n} images)" for low, a, v, n in worst_groups if low == acc]
+        named = (
+            f"{attribute} = {value} at {acc:.1%} ({size} images)"
+            if len(tied) == 1
+            else f"tie at {acc:.1%} between {', '.join(tied)}"
+        )
         section.find(
             "info",
-            f"worst group under the most damaging corruption ({worst}): {attribute} = "
-            f"{value} at {acc:.1%} ({size} images)",
+            f"worst group under the most damaging corruption ({worst}): {named}",
             CORRUPTION_GROUP_ACCURACY.key(
                 corruption=worst, attribute=key_part(attribute), value=key_part(value)
             ),

@@ -31,6 +31,9 @@ TITLES = {
     "selection_rate": "selection rate",
 }
 MAX_GROUP_COLUMNS = 6  # robust table: one column per group up to this many groups
+INSUFFICIENT = "insufficient data"
+# which images of a group each one-vs-rest rate of class k is measured on
+RATE_IMAGES = {"tpr": "images of class", "fpr": "images not of class", "selection_rate": "images"}
 
 
 def _count(n: int, noun: str) -> str:
@@ -107,8 +110,36 @@ class AttributeReport:
             )
             self.accuracy_ci.append(ci if eligible else None)
 
+    def small_cells(self, rates: tuple[str, ...]) -> list[str]:
+        """The class × group cells under ``min_group_size`` that a parity difference over
+        ``rates`` is computed on: each eligible group's images of class k (TPR_k), its other
+        images (FPR_k), all its images (selection rate); an empty cell computes nothing."""
+        support = self.audit.counts.sum(axis=2)  # (G, K): images of class k in group g
+        small = []
+        for g in np.flatnonzero(self.audit.eligible):
+            size = int(self.audit.sizes[g])
+            for k, cls in enumerate(self.audit.classes):
+                measured = {"tpr": support[g, k], "fpr": size - support[g, k]}
+                for rate in rates:
+                    n = int(measured.get(rate, size))
+                    if 0 < n < self.audit.min_size:
+                        small.append(
+                            f"{self.g.labels[g]}, {RATE_IMAGES[rate]} {cls} ({TITLES[rate]}): {n}"
+                        )
+        return small
+
+    def _insufficient_note(self, key: str, small: list[str]) -> None:
+        """The note that marks a parity number resting on too-small cells (report.json keeps
+        the number and its interval; the tables show "insufficient data")."""
+        listed = "; ".join(small[:4]) + (f"; and {len(small) - 4} more" if len(small) > 4 else "")
+        self.section.notes[key] = (
+            f"{INSUFFICIENT}: computed on {_count(len(small), 'class × group cell')} with fewer "
+            f"than {self.audit.min_size} test images ({listed}), so the number is mostly noise"
+        )
+
     def _parity(self) -> None:
-        """Multiclass equalized odds and demographic parity: the largest per-class difference."""
+        """Multiclass equalized odds and demographic parity: the largest per-class difference,
+        and the too-small class × group cells it rests on (:meth:`small_cells`)."""
         self.parity = {}
         classes = [key_part(c) for c in self.audit.classes]
         for name, rates in (
@@ -131,7 +162,16 @@ class AttributeReport:
             self.section.put(key, value, reason=too_few)
             reason = self._interval_reason(value, too_few)
             self.section.put_interval(key, interval, reason=reason)
-            self.parity[name] = (value, interval)
+            small = self.small_cells(rates) if np.isfinite(value) else []
+            if small:
+                self._insufficient_note(key, small)
+            self.parity[name] = (value, interval, small)
+
+    def parity_cells(self, name: str) -> tuple:
+        """A parity difference and its interval as the tables show them: "insufficient data"
+        and no interval when it rests on a too-small class × group cell."""
+        value, interval, small = self.parity[name]
+        return (INSUFFICIENT, None) if small else (value, _interval(interval))
 
     # --- what the reader sees ---
 
@@ -149,11 +189,19 @@ class AttributeReport:
         return f"{self.audit.classes[top]} ({support[top] / support.sum():.0%})"
 
     def worst_label(self, metric: GroupMetric) -> str:
-        """The worst group's name; — when there is no gap (fewer than two groups, or a tie)."""
+        """The worst group's name; "tie: a, b" when several groups share the worst value;
+        — when there is no gap (fewer than two groups, or every group equal)."""
         worst = metric.worst()
         if worst is None or not np.isfinite(metric.aggregates["difference"]):
             return "—"
-        return self.g.labels[worst]
+        return self.tied_label(metric) or self.g.labels[worst]
+
+    def tied_label(self, metric: GroupMetric) -> str | None:
+        """The tie, "tie: a, b", when several groups share the worst value; else None."""
+        tied = metric.tied_with_worst()
+        if len(tied) < 2:
+            return None
+        return "tie: " + ", ".join(self.g.labels[i] for i in tied)
 
     def tables(self) -> list[str]:
         """The block's tables: by group, gaps, per class, robust accuracy; their names."""
@@ -237,8 +285,7 @@ class AttributeReport:
             ("equalized_odds_difference", "equalized odds (largest TPR or FPR difference)"),
             ("demographic_parity_difference", "demographic parity (largest selection-rate diff.)"),
         ):
-            value, interval = self.parity[name]
-            rows.append([title, None, None, value, _interval(interval), None, "—"])
+            rows.append([title, None, None, *self.parity_cells(name), None, "—"])
         per_class = self.audit.counts.sum(axis=2)[self.audit.eligible]
         typical = f" (a median of {np.median(per_class):.0f} here)" if per_class.size else ""
         return Table(
@@ -248,7 +295,7 @@ class AttributeReport:
             f"max; intervals from {self.audit.n_boot} bootstrap resamples of the test rows. The "
             "parity rows take the largest difference over the classes, each measured on the "
             f"images of one class in one group{typical}, so they are large by chance alone "
-            "in small test sets: read them with their intervals.",
+            f"in small test sets: {PARITY_RULE.format(min_size=self.audit.min_size)}",
         )
 
     def _classes_table(self) -> Table:
@@ -325,7 +372,7 @@ class AttributeReport:
             "ci": [list(ci) if ci else None for ci in self.accuracy_ci],
             "sizes": [int(n) for n in self.audit.sizes],
             "overall": accuracy.overall,
-            "worst": accuracy.worst(),
+            "worst": accuracy.tied_with_worst(),  # every group tied at the lowest
             "min_group_size": self.audit.min_size,
             "level": self.level,
         }
@@ -349,8 +396,15 @@ class AttributeReport:
         best = int(np.nanargmax(np.where(self.audit.eligible, accuracy.values, np.nan)))
         low, high = accuracy.interval
         interval = f" ({self.level:.0%} CI {low:.3f}–{high:.3f})" if np.isfinite(low) else ""
+        tied = accuracy.tied_with_worst()
+        lowest = (
+            f"{name} = {self.g.labels[worst]} has the lowest accuracy"
+            if len(tied) == 1
+            else f"{' and '.join(f'{name} = {self.g.labels[i]}' for i in tied)} tie for the "
+            "lowest accuracy"
+        )
         sentence = (
-            f"{name} = {self.g.labels[worst]} has the lowest accuracy, "
+            f"{lowest}, "
             f"{accuracy.values[worst]:.3f} against {accuracy.overall:.3f} overall; the gap to "
             f"the best group ({self.g.labels[best]}, {accuracy.values[best]:.3f}) is "
             f"{difference:.3f}{interval}."
@@ -389,7 +443,14 @@ class AttributeReport:
             )
 
     def _gap_finding(self, accuracy: GroupMetric, worst: int) -> None:
+        """The gap finding; of groups tied at the lowest value, the one whose interval
+        reaches highest is tested, and the others are named beside it."""
+        tied = accuracy.tied_with_worst()
+        worst = max(tied, key=lambda i: self.accuracy_ci[i][1])
         label, value = self.g.labels[worst], accuracy.values[worst]
+        others = [self.g.labels[i] for i in tied if i != worst]
+        if others:
+            label += f" (tied with {', '.join(others)})"
         low, high = self.accuracy_ci[worst]
         gap_low, gap_high = accuracy.interval
         gap = f"{accuracy.aggregates['difference']:.3f}"
@@ -453,7 +514,18 @@ METHOD = (
     "drawn as multinomial counts over the same cells, which is the distribution of a row "
     "resample (ECE takes each cell's confidences at their mean). A difference is a maximum minus a "
     "minimum, so noise alone makes it positive: a gap above {gap:g} is a warning only when "
-    "the lowest group's exact interval lies below the overall accuracy."
+    "the lowest group's exact interval lies below the overall accuracy. Groups tied at the "
+    "lowest value are named together, never one of them as the lowest. A parity difference "
+    "computed on a class × group cell with fewer than {min_size} test images reads "
+    "insufficient data in the tables; its number stays in report.json with a note."
+)
+
+
+PARITY_RULE = (
+    "A parity difference computed on a class × group cell with fewer than {min_size} test "
+    "images (a group's images of one class for TPR, its other images for FPR, all of them "
+    "for the selection rate) reads insufficient data: report.json keeps its number and "
+    "interval, with a note naming the small cells."
 )
 
 
@@ -469,8 +541,8 @@ def summary_table(reports: list[AttributeReport]) -> Table:
                 report.worst_label(accuracy),
                 accuracy.aggregates["difference"],
                 _interval(accuracy.interval),
-                report.parity["equalized_odds_difference"][0],
-                report.parity["demographic_parity_difference"][0],
+                report.parity_cells("equalized_odds_difference")[0],
+                report.parity_cells("demographic_parity_difference")[0],
             ]
         )
     level = reports[0].level
@@ -485,7 +557,8 @@ def summary_table(reports: list[AttributeReport]) -> Table:
             "demographic-parity difference",
         ],
         rows,
-        caption="One row per audited attribute; each has its own block below.",
+        caption="One row per audited attribute; each has its own block below. "
+        + PARITY_RULE.format(min_size=reports[0].audit.min_size),
     )
 
 
@@ -507,8 +580,8 @@ def section_headline(reports: list[AttributeReport], n: int) -> str:
     where = (
         ""
         if worst is None
-        else f" ({largest.g.labels[worst]}: {accuracy.values[worst]:.3f} against "
-        f"{accuracy.overall:.3f} overall)"
+        else f" ({largest.tied_label(accuracy) or largest.g.labels[worst]}: "
+        f"{accuracy.values[worst]:.3f} against {accuracy.overall:.3f} overall)"
     )
     warnings = sum(
         f.severity == "warning" for f in reports[0].section.findings if f.metric is not None

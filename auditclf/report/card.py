@@ -43,7 +43,7 @@ from auditclf.keys.families import (
 )
 from auditclf.report.figures import short_label
 from auditclf.report.mdtext import code_span, escape
-from auditclf.report.view import ReportView, missing, reference_eps
+from auditclf.report.view import ReportView, missing, reference_eps, shown_paths
 from auditclf.results import AuditResult, ModelResult
 
 CARD_FILE = "model_card.md"
@@ -136,7 +136,7 @@ def build_card(view: ReportView) -> dict:
     result = view.result
     baseline = result.models["baseline"]
     title = f"Model card: {baseline.card['architecture']} on {result.data['dataset']}"
-    summary = f"Verdict {str(view.verdict).upper()} (gates under Quantitative analyses). {SOURCE}"
+    summary = f"Verdict {view.banner.label} (gates under Quantitative analyses). {SOURCE}"
     sections = [
         ("Model details", _model_details(result)),
         ("Intended use", _intended_use(result)),
@@ -480,17 +480,17 @@ def _deployment(result: AuditResult) -> list[dict]:
 
 
 def _gates(view: ReportView) -> list[dict]:
-    verdict = f"Verdict: {str(view.verdict).upper()}."
-    if not view.gates:
-        return [_text(f"{verdict} No gates were set; nothing was held to a threshold.")]
+    verdict = f"Verdict: {view.banner.label}. {view.banner.sentence}"
+    if not view.gate_rows:
+        return [_text(verdict)]
     rows = [
         [
-            code(gate.expression),
-            number(gate.value),
-            f"[{number(gate.ci[0])}, {number(gate.ci[1])}]" if gate.ci else "",
-            gate.status if gate.status == "pass" else f"{gate.status}: {gate.reason}",
+            code(row.gate.expression),
+            number(row.gate.value),
+            f"[{number(row.gate.ci[0])}, {number(row.gate.ci[1])}]" if row.gate.ci else "",
+            row.status if row.status == "pass" else f"{row.status}: {row.reason}",
         ]
-        for gate in view.gates
+        for row in view.gate_rows
     ]
     return [_text(verdict), _table(["gate", "measured", "interval", "result"], rows)]
 
@@ -533,7 +533,7 @@ def render_card_markdown(view: ReportView) -> str:
         lines += ["", f"## {escape(section['title'])}"]
         for block in section["blocks"]:
             lines += ["", *_markdown_block(block)]
-    return "\n".join(lines) + "\n"
+    return shown_paths("\n".join(lines) + "\n")
 
 
 def _markdown_block(block: dict) -> list[str]:

@@ -78,6 +78,14 @@ def _subplots(*args, **kwargs):
     return fig, fig.subplots(*args, **kwargs)
 
 
+def _legend_below(ax, **options) -> None:
+    """The axes' legend under its tick labels and x label, where it covers no bar, line or
+    label (``bbox_inches="tight"`` keeps it in the picture)."""
+    renderer = ax.figure.canvas.get_renderer()
+    below = ax.get_tightbbox(renderer).transformed(ax.transAxes.inverted()).y0
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, below - 0.02), frameon=False, **options)
+
+
 def _to_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": None})
@@ -159,7 +167,7 @@ def reliability(data: dict) -> str:
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability diagram (numbers: images per bin)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False, ncols=2, fontsize=8)
+    _legend_below(ax, ncols=2, fontsize=8)
     return _to_data_uri(fig)
 
 
@@ -179,7 +187,7 @@ def confidence_histogram(data: dict) -> str:
     ax.set_xlabel("confidence (top-class probability)")
     ax.set_ylabel("test images (log scale above 10)")
     ax.set_title("Confidence histogram")
-    ax.legend(loc="upper left", frameon=False)
+    _legend_below(ax, ncols=2)
     return _to_data_uri(fig)
 
 
@@ -198,7 +206,7 @@ def class_distribution(data: dict) -> str:
     ax.set_xticks(x, classes, rotation=90 if max(map(len, classes)) > 3 else 0)
     ax.set_ylabel("images")
     ax.set_title("Images per class and split")
-    ax.legend(frameon=False, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+    _legend_below(ax, ncols=3)
     return _to_data_uri(fig)
 
 
@@ -214,7 +222,7 @@ def training_curves(data: dict) -> str:
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.axvline(data["best_epoch"], color="#9aa5b1", ls=":", lw=1)
-        ax.legend(frameon=False)
+        _legend_below(ax, ncols=2)
     return _to_data_uri(fig)
 
 
@@ -252,7 +260,7 @@ def robustness_curves(data: dict) -> str:
         ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else 'L2'}, [0, 1] pixel units)")
         ax.set_ylabel("robust accuracy")
         ax.set_title(f"{'L∞' if norm == 'linf' else 'L2'} attacks (bands: 95% CI)")
-        ax.legend(frameon=False, fontsize=7.5)
+        _legend_below(ax, ncols=3, fontsize=7.5)
     return _to_data_uri(fig)
 
 
@@ -409,24 +417,25 @@ def _tile_uri(image: np.ndarray) -> str:
 @_styled
 def fairness_bars(data: dict) -> str:
     """Accuracy per group with its interval, the overall accuracy as a line, the worst
-    group in red; groups below the minimum size are drawn empty and labelled."""
+    group in red (every group, when several tie for the lowest); groups below the minimum
+    size are drawn empty and labelled."""
     groups = [_tick(g) for g in data["groups"]]
     fig, ax = _subplots(figsize=(max(4.2, 0.75 * len(groups) + 1.5), 2.9))
-    worst = data.get("worst")
+    worst = data.get("worst")  # the groups tied at the lowest (one index in older reports)
+    lowest = worst if isinstance(worst, list) else [worst]
     for i, (value, ci, size) in enumerate(
         zip(data["values"], data["ci"], data["sizes"], strict=True)
     ):
         if not isinstance(value, int | float):
             ax.text(i, 0.02, f"n={size}\ninsufficient\ndata", ha="center", va="bottom", fontsize=7)
             continue
-        colour = WARN if i == worst else ACCENT
+        colour = WARN if i in lowest else ACCENT
         ax.bar(i, value, color=colour, alpha=0.85, width=0.65)
         if ci:
             ax.errorbar(i, value, yerr=[[value - ci[0]], [ci[1] - value]], color=INK, capsize=3)
         ax.text(i, 0.02, f"n={size}", ha="center", va="bottom", fontsize=7, color="white")
     if data.get("overall") is not None:
         ax.axhline(data["overall"], color=INK, linestyle="--", linewidth=1, label="overall")
-        ax.legend(frameon=False, fontsize=7.5, loc="lower right")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(
         groups, rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center"
@@ -434,6 +443,8 @@ def fairness_bars(data: dict) -> str:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy")
     ax.set_title(f"{_tick(data['attribute'])}: accuracy per group ({data['level']:.0%} CI)")
+    if data.get("overall") is not None:
+        _legend_below(ax, fontsize=7.5)
     return _to_data_uri(fig)
 
 

@@ -24,6 +24,7 @@ from jinja2 import (
     select_autoescape,
 )
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
 
 from auditclf.errors import UsageError
 from auditclf.keys.families import CORRUPTION_RELIABLE, RELIABLE
@@ -35,7 +36,14 @@ from auditclf.report.figures import (
     render_figure,
     training_curves,
 )
-from auditclf.report.view import ReportView, build_view, key_numbers, missing, reference_eps
+from auditclf.report.view import (
+    ReportView,
+    build_view,
+    key_numbers,
+    missing,
+    reference_eps,
+    shown_paths,
+)
 from auditclf.results import AuditResult, GateOutcome, ModelResult
 
 TEMPLATE = "report.html.j2"
@@ -74,11 +82,21 @@ def environment(templates: Path | None = None) -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
     env.filters.update(
         pct=fmt_pct, num=fmt_num, cell=fmt_cell, ratio=fmt_ratio, seconds=fmt_seconds
     )
     return env
+
+
+def _shown(value: Any) -> Any:
+    """Every printed text with the machine's folders out of its paths (:func:`shown_paths`);
+    an inlined image (a data URI) and a macro's output (its own parts already shown) as
+    they are."""
+    if isinstance(value, str) and not isinstance(value, Markup) and not value.startswith("data:"):
+        return shown_paths(value)
+    return value
 
 
 def render_template(env: Environment, name: str, templates: Path | None, **context: Any) -> str:

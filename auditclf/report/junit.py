@@ -7,13 +7,17 @@ whose message starts with ``WARNING:``: Jenkins, GitLab and the GitHub JUnit
 reporters show skipped cases with their message without failing the job, which
 is what a warning gate means. A checkpoint that was unpickled (``--trust-checkpoint``)
 is such a warning too, first in the suite (``unsafe_load: forbid`` makes it a refusal).
+A gate that reads a robustness or corruption number whose sanity checks failed is an
+``<error>`` of type ``UnreliableNumber``, whatever its threshold said: it settled nothing.
+The suite's properties ``verdict`` and ``verdict.reason`` carry the verdict's label and
+sentence, as the other formats say them (:mod:`auditclf.report.verdict`).
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from auditclf.report.view import ReportView, build_view
+from auditclf.report.view import ReportView, build_view, shown_paths
 from auditclf.results import AuditResult, GateOutcome
 
 
@@ -55,9 +59,12 @@ def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
     cases: list[ET.Element] = []
     if result.run.get("unsafe_load"):
         cases.append(_unsafe_load_case(result))
-    for gate in view.gates:
+    for row in view.gate_rows:
+        gate = row.gate
         case = ET.Element("testcase", classname="auditclf.gates", name=gate.expression)
-        if gate.status == "warn":
+        if row.status == "unreliable":
+            ET.SubElement(case, "error", message=row.reason, type="UnreliableNumber")
+        elif gate.status == "warn":
             ET.SubElement(case, "skipped", message=f"WARNING: {gate.reason}", type="warning")
         elif gate.status == "fail":
             kind = "BaselineRegression" if gate.kind == "baseline" else "GateFailed"
@@ -99,6 +106,9 @@ def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
         skipped=str(skipped),
         time=f"{durations:.3f}",
     )
+    properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="verdict", value=view.banner.label)
+    ET.SubElement(properties, "property", name="verdict.reason", value=view.banner.sentence)
     suite.extend(cases)
     suites = ET.Element(
         "testsuites",
@@ -110,6 +120,5 @@ def render_junit(result: AuditResult, *, view: ReportView | None = None) -> str:
     )
     suites.append(suite)
     ET.indent(suites)
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
-    )
+    text = ET.tostring(suites, encoding="unicode")
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + shown_paths(text) + "\n"

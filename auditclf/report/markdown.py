@@ -18,16 +18,16 @@ from auditclf.keys.families import (
 from auditclf.report.html import fmt_cell
 from auditclf.report.mdtext import code_span as _code
 from auditclf.report.mdtext import escape as _escape
-from auditclf.report.view import ReportView, build_view
-from auditclf.results import AuditResult, GateOutcome
+from auditclf.report.verdict import GateRow
+from auditclf.report.view import ReportView, build_view, shown_paths
+from auditclf.results import AuditResult
 
-ICONS = {"pass": "✅", "fail": "❌", "unreliable": "⚠️", "error": "💥"}
 
-
-def _gate_row(gate: GateOutcome) -> str:
-    """One gate as a table row: a failed ``warn`` gate reads WARN, never FAIL."""
-    status = gate.status
-    shown = "pass" if status == "pass" else f"{_escape(status.upper())}: {_escape(gate.reason)}"
+def _gate_row(row: GateRow) -> str:
+    """One gate as a table row: a failed ``warn`` gate reads WARN, never FAIL; a gate on an
+    unreliable number reads UNRELIABLE, never pass."""
+    gate, status = row.gate, row.status
+    shown = "pass" if status == "pass" else f"{_escape(status.upper())}: {_escape(row.reason)}"
     ci = gate.ci
     interval = _escape(f"[{fmt_cell(ci[0])}, {fmt_cell(ci[1])}]") if ci else ""
     value = _escape(fmt_cell(gate.value))
@@ -52,8 +52,11 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
     """summary.md of ``result`` (``view``: its view, if built)."""
     view = view or build_view(result)
     baseline = result.models["baseline"]
+    banner = view.banner
     lines = [
-        f"## auditclf: {ICONS.get(view.verdict, '')} {_escape(str(view.verdict).upper())}",
+        f"## auditclf: {banner.icon} {_escape(banner.label)}",
+        "",
+        _escape(banner.sentence),
         "",
         f"{_escape(baseline.card['architecture'])} on {_escape(result.data['dataset'])}: "
         f"{_escape(result.data['split_counts']['test'])} test images, "
@@ -62,12 +65,10 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
     ]
     if result.run.get("unsafe_load"):
         lines[2:2] = [_unsafe_load_line(baseline.card), ""]
-    if view.gates:
+    if view.gate_rows:
         lines += ["| gate | measured | interval | result |", "|---|---:|---|---|"]
-        lines += [_gate_row(g) for g in view.gates]
-    else:
-        lines.append("No gates were set; nothing was held to a threshold.")
-    lines += ["", "| metric | value | interval |", "|---|---:|---|"]
+        lines += [_gate_row(row) for row in view.gate_rows] + [""]
+    lines += ["| metric | value | interval |", "|---|---:|---|"]
     reference = view.reference_eps
     for tile in view.tiles:
         interval = f"[{fmt_cell(tile['ci'][0])}, {fmt_cell(tile['ci'][1])}]" if tile["ci"] else ""
@@ -130,4 +131,4 @@ def render_markdown(result: AuditResult, *, view: ReportView | None = None) -> s
             "",
             f"Not checked in this run: {', '.join(not_checked)} (see the report's Limitations).",
         ]
-    return "\n".join(lines) + "\n"
+    return shown_paths("\n".join(lines) + "\n")

@@ -1,15 +1,18 @@
 """The report view: what every renderer shows, derived once from an AuditResult.
 
 HTML, Markdown, JUnit and the notebook summary all read one :class:`ReportView`
-(verdict and its banner counts, gate rows, the headline numbers, the
-retraining ledgers, the findings to read first), so a number or a count is
-worked out in one place and every format shows the same.
+(the verdict banner of :mod:`auditclf.report.verdict`, gate rows, the headline
+numbers, the retraining ledgers, the findings to read first), so a number, a
+count or a verdict's wording is worked out in one place and every format shows
+the same.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from auditclf.keys import interval_keys
@@ -22,6 +25,7 @@ from auditclf.keys.families import (
     WORST_CLASS_RECALL,
 )
 from auditclf.report.ledger import group_ledger, ledger
+from auditclf.report.verdict import UNGATED, GateRow, VerdictBanner, gate_rows, verdict_banner
 from auditclf.results import AuditResult, GateOutcome, ModelResult, Verdict
 
 KEY_NUMBERS = (
@@ -37,6 +41,8 @@ KEY_NUMBERS = (
 class ReportView:
     """One result as the reports show it.
 
+    ``banner``: the verdict's label, sentence and tone; ``gate_rows``: the gates with
+    the status shown (``unreliable`` for a gate that reads an unreliable number).
     ``ungated``: the verdict is pass only because no gate was set. ``failed`` and
     ``warned`` count the blocking gates that failed and the ``warn`` gates that did
     not hold. ``tiles`` are the baseline's headline numbers (:func:`key_numbers`),
@@ -47,6 +53,8 @@ class ReportView:
     result: AuditResult
     verdict: Verdict
     gates: list[GateOutcome]
+    banner: VerdictBanner
+    gate_rows: list[GateRow]
     ungated: bool
     failed: int
     warned: int
@@ -67,11 +75,15 @@ def build_view(result: AuditResult) -> ReportView:
     if "hardened" in result.models:
         method = result.run["config"].get("harden", {}).get("method", "pgd")
         hardened = ledger(baseline.metrics, result.models["hardened"].metrics, reference, method)
+    rows = gate_rows(result)
+    banner = verdict_banner(result, rows)
     return ReportView(
         result=result,
         verdict=result.verdict,
         gates=result.gates,
-        ungated=result.verdict == Verdict.PASS and not result.gates,
+        banner=banner,
+        gate_rows=rows,
+        ungated=banner.state == UNGATED,
         failed=sum(g.status == "fail" for g in result.gates),
         warned=sum(g.status == "warn" for g in result.gates),
         level=level,
@@ -81,6 +93,17 @@ def build_view(result: AuditResult) -> ReportView:
         rebalanced=fairness_ledger(result),
         warnings=[f for f in baseline.findings if f["severity"] != "info"],
     )
+
+
+def shown_paths(text: str) -> str:
+    """``text`` with the auditing machine's own folders taken out of the paths it names: a
+    path under the current directory relative to it (``/home/ana/proj/runs/a`` from
+    ``/home/ana/proj`` → ``runs/a``), one under the home folder from ``~``. A path given
+    relative stays as given; none is ever made absolute."""
+    for folder, shown in ((Path.cwd(), ""), (Path.home(), "~" + os.sep)):
+        if str(folder) != os.sep:  # "/" would strip every path's leading slash
+            text = text.replace(str(folder) + os.sep, shown)
+    return text
 
 
 def reference_eps(model: ModelResult) -> str | None:
