@@ -24,8 +24,14 @@ from typing import Any, Protocol
 
 from auditclf.errors import ModelRefused, UsageError
 from auditclf.keys import interval, interval_keys, model_key
-from auditclf.keys.families import CI, CORRUPTION_RELIABLE, RELIABLE
-from auditclf.results import GateOutcome, ModelResult, Verdict
+from auditclf.keys.families import CI
+from auditclf.results import (
+    GateOutcome,
+    ModelResult,
+    Verdict,
+    reads_unreliable,
+    unreliable_prefixes,
+)
 
 OPERATORS = {
     ">=": operator.ge,
@@ -190,27 +196,6 @@ def gate_metrics(models: dict[str, ModelResult]) -> tuple[dict, dict]:
         metrics.update({model_key(name, k): v for k, v in model.metrics.items()})
         notes.update({model_key(name, k): v for k, v in model.notes.items()})
     return metrics, notes
-
-
-# {section: the flag that says its sanity checks passed}: a gate on a section whose flag is 0
-# reads an untrustworthy number
-RELIABILITY_FLAGS = {"robustness": RELIABLE.key(), "corruption": CORRUPTION_RELIABLE.key()}
-
-
-def unreliable_prefixes(models: dict[str, ModelResult]) -> set[str]:
-    """The key prefixes (``robustness.``, ``hardened.corruption.``, ...) of the sections whose
-    sanity checks failed: a number under one of them cannot be trusted."""
-    return {
-        model_key(n, f"{section}.")
-        for n, m in models.items()
-        for section, reliable in RELIABILITY_FLAGS.items()
-        if m.metrics.get(reliable) == 0
-    }
-
-
-def reads_unreliable(outcome: GateOutcome, prefixes: set[str]) -> bool:
-    """Whether a gate (or baseline entry) reads a number of a section that failed its checks."""
-    return any(outcome.metric.startswith(prefix) for prefix in prefixes)
 
 
 def decide_verdict(models: dict[str, ModelResult], outcomes: list[GateOutcome]) -> Verdict:

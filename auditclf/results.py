@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from auditclf.errors import UsageError
+from auditclf.keys import model_key
+from auditclf.keys.families import CORRUPTION_RELIABLE, RELIABLE
 
 SCHEMA_VERSION = 1
 READABLE_VERSIONS = (1,)
@@ -221,3 +223,24 @@ class AuditResult:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(f"{path}: not valid JSON ({exc})") from None
         return cls.from_dict(raw, source=str(path))
+
+
+# {section: the flag that says its sanity checks passed}: a gate on a section whose flag is 0
+# reads an untrustworthy number
+RELIABILITY_FLAGS = {"robustness": RELIABLE.key(), "corruption": CORRUPTION_RELIABLE.key()}
+
+
+def unreliable_prefixes(models: dict[str, ModelResult]) -> set[str]:
+    """The key prefixes (``robustness.``, ``hardened.corruption.``, ...) of the sections whose
+    sanity checks failed: a number under one of them cannot be trusted."""
+    return {
+        model_key(n, f"{section}.")
+        for n, m in models.items()
+        for section, reliable in RELIABILITY_FLAGS.items()
+        if m.metrics.get(reliable) == 0
+    }
+
+
+def reads_unreliable(outcome: GateOutcome, prefixes: set[str]) -> bool:
+    """Whether a gate (or baseline entry) reads a number of a section that failed its checks."""
+    return any(outcome.metric.startswith(prefix) for prefix in prefixes)

@@ -13,8 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from auditclf.gates import reads_unreliable, unreliable_prefixes
-from auditclf.results import AuditResult, GateOutcome, Verdict
+from auditclf.results import (
+    AuditResult,
+    GateOutcome,
+    Verdict,
+    reads_unreliable,
+    unreliable_prefixes,
+)
 
 UNGATED = "ungated"  # a pass only because no gate was set
 # state → (label, tone, icon); the tone names the colour (CSS class ``banner <tone>``)
