@@ -165,3 +165,14 @@ def test_a_ledger_folds_naming_its_largest_change_for_the_worse():
         f"-{FOLD_ROWS + 1}.0 points"
     )
     assert fold_ledger(rows[:FOLD_ROWS], "Recall per class") is None
+
+
+def test_a_sections_headline_table_stays_open_however_long():
+    overall = {"columns": ["metric", "test split"], "rows": [["accuracy", 0.9]] * 5}
+    assert fold("shift", "clean.overall", overall, REF) is None
+    assert fold("performance", "overall", overall, REF) is not None  # the tiles hold those
+    per_class = {"columns": ["class", "test recall", "shift recall"], "rows": []}
+    per_class["rows"] = [[str(c), 0.9, 0.8 - c / 100] for c in range(5)]
+    assert fold("shift", "clean.per_class", per_class, REF).endswith(
+        "worst: class 4, shift recall 0.760"
+    )

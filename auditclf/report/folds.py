@@ -2,9 +2,9 @@
 
 A long table (more than :data:`FOLD_ROWS` rows) is folded, so a reviewer scrolls past
 headlines and figures, not past every class × eps; its ``<summary>`` says in one line what
-it holds and its worst row, picked by the table's metric column (:data:`WORST`): e.g.
+it holds and its worst row, picked by the table's metric column (:data:`TABLES`): e.g.
 "Robust accuracy per class × eps (10 rows) — worst: class 8, pgd_linf @ 0.1 0.410". The
-tables that carry a section's headline numbers (``summary``, ``worst``) never fold; the
+tables that carry a section's headline numbers (:data:`OPEN_TABLES`) never fold; the
 sanity checks always do (the reliability banner above them says whether they passed).
 Everything here is plain text: the template escapes it.
 """
@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 FOLD_ROWS = 3  # a table with more rows than this is folded
-OPEN_TABLES = frozenset({"summary", "worst"})  # a section's headline numbers
+# the tables that hold a section's headline numbers: (section, table), "*" for any section
+OPEN_TABLES = frozenset(
+    {
+        ("*", "summary"),
+        ("*", "worst"),
+        ("shift", "overall"),
+        ("deploy", "ledger"),
+        ("deploy", "stress"),
+    }
+)
 ALWAYS_FOLDED = frozenset({"checks"})  # sanity checks: the reliability banner above says it
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")  # "{class}" in a row label
 LABEL_CHARS = 40  # a class or group name is cut there, as the tables show it (figures.py)
@@ -109,6 +118,14 @@ TABLES: dict[tuple[str, str], tuple[str, Worst | None]] = {
         "Sanity checks of the corruption path",
         Worst("outcome", "failed", "{check}"),
     ),
+    ("shift", "per_class"): (
+        "Recall per class, test split beside the shift set",
+        Worst("shift recall", "low", "class {class}"),
+    ),
+    ("shift", "per_group"): (
+        "Accuracy per group of the shift set",
+        Worst("shift accuracy", "low", "{attribute} = {group}"),
+    ),
     ("fairness", "groups"): ("Metrics per group", Worst("accuracy", "low", "group {group}")),
     ("fairness", "gaps"): ("Gaps between groups per metric", None),
     ("fairness", "classes"): (
@@ -125,9 +142,12 @@ TABLES: dict[tuple[str, str], tuple[str, Worst | None]] = {
 def fold(section: str, name: str, table: dict, reference_eps: str | None) -> str | None:
     """The one-line summary of ``section``'s table ``name`` when it folds, else None."""
     rows = table.get("rows") or []
-    if name in OPEN_TABLES or (len(rows) <= FOLD_ROWS and name not in ALWAYS_FOLDED):
+    part = name.rsplit(".", 1)[-1]  # "stroke.robust" → "robust", "clean.overall" → "overall"
+    if {("*", part), (section, part)} & OPEN_TABLES:
         return None
-    title, worst = TABLES.get((section, name.rsplit(".", 1)[-1]), (None, None))
+    if len(rows) <= FOLD_ROWS and part not in ALWAYS_FOLDED:
+        return None
+    title, worst = TABLES.get((section, part), (None, None))
     title = title or _caption_title(table.get("caption") or "", name)
     line = f"{title} ({len(rows)} rows)"
     found = worst and worst_row(table, worst, reference_eps)
