@@ -61,7 +61,7 @@ def test_findings_come_worst_first_in_section_order_and_link_to_their_block(save
     assert [f["label"] for f in findings][::2] == ["Error", "Warning", "Note"]
 
     html = render_html(result)
-    first = html.split('<section id="findings"')[1].split("</section>")[0]
+    first = html.split('<div id="findings"')[1].split("</div>\n</section>")[0]
     assert first.index("hardened attack broke") < first.index("a fairness gap")
     assert '<a href="#model-hardened">Robustness, hardened model</a>' in first
     assert "<code>fairness.stroke.gap</code>" in first
@@ -80,8 +80,8 @@ def test_many_notes_fold_behind_one_line_and_a_finding_is_escaped(saved):
     view = build_view(result)
     assert view.fold_notes and view.notes_line == f"{MAX_OPEN_NOTES + 1} notes"
     assert [f["message"] for f in view.decisions] == [hostile]
-    first = render_html(result, view=view).split('<section id="findings"')[1]
-    first = first.split("</section>")[0]
+    first = render_html(result, view=view).split('<div id="findings"')[1]
+    first = first.split("</div>\n</section>")[0]
     assert f'<details class="notes"><summary>{MAX_OPEN_NOTES + 1} notes</summary>' in first
     assert first.index(hostile.replace("<", "&lt;")[:12]) < first.index("<details")
     assert "<img" not in first and "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in first
