@@ -554,7 +554,7 @@ def _markdown_cell(cell: Any) -> str:
 
 
 def _processes(training: dict) -> str:
-    """" in N data-parallel processes" for a DDP training (torchrun), else nothing."""
+    """The words " in N data-parallel processes" for a DDP training (torchrun), else none."""
     world = training.get("world_size") or 1
     return f" in {world} data-parallel processes (torchrun)" if world > 1 else ""
 

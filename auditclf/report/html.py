@@ -36,6 +36,7 @@ from auditclf.report.figures import (
     render_figure,
     training_curves,
 )
+from auditclf.report.folds import fold, fold_ledger
 from auditclf.report.view import (
     ReportView,
     build_view,
@@ -153,9 +154,15 @@ def fmt_cell(value: Any) -> str:
     return str(value)
 
 
-def _with_figures(sections: list[dict], arrays: dict) -> dict[str, dict]:
+def _with_figures(sections: list[dict], arrays: dict, reference: str | None) -> dict[str, dict]:
+    """Each section by name, its figures drawn (``images``) and each table with ``fold``:
+    the one line it folds behind, or None when it is shown open (:func:`folds.fold`)."""
     drawn = {}
     for section in sections:
+        tables = {
+            name: {**table, "fold": fold(section["name"], name, table, reference)}
+            for name, table in section.get("tables", {}).items()
+        }
         figures = {}
         for name, data in section.get("figures", {}).items():
             drawing = render_figure(data, arrays)
@@ -165,8 +172,64 @@ def _with_figures(sections: list[dict], arrays: dict) -> dict[str, dict]:
                 "alt": data.get("title") or FIGURE_TITLES[data["kind"]],
                 "flagged": bool(data.get("flagged")),
             }
-        drawn[section["name"]] = {**section, "images": figures}
+        drawn[section["name"]] = {**section, "tables": tables, "images": figures}
     return drawn
+
+
+def ledger_folds(hardened: dict | None, rebalanced: dict | None) -> dict[str, str | None]:
+    """The fold line of each ledger table (None: shown open), by ``hardened.<part>`` and
+    ``rebalanced.<part>``; a per-class row counts as its clean and its robust change."""
+    folds = {}
+    if hardened:
+        folds["hardened.gain"] = fold_ledger(hardened["gain"], "Robust accuracy per attack × eps")
+        per_class = [
+            {**row[side], "label": f"class {row['class']}, {words}"}
+            for row in hardened["per_class"]
+            for side, words in (("clean", "clean recall"), ("robust", "robust accuracy"))
+            if row.get(side)
+        ]
+        folds["hardened.per_class"] = fold_ledger(
+            per_class, "Clean recall and robust accuracy per class", len(hardened["per_class"])
+        )
+        folds["hardened.per_group"] = fold_ledger(
+            hardened["per_group"], "Robust accuracy per group"
+        )
+        folds["hardened.corruption"] = fold_ledger(
+            hardened["corruption"], "Accuracy per corruption"
+        )
+    if rebalanced:
+        folds["rebalanced.per_group"] = fold_ledger(rebalanced["per_group"], "Accuracy per group")
+    return folds
+
+
+def gallery_lines(
+    gallery: dict | None, corruption: dict | None, explained: dict[str, dict]
+) -> dict[str, str]:
+    """The one line each gallery folds behind: what it shows and how many it got wrong
+    (``explained``: the explanations section's drawn figures, one gallery per class)."""
+    lines = {}
+    galleries = [image for image in explained.values() if "gallery" in image]
+    if galleries:
+        flagged = sum(image["flagged"] for image in galleries)
+        lines["explanations"] = (
+            f"Attribution maps per class ({len(galleries)} classes, {flagged} with a likely "
+            "shortcut)"
+        )
+    if gallery:
+        items = gallery["items"]
+        fooled = sum(item["adv_pred"] != item["label"] for item in items)
+        lines["attack"] = (
+            f"Gallery: {len(items)} images attacked with {gallery['attack']} at eps "
+            f"{gallery['eps']}, {fooled} fooled"
+        )
+    if corruption:
+        tiles = [tile for row in corruption["rows"] for tile in row["tiles"]]
+        wrong = sum(tile["wrong"] for tile in tiles)
+        lines["corruption"] = (
+            f"Gallery: one test image under {len(corruption['rows'])} corruptions, "
+            f"{wrong} of {len(tiles)} predictions wrong"
+        )
+    return lines
 
 
 def render_html(
@@ -180,14 +243,19 @@ def render_html(
     view = view or build_view(result)
     models = {}
     for name, model in result.models.items():
-        sections = _with_figures(model.sections, model.arrays)
+        sections = _with_figures(model.sections, model.arrays, reference_eps(model))
         curves = training_curves(model.training) if model.training else None
+        gallery = attack_gallery(model.artifacts.get("gallery"), model.arrays)
+        damaged = corruption_gallery(
+            model.artifacts.get("corruption_gallery"), model.arrays, result.data["classes"]
+        )
         models[name] = {
             "model": model,
             "sections": sections,
-            "gallery": attack_gallery(model.artifacts.get("gallery"), model.arrays),
-            "corruption_gallery": corruption_gallery(
-                model.artifacts.get("corruption_gallery"), model.arrays, result.data["classes"]
+            "gallery": gallery,
+            "corruption_gallery": damaged,
+            "gallery_lines": gallery_lines(
+                gallery, damaged, sections.get("explanations", {}).get("images", {})
             ),
             "training_curves": curves,
             "key_numbers": key_numbers(model.metrics, view.level, reference_eps(model)),
@@ -207,6 +275,7 @@ def render_html(
         baseline=models["baseline"],
         title=page_title,
         ledger=view.hardened,
+        ledger_folds=ledger_folds(view.hardened, view.rebalanced),
         fairness_ledger=view.rebalanced,
         reliable_key=RELIABLE.key(),
         corruption_reliable_key=CORRUPTION_RELIABLE.key(),

@@ -36,6 +36,25 @@ KEY_NUMBERS = (
     (IMBALANCE_RATIO.key(), "Class imbalance ratio", "ratio"),
 )
 
+SEVERITY_ORDER = ("error", "warning", "info")
+SEVERITY_LABELS = {"error": "Error", "warning": "Warning", "info": "Note"}
+# Where the report shows each section's findings, in the report's order: (anchor, title).
+# A finding of a section not listed here (an analysis a user registered) comes last, unlinked.
+SECTION_PLACES = {
+    "model": ("card", "Model and data"),
+    "training": ("training", "Training"),
+    "performance": ("performance", "Performance"),
+    "imbalance": ("imbalance", "Class balance"),
+    "calibration": ("calibration", "Calibration"),
+    "robustness": ("robustness", "Robustness"),
+    "corruption": ("corruption", "Common corruptions"),
+    "deploy": ("deployment", "Deployment"),
+    "shift": ("shift", "Distribution shift"),
+    "explanations": ("explanations", "Explanations"),
+    "fairness": ("fairness", "Fairness"),
+}
+MAX_OPEN_NOTES = 3  # more info-level findings than this are folded behind one line
+
 
 @dataclass(frozen=True)
 class ReportView:
@@ -47,7 +66,8 @@ class ReportView:
     ``warned`` count the blocking gates that failed and the ``warn`` gates that did
     not hold. ``tiles`` are the baseline's headline numbers (:func:`key_numbers`),
     ``hardened`` and ``rebalanced`` the ledgers of the retrained models (None when
-    not retrained), ``warnings`` the baseline's findings other than ``info``.
+    not retrained), ``warnings`` the baseline's findings other than ``info``,
+    ``findings`` every finding of every model, worst first (:func:`ordered_findings`).
     """
 
     result: AuditResult
@@ -64,6 +84,28 @@ class ReportView:
     hardened: dict | None
     rebalanced: dict | None
     warnings: list[dict]
+    findings: list[dict]
+
+    @property
+    def decisions(self) -> list[dict]:
+        """The errors and warnings of :attr:`findings`: what needs a decision."""
+        return [f for f in self.findings if f["severity"] != "info"]
+
+    @property
+    def notes(self) -> list[dict]:
+        """The info-level findings, after :attr:`decisions` in the list."""
+        return [f for f in self.findings if f["severity"] == "info"]
+
+    @property
+    def fold_notes(self) -> bool:
+        """Whether the notes are many enough to sit behind a one-line summary."""
+        return len(self.notes) > MAX_OPEN_NOTES
+
+    @property
+    def notes_line(self) -> str:
+        """The summary the folded notes sit behind: "12 notes"."""
+        count = len(self.notes)
+        return f"{count} note{'' if count == 1 else 's'}"
 
 
 def build_view(result: AuditResult) -> ReportView:
@@ -77,6 +119,7 @@ def build_view(result: AuditResult) -> ReportView:
         hardened = ledger(baseline.metrics, result.models["hardened"].metrics, reference, method)
     rows = gate_rows(result)
     banner = verdict_banner(result, rows)
+    rebalanced = fairness_ledger(result)
     return ReportView(
         result=result,
         verdict=result.verdict,
@@ -90,8 +133,9 @@ def build_view(result: AuditResult) -> ReportView:
         reference_eps=reference,
         tiles=key_numbers(baseline.metrics, level, reference),
         hardened=hardened,
-        rebalanced=fairness_ledger(result),
+        rebalanced=rebalanced,
         warnings=[f for f in baseline.findings if f["severity"] != "info"],
+        findings=ordered_findings(result, hardened, rebalanced),
     )
 
 
@@ -104,6 +148,67 @@ def shown_paths(text: str) -> str:
         if str(folder) != os.sep:  # "/" would strip every path's leading slash
             text = text.replace(str(folder) + os.sep, shown)
     return text
+
+
+def ordered_findings(result: AuditResult, hardened: dict | None, rebalanced: dict | None) -> list:
+    """Every finding of every model, worst first: errors, warnings, then notes; within a
+    severity in the report's section order, the baseline's before a retrained model's.
+
+    Each is the finding's dict with ``label`` (Error, Warning, Note), ``anchor`` (the id of
+    the part of the page that shows it; None for a section the report does not show) and
+    ``place`` (that part's name in words).
+    """
+    rows = []
+    for rank, (name, model) in enumerate(result.models.items()):
+        for finding in model.findings:
+            severity, section = finding["severity"], str(finding.get("section"))
+            anchor, place = finding_place(name, section, hardened, rebalanced)
+            rows.append(
+                {
+                    **finding,
+                    "model": name,
+                    "label": SEVERITY_LABELS.get(severity, str(severity)),
+                    "anchor": anchor,
+                    "place": place,
+                    "_order": (
+                        _rank(SEVERITY_ORDER, severity),
+                        _rank(SECTION_PLACES, section),
+                        rank,
+                    ),
+                }
+            )
+    rows.sort(key=lambda row: row["_order"])  # stable: a section's own order is kept
+    return [{k: v for k, v in row.items() if k != "_order"} for row in rows]
+
+
+def _rank(order: tuple | dict, name: str) -> int:
+    """``name``'s place in ``order``; a name it does not list (a saved report's, or a
+    user's analysis) comes after every listed one."""
+    names = list(order)
+    return names.index(name) if name in names else len(names)
+
+
+def finding_place(
+    model: str, section: str, hardened: dict | None, rebalanced: dict | None
+) -> tuple[str | None, str]:
+    """(anchor, place in words) of a finding of ``model``'s ``section``.
+
+    The baseline's findings link to their section; a retrained model's to its own block:
+    its deployment or shift-set block, the corruption ledger, else the ledger of what
+    retraining did (``model-hardened``, ``model-rebalanced``), else its section.
+    """
+    anchor, title = SECTION_PLACES.get(section, (None, section))
+    if model == "baseline":
+        return anchor, title
+    where = f"{title}, {model} model"
+    if section in ("deploy", "shift"):
+        return f"{anchor}-{model}", where
+    if model == "hardened" and hardened is not None:
+        corruption = section == "corruption" and hardened.get("corruption")
+        return ("hardened-corruption" if corruption else "model-hardened"), where
+    if model == "rebalanced" and rebalanced is not None:
+        return "model-rebalanced", where
+    return anchor, where
 
 
 def reference_eps(model: ModelResult) -> str | None:
