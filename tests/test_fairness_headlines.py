@@ -72,6 +72,13 @@ def test_parity_on_a_small_class_cell_reads_insufficient_data_and_keeps_its_numb
     odds = next(r for r in gaps.rows if r[0].startswith("equalized odds"))
     assert odds[3:5] == ["insufficient data", None]  # no interval shown beside it either
     assert "reads insufficient data in the tables" in section.method
+    # per class: class b's TPR and class a's FPR rest on north's 5 images; the rest stand
+    classes = section.tables["site.classes"]
+    rows = {row[0]: dict(zip(classes.columns, row, strict=False)) for row in classes.rows}
+    assert rows["b"]["TPR difference"] == rows["a"]["FPR difference"] == "insufficient data"
+    assert isinstance(rows["a"]["TPR difference"], float)
+    assert isinstance(rows["b"]["selection-rate difference"], float)
+    assert "reads insufficient data" in classes.caption
 
 
 def test_groups_tied_at_the_lowest_accuracy_are_named_together():

@@ -298,12 +298,26 @@ class AttributeReport:
             f"in small test sets: {PARITY_RULE.format(min_size=self.audit.min_size)}",
         )
 
+    def _thin(self, k: int, rate: str) -> bool:
+        """Whether class ``k``'s difference in ``rate`` rests on a class × group cell under
+        ``min_group_size`` (the rule of :meth:`small_cells`, for one class)."""
+        support = self.audit.counts.sum(axis=2)[:, k]
+        for g in np.flatnonzero(self.audit.eligible):
+            size = int(self.audit.sizes[g])
+            n = int({"tpr": support[g], "fpr": size - support[g]}.get(rate, size))
+            if 0 < n < self.audit.min_size:
+                return True
+        return False
+
     def _classes_table(self) -> Table:
         rows = []
-        for cls in self.audit.classes:
+        for k, cls in enumerate(self.audit.classes):
             row = [cls]
             for rate in RATES:
                 metric = self.audit.metrics[class_metric(key_part(cls), rate)]
+                if self._thin(k, rate):  # noise, not a headline (the rule in the caption)
+                    row += [INSUFFICIENT, None]
+                    continue
                 row += [metric.aggregates["difference"], _interval(metric.interval)]
             row.append(self.worst_label(self.audit.metrics[class_metric(key_part(cls), "tpr")]))
             rows.append(row)
@@ -323,7 +337,8 @@ class AttributeReport:
             caption="One-vs-rest per class, differences between groups: TPR = share of the "
             "class's images predicted as it, FPR = share of the other images predicted as it, "
             "selection rate = share of all images predicted as it. — : fewer than two groups "
-            "with a defined rate (a group without images of the class has no TPR).",
+            "with a defined rate (a group without images of the class has no TPR). "
+            + PARITY_RULE.format(min_size=self.audit.min_size),
         )
 
     def _robust_table(self) -> Table:
