@@ -202,8 +202,9 @@ def note_failure(exc: BaseException) -> None:
     """Record that this process ends with ``exc``. A failure the others heard of
     (:class:`~auditclf.errors.RankFailed`, raised on every rank) is printed by rank 0
     alone; one they did not (it happened on this rank only, outside the meetings: in DDP
-    training, say) is printed by the rank it happened on, which then ends at once
-    (:func:`exit_all`) while torchrun or the timeout stops the others."""
+    training, say, or rank 0's writing of the outputs) is printed by the rank it happened
+    on, rank 0 included, which then ends at once (:func:`exit_all`) while torchrun or the
+    timeout stops the others."""
     global _unshared
     _unshared = active() and not isinstance(exc, RankFailed)
 
@@ -274,7 +275,8 @@ def _meet(collective: Callable[[], Any]) -> None:
 
 def exit_all(status: int) -> NoReturn:
     """End the process with rank 0's exit status on every rank (``status`` in a single
-    process, or when rank 0 can no longer be heard).
+    process, when rank 0 can no longer be heard, or at once when this process failed
+    where the others could not hear of it: :func:`note_failure`).
 
     Under torchrun the process group is closed and the process ends with ``os._exit``
     once the standard streams are flushed (the outputs are written and closed by then):
@@ -285,7 +287,8 @@ def exit_all(status: int) -> NoReturn:
         sys.exit(status)
     import torch.distributed as dist
 
-    if _unshared and not is_main():  # the others are elsewhere: no meeting to wait for
+    if _unshared:  # the others are elsewhere (in a collective of their own, maybe): a
+        # broadcast now would meet theirs out of step; torchrun or the timeout stops them
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(int(status))

@@ -16,6 +16,7 @@ import pytest
 import torch.distributed
 
 from auditclf import distributed
+from auditclf.errors import RankFailed
 from auditclf.launch import _agreed_status, without_nproc
 from tests.conftest import MINIMAL_CONFIG, cli
 
@@ -177,3 +178,42 @@ def test_a_process_failing_on_its_share_fails_every_process_once(tmp_path, digit
     assert "sensor fault on this process" in lines[0]
     assert done.stdout == ""
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+class _Ended(Exception):
+    """os._exit, caught: the status a process would have ended with."""
+
+
+def _two_ranks(monkeypatch, rank: int) -> list[str]:
+    """This process as rank ``rank`` of 2 with a running group whose collectives are only
+    recorded (names, in order) and leave their arguments as they are; os._exit raises."""
+    called: list[str] = []
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    for name in ("broadcast_object_list", "all_gather_object", "destroy_process_group"):
+        monkeypatch.setattr(torch.distributed, name, lambda *a, n=name, **k: called.append(n))
+
+    def ended(status: int) -> None:
+        raise _Ended(status)
+
+    monkeypatch.setattr(os, "_exit", ended)
+    return called
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_failure_the_others_did_not_hear_of_ends_its_process_at_once(monkeypatch, rank):
+    """Rank 0 failing on its own (in DDP training, writing the outputs) must not wait at a
+    broadcast the others, inside a collective of their own, would meet out of step."""
+    called = _two_ranks(monkeypatch, rank)
+    monkeypatch.setattr(distributed, "_unshared", False)
+    distributed.note_failure(ValueError("on this rank only"))
+    assert distributed.unshared()
+    with pytest.raises(_Ended) as ended:
+        distributed.exit_all(3)
+    assert ended.value.args == (3,) and called == []
+    distributed.note_failure(RankFailed("process 1 of 2: heard by all", 3))
+    assert not distributed.unshared()
+    with pytest.raises(_Ended):
+        distributed.exit_all(0)
+    assert called == ["broadcast_object_list", "destroy_process_group"]
