@@ -217,3 +217,29 @@ def test_a_failure_the_others_did_not_hear_of_ends_its_process_at_once(monkeypat
     with pytest.raises(_Ended):
         distributed.exit_all(0)
     assert called == ["broadcast_object_list", "destroy_process_group"]
+
+
+def _same_everywhere(parts: list, part) -> None:
+    """all_gather_object where every rank sent what this one did."""
+    parts[:] = [part] * len(parts)
+
+
+def test_a_mistake_every_process_makes_is_shared_not_printed_by_each(monkeypatch, tmp_path):
+    """A gate on no metric, or a checkpoint refused, fails every process alike: it reaches
+    them as one failure of the run (RankFailed, which rank 0 alone prints), not as one
+    error per process (each would print its own line)."""
+    from auditclf.config import load_config
+    from auditclf.pipeline import run_audit, train_model
+
+    _two_ranks(monkeypatch, 1)
+    monkeypatch.setattr(torch.distributed, "all_gather_object", _same_everywhere)
+    digits = {"data": {"dataset": "digits"}, "threads": 1}
+    gated = load_config(None, {**digits, "gates": ["performance.acuracy >= 0.5"]})
+    with pytest.raises(RankFailed) as failed:
+        run_audit(gated, progress=False)
+    assert failed.value.status == 2 and "process 1 of 2: " in str(failed.value)
+    (tmp_path / "model.safetensors").write_bytes(b"not a checkpoint")
+    broken = load_config(None, {**digits, "model": {"checkpoint": tmp_path / "model.safetensors"}})
+    with pytest.raises(RankFailed) as failed:
+        train_model(broken, progress=False)
+    assert failed.value.status == 4
