@@ -243,3 +243,17 @@ def test_a_mistake_every_process_makes_is_shared_not_printed_by_each(monkeypatch
     with pytest.raises(RankFailed) as failed:
         train_model(broken, progress=False)
     assert failed.value.status == 4
+
+
+def test_the_passes_reported_are_the_smallest_any_process_ran(monkeypatch):
+    """A GPU out of memory on rank 1 halves its passes: the report (rank 0's) says so."""
+    from auditclf.probes.base import PassSizes
+
+    _two_ranks(monkeypatch, 0)
+    monkeypatch.setattr(
+        torch.distributed,
+        "all_gather_object",
+        lambda parts, part: parts.__setitem__(slice(None), [part, (32, 8, 2)]),
+    )
+    ran = PassSizes(block=128, chunk=16).record()
+    assert ran == {"batch_size": 32, "forward_chunk": 8, "halvings": 2}
