@@ -819,6 +819,8 @@ def run(
         return int(ExitStatus.BROKEN_PIPE)
     except AuditError as exc:
         _note_failure(exc)
+        if getattr(exc, "told", False):  # a torchrun process printed it where it happened
+            return int(exc.status)
         if debug:
             traceback.print_exc(file=err)
             err.write(getattr(exc, "detail", ""))  # a torchrun process's failure: its traceback

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed
 
 from auditclf import distributed
@@ -188,6 +189,9 @@ def _two_ranks(monkeypatch, rank: int) -> list[str]:
     """This process as rank ``rank`` of 2 with a running group whose collectives are only
     recorded (names, in order) and leave their arguments as they are; os._exit raises."""
     called: list[str] = []
+    for state, value in (("_broken", False), ("_unshared", False), ("_stranded", None)):
+        monkeypatch.setattr(distributed, state, value)  # restored after the test
+    monkeypatch.setattr(distributed, "_met", [0, 0.0])
     monkeypatch.setenv("RANK", str(rank))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(distributed, "active", lambda: True)
@@ -206,7 +210,6 @@ def test_a_failure_the_others_did_not_hear_of_ends_its_process_at_once(monkeypat
     """Rank 0 failing on its own (in DDP training, writing the outputs) must not wait at a
     broadcast the others, inside a collective of their own, would meet out of step."""
     called = _two_ranks(monkeypatch, rank)
-    monkeypatch.setattr(distributed, "_unshared", False)
     distributed.note_failure(ValueError("on this rank only"))
     assert distributed.unshared()
     with pytest.raises(_Ended) as ended:
@@ -257,3 +260,71 @@ def test_the_passes_reported_are_the_smallest_any_process_ran(monkeypatch):
     )
     ran = PassSizes(block=128, chunk=16).record()
     assert ran == {"batch_size": 32, "forward_chunk": 8, "halvings": 2}
+
+
+class _Store:
+    """The process group's store, in memory (what torchrun's TCPStore does with keys)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+
+    def set(self, key: str, value: str) -> None:
+        self.keys[key] = value.encode()
+
+    def get(self, key: str) -> bytes:
+        return self.keys[key]
+
+    def check(self, keys: list[str]) -> bool:
+        return all(key in self.keys for key in keys)
+
+    def compare_set(self, key: str, expected: str, desired: str) -> bytes:
+        if self.keys.get(key, b"").decode() == expected:
+            self.keys[key] = desired.encode()
+        return self.keys[key]
+
+
+def test_a_failure_inside_data_parallel_training_is_told_once_and_at_once(monkeypatch):
+    """Rank 1's batch fails while rank 0 is inside DDP's all-reduce: rank 1 must not wait
+    at the next meeting (rank 0 would wait out the timeout, and the error be lost); it
+    prints its error and ends with its status, and rank 0, whose collective then breaks,
+    ends with the same status and prints nothing."""
+    from auditclf.errors import DataError
+
+    store = _Store()
+    monkeypatch.setattr(distributed, "_store", lambda: store)
+    _two_ranks(monkeypatch, 1)
+
+    def batch_fails() -> None:
+        with distributed.failing_alone():
+            raise DataError("images/7.png: not an image")
+
+    with pytest.raises(DataError) as failed:
+        distributed.together(batch_fails)  # not shared at together's meeting
+    distributed.note_failure(failed.value)
+    assert distributed.unshared()
+
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RankFailed) as broke, distributed.failing_alone():
+        raise RuntimeError("Connection closed by peer")
+    assert broke.value.told and broke.value.status == 3
+    assert str(broke.value) == "process 1 of 2: images/7.png: not an image"
+
+    def peer_gone(tensor) -> None:
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", peer_gone)
+    with pytest.raises(RankFailed) as broke:  # or the meeting it was waiting at breaks
+        distributed.sum_all(torch.zeros(2))
+    assert broke.value.told and broke.value.status == 3
+
+
+def test_a_failure_told_where_it_happened_is_not_printed_again(monkeypatch):
+    from auditclf import cli as cli_module
+
+    def told(args, out) -> int:
+        raise RankFailed("process 1 of 2: images/7.png: not an image", 3, told=True)
+
+    monkeypatch.setitem(cli_module.COMMANDS, "list", told)
+    err = io.StringIO()
+    assert cli_module.run(["list"], stdout=io.StringIO(), stderr=err) == 3
+    assert err.getvalue() == ""
