@@ -164,8 +164,8 @@ def map_rows(rows: np.ndarray, work: Callable[[np.ndarray], Any]) -> Any:
     mine = shard(rows)
     parts = _gather(_attempt(lambda: work(mine) if len(mine) else None))
     parts = [part for part in parts if part is not None]
-    if not parts:
-        return work(mine)  # no rows anywhere: the work's own empty result
+    if not parts:  # no rows anywhere: the work's own empty result (or error, shared)
+        return together(lambda: work(mine))
     if isinstance(parts[0], dict):
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     return np.concatenate(parts)

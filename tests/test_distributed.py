@@ -328,3 +328,20 @@ def test_a_failure_told_where_it_happened_is_not_printed_again(monkeypatch):
     err = io.StringIO()
     assert cli_module.run(["list"], stdout=io.StringIO(), stderr=err) == 3
     assert err.getvalue() == ""
+
+
+def test_work_on_no_rows_anywhere_fails_as_one(monkeypatch):
+    """No process has a row: each runs the work on none, and a failure there (every
+    process alike) is shared, printed by rank 0 alone, not by each."""
+    _two_ranks(monkeypatch, 1)
+    monkeypatch.setattr(torch.distributed, "all_gather_object", _same_everywhere)
+
+    def no_rows(rows: np.ndarray) -> np.ndarray:
+        raise ValueError(f"nothing to concatenate in {len(rows)} rows")
+
+    with pytest.raises(RankFailed) as failed:
+        distributed.map_rows(np.arange(0), no_rows)
+    assert str(failed.value) == (
+        "process 1 of 2: internal error: ValueError: nothing to concatenate in 0 rows"
+    )
+    assert distributed.map_rows(np.arange(0), lambda rows: rows * 2).shape == (0,)
