@@ -345,3 +345,42 @@ def test_work_on_no_rows_anywhere_fails_as_one(monkeypatch):
         "process 1 of 2: internal error: ValueError: nothing to concatenate in 0 rows"
     )
     assert distributed.map_rows(np.arange(0), lambda rows: rows * 2).shape == (0,)
+
+
+def test_ctrl_c_under_nproc_is_one_line_and_exit_130(monkeypatch):
+    """`run --nproc`: the launcher stopped by Ctrl-C (torch raises its SignalException)
+    says "interrupted" once, exit 130; the processes it started say nothing."""
+    import signal
+
+    import torch.distributed.launcher.api as launcher
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from auditclf import cli as cli_module
+    from auditclf.launch import LAUNCHED, launch
+
+    seen = []
+
+    def stopped(config, entrypoint):
+        def start(*argv):
+            seen.append(os.environ.get(LAUNCHED))
+            raise SignalException("got signal: 2", signal.SIGINT)
+
+        return start
+
+    monkeypatch.delenv(LAUNCHED, raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(launcher, "elastic_launch", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        launch(2, ["run"], io.StringIO())
+    assert seen == ["1"] and LAUNCHED not in os.environ
+
+    def interrupted(args, out) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_module.COMMANDS, "list", interrupted)
+    err = io.StringIO()
+    assert cli_module.run(["list"], stdout=io.StringIO(), stderr=err) == 130
+    assert err.getvalue() == "auditclf: interrupted; no report was written\n"
+    monkeypatch.setenv(LAUNCHED, "1")  # a process `run --nproc` started
+    assert cli_module.run(["list"], stdout=io.StringIO(), stderr=err) == 130
+    assert err.getvalue() == "auditclf: interrupted; no report was written\n"
