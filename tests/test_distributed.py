@@ -384,3 +384,39 @@ def test_ctrl_c_under_nproc_is_one_line_and_exit_130(monkeypatch):
     monkeypatch.setenv(LAUNCHED, "1")  # a process `run --nproc` started
     assert cli_module.run(["list"], stdout=io.StringIO(), stderr=err) == 130
     assert err.getvalue() == "auditclf: interrupted; no report was written\n"
+
+
+# a model whose third training step fails on the second process only (its batch, say)
+FAILS_IN_TRAINING = FLAKY_MODEL.replace(
+    'not self.training and os.environ.get("RANK") == "1" and len(x) == 32',
+    'self.training and os.environ.get("RANK") == "1" and next(self.steps) == 2',
+).replace(
+    "        super().__init__()\n", "        super().__init__()\n        self.steps = count()\n"
+)
+FAILS_IN_TRAINING = "from itertools import count\n" + FAILS_IN_TRAINING
+
+
+@GLOO
+def test_a_process_failing_in_data_parallel_training_ends_every_process_at_once(tmp_path):
+    """`run --nproc 2` training a model whose step fails on the second process while the
+    first is in DDP's all-reduce: its error, once, with its status, at once (not after
+    distributed.timeout, the error lost)."""
+    assert "count()" in FAILS_IN_TRAINING and "self.training and" in FAILS_IN_TRAINING
+    (tmp_path / "flaky.py").write_text(FAILS_IN_TRAINING)
+    config = tmp_path / "flaky.yaml"
+    config.write_text(
+        MINIMAL_CONFIG + "threads: 1\ndata:\n  dataset: digits\ndistributed:\n  timeout: 300\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "auditclf", "run", "--config", str(config), "--nproc", "2"]
+        + ["--model", f"{tmp_path / 'flaky.py'}:build", "--out", str(tmp_path / "out"), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,  # far below distributed.timeout: no process waited it out
+    )
+    assert done.returncode == 4, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "sensor fault on this process" in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()
