@@ -318,7 +318,9 @@ class _Failure:
 
 def _attempt(work: Callable[[], T]) -> T | _Failure:
     """``work()``, or its error as a :class:`_Failure` to share (an interrupt is not shared:
-    it ends the process, and the others time out or are stopped by torchrun)."""
+    it ends the process, and the others time out or are stopped by torchrun; nor is a
+    :class:`~auditclf.errors.RankFailed`, every process's already or a meeting that broke,
+    nor a failure of :func:`failing_alone`, which the others cannot meet)."""
     try:
         return work()
     except Exception as exc:  # noqa: BLE001 - every rank must hear of any failure
