@@ -852,6 +852,8 @@ def run(
         return int(ExitStatus.BROKEN_PIPE)
     except AuditError as exc:
         _note_failure(exc)
+        if getattr(exc, "told", False):  # a torchrun process printed it where it happened
+            return int(exc.status)
         if debug:
             traceback.print_exc(file=err)
             err.write(getattr(exc, "detail", ""))  # a torchrun process's failure: its traceback
@@ -859,7 +861,10 @@ def run(
             err.write(f"auditclf: error: {line}\n")
         return int(exc.status)
     except KeyboardInterrupt:
-        err.write("auditclf: interrupted; no report was written\n")
+        from auditclf.launch import LAUNCHED
+
+        if not os.environ.get(LAUNCHED):  # else `run --nproc`'s launcher says it, once
+            err.write("auditclf: interrupted; no report was written\n")
         return int(ExitStatus.INTERRUPTED)
     except BaseException as exc:  # noqa: BLE001 - internal errors become exit 6
         # (a SystemExit from anything but argparse too: sys.exit(0) deep inside is no success)

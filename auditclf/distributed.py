@@ -29,16 +29,23 @@ rank's exit status and message), so all processes exit with the same status and 
 alone prints the one line. A meeting that does not happen within ``distributed.timeout``
 (a process killed or hung) raises on the ranks still waiting (exit 6). The gathers use
 ``all_gather_object`` (pickled numpy arrays, between the audit's own processes).
+
+Data-parallel training meets in collectives of its own (``DistributedDataParallel``'s):
+a failure there is told through the process group's store instead, printed by the
+process it happened on, and every process ends at once with its status
+(:func:`failing_alone`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -51,6 +58,8 @@ _broken = False  # a meeting failed: the group can no longer be trusted to meet 
 _alone = False  # inside main_only's work: rank 0 works as a single process, meeting no one
 _unshared = False  # this process failed where the others could not hear of it
 _met = [0, 0.0]  # meetings this process took part in, and the seconds it spent in them
+_stranded: BaseException | None = None  # failed inside failing_alone(): never shared
+_CLAIM = "auditclf/failed"  # the store's key: the first process failing inside failing_alone()
 
 
 def _env_int(name: str, default: int) -> int:
@@ -155,8 +164,8 @@ def map_rows(rows: np.ndarray, work: Callable[[np.ndarray], Any]) -> Any:
     mine = shard(rows)
     parts = _gather(_attempt(lambda: work(mine) if len(mine) else None))
     parts = [part for part in parts if part is not None]
-    if not parts:
-        return work(mine)  # no rows anywhere: the work's own empty result
+    if not parts:  # no rows anywhere: the work's own empty result (or error, shared)
+        return together(lambda: work(mine))
     if isinstance(parts[0], dict):
         return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     return np.concatenate(parts)
@@ -202,8 +211,9 @@ def note_failure(exc: BaseException) -> None:
     """Record that this process ends with ``exc``. A failure the others heard of
     (:class:`~auditclf.errors.RankFailed`, raised on every rank) is printed by rank 0
     alone; one they did not (it happened on this rank only, outside the meetings: in DDP
-    training, say) is printed by the rank it happened on, which then ends at once
-    (:func:`exit_all`) while torchrun or the timeout stops the others."""
+    training, say, or rank 0's writing of the outputs) is printed by the rank it happened
+    on, rank 0 included, which then ends at once (:func:`exit_all`) while torchrun or the
+    timeout stops the others."""
     global _unshared
     _unshared = active() and not isinstance(exc, RankFailed)
 
@@ -211,6 +221,75 @@ def note_failure(exc: BaseException) -> None:
 def unshared() -> bool:
     """Whether this process failed where the others could not hear of it."""
     return _unshared
+
+
+@contextmanager
+def failing_alone() -> Iterator[None]:
+    """Work whose processes meet in collectives the meetings here do not see
+    (``DistributedDataParallel``'s in training). A failure inside cannot wait for the next
+    meeting: the other processes are inside a collective this one left, and would meet its
+    out of step, or wait out ``distributed.timeout``. So the first process to fail records
+    its error in the process group's store, prints it and ends at once (:func:`note_failure`,
+    :func:`exit_all`); the others, whose collective then breaks as it goes (or which failed
+    alike), end with its status and print nothing (a ``told``
+    :class:`~auditclf.errors.RankFailed`). Nothing changes in a single process."""
+    global _stranded, _broken
+    if not active():
+        yield
+        return
+    try:
+        yield
+    except RankFailed:
+        raise
+    except Exception as exc:
+        first = _claim(_Failure(exc))
+        if first is None:  # this process came first, or no store to tell: it fails alone
+            _stranded = exc
+            raise
+        _broken = True
+        raise first from exc
+
+
+def _store() -> Any:
+    """The process group's key-value store (torchrun's rendezvous store)."""
+    from torch.distributed import distributed_c10d
+
+    return distributed_c10d._get_default_store()
+
+
+def _claim(failure: _Failure) -> RankFailed | None:
+    """Record ``failure`` in the store unless another process's came first → that one
+    (``told``); None when this one is the first, or when the store cannot be reached."""
+    try:
+        store = _store()
+        store.set(f"{_CLAIM}/{failure.rank}", failure.sent())
+        first = store.compare_set(_CLAIM, "", str(failure.rank)).decode()
+        if first == str(failure.rank):
+            return None
+        return _told(store.get(f"{_CLAIM}/{first}").decode())
+    except Exception:  # noqa: BLE001 - no store (a process gone with it): fail alone
+        return None
+
+
+def _claimed() -> RankFailed | None:
+    """The failure another process recorded inside :func:`failing_alone` (``told``), if
+    any: why a meeting with it broke."""
+    try:
+        store = _store()
+        if not store.check([_CLAIM]):
+            return None
+        first = store.get(_CLAIM).decode()
+        return None if first == str(rank()) else _told(store.get(f"{_CLAIM}/{first}").decode())
+    except Exception:  # noqa: BLE001 - no store (a process gone with it): nothing heard
+        return None
+
+
+def _told(sent: str) -> RankFailed:
+    """The :class:`~auditclf.errors.RankFailed` of a failure recorded by :meth:`_Failure.sent`,
+    printed already by the process it happened on."""
+    failure = json.loads(sent)
+    where = f"process {failure['rank']} of {failure['world']}"
+    return RankFailed(f"{where}: {failure['message']}", failure["status"], told=True)
 
 
 class _Failure:
@@ -226,6 +305,12 @@ class _Failure:
             self.message = f"internal error: {type(exc).__name__}: {first}"
         self.detail = "".join(traceback.format_exception(exc))
 
+    def sent(self) -> str:
+        """What the store keeps of it (:func:`_claim`): rank, world, status and message."""
+        return json.dumps(
+            {"rank": self.rank, "world": self.world, "status": self.status, "message": self.message}
+        )
+
     def error(self) -> RankFailed:
         where = f"process {self.rank} of {self.world}"
         return RankFailed(f"{where}: {self.message}", self.status, self.detail)
@@ -233,11 +318,24 @@ class _Failure:
 
 def _attempt(work: Callable[[], T]) -> T | _Failure:
     """``work()``, or its error as a :class:`_Failure` to share (an interrupt is not shared:
-    it ends the process, and the others time out or are stopped by torchrun)."""
+    it ends the process, and the others time out or are stopped by torchrun; nor is a
+    :class:`~auditclf.errors.RankFailed`, every process's already or a meeting that broke,
+    nor a failure of :func:`failing_alone`, which the others cannot meet)."""
     try:
         return work()
     except Exception as exc:  # noqa: BLE001 - every rank must hear of any failure
+        if isinstance(exc, RankFailed) or _is_stranded(exc):  # heard already, or never can
+            raise
         return _Failure(exc)
+
+
+def _is_stranded(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is (or was raised from) the failure of :func:`failing_alone`."""
+    while exc is not None:
+        if exc is _stranded:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _gather(part: Any) -> list[Any]:
@@ -263,6 +361,9 @@ def _meet(collective: Callable[[], Any]) -> None:
         _met[1] += time.perf_counter() - started
     except Exception as exc:  # noqa: BLE001 - gloo and NCCL raise RuntimeError subclasses
         _broken = True
+        heard = _claimed()  # a process that failed inside failing_alone() and left
+        if heard is not None:
+            raise heard from exc
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         first = re.sub(r"^\[[^\]]*\]\s*", "", text)[:200]  # gloo's source location
         raise RankFailed(
@@ -274,7 +375,8 @@ def _meet(collective: Callable[[], Any]) -> None:
 
 def exit_all(status: int) -> NoReturn:
     """End the process with rank 0's exit status on every rank (``status`` in a single
-    process, or when rank 0 can no longer be heard).
+    process, when rank 0 can no longer be heard, or at once when this process failed
+    where the others could not hear of it: :func:`note_failure`).
 
     Under torchrun the process group is closed and the process ends with ``os._exit``
     once the standard streams are flushed (the outputs are written and closed by then):
@@ -285,7 +387,8 @@ def exit_all(status: int) -> NoReturn:
         sys.exit(status)
     import torch.distributed as dist
 
-    if _unshared and not is_main():  # the others are elsewhere: no meeting to wait for
+    if _unshared:  # the others are elsewhere (in a collective of their own, maybe): a
+        # broadcast now would meet theirs out of step; torchrun or the timeout stops them
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(int(status))

@@ -58,9 +58,18 @@ class RankFailed(AuditError):
     """A torchrun audit's failure, raised on every process: one process's error (its exit
     status and message, prefixed with its rank) or a meeting of the processes that did not
     happen (a process killed, hung past ``distributed.timeout``: exit 6). ``detail``: the
-    failing process's traceback, shown with ``--debug``."""
+    failing process's traceback, shown with ``--debug``. ``told``: the process it happened
+    on printed it already (a failure inside data-parallel training): no one else does."""
 
-    def __init__(self, message: str, status: int = ExitStatus.INTERNAL, detail: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = ExitStatus.INTERNAL,
+        detail: str = "",
+        *,
+        told: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = ExitStatus(status)
         self.detail = detail
+        self.told = told

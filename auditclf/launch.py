@@ -19,6 +19,10 @@ from typing import TextIO
 
 from auditclf.errors import ExitStatus, UsageError
 
+# set in the environment of the processes `run --nproc` starts: on Ctrl-C the launcher
+# says "interrupted" once for them all (they may be stopped before they could say it)
+LAUNCHED = "AUDITCLF_RUN_NPROC"
+
 
 def without_nproc(argv: list[str]) -> list[str]:
     """``argv`` without its ``--nproc N`` (or ``--nproc=N``): what each process runs."""
@@ -38,6 +42,7 @@ def launch(nproc: int, argv: list[str], err: TextIO) -> int:
     launcher → the exit status they agree on (rank 0's)."""
     if os.environ.get("WORLD_SIZE"):
         raise UsageError("--nproc: this process already runs under torchrun; drop --nproc")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -51,13 +56,25 @@ def launch(nproc: int, argv: list[str], err: TextIO) -> int:
         max_restarts=0,
         monitor_interval=0.1,
     )
-    # the launcher's own log lines (worker starts, SIGTERMs) are not the user's business
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # the launcher's own log lines (worker starts, SIGTERMs) are not the user's business;
+    # its modules' loggers have levels of their own (torch's LOGLEVEL, WARNING by default)
+    for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     err.flush()
+    before = os.environ.get(LAUNCHED)
+    os.environ[LAUNCHED] = "1"  # inherited by the processes
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "auditclf", *argv)
     except ChildFailedError as failed:
         return _agreed_status(failed.failures, nproc, err)
+    except SignalException:  # the launcher stopped (Ctrl-C, SIGTERM) and stopped them
+        raise KeyboardInterrupt from None
+    finally:
+        if before is None:
+            del os.environ[LAUNCHED]
+        else:
+            os.environ[LAUNCHED] = before
     return int(ExitStatus.OK)
 
 

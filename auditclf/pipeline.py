@@ -42,7 +42,7 @@ from auditclf.probes.shift import shift_probe
 from auditclf.progress import Progress
 from auditclf.report.limitations import device_limitations, limitations
 from auditclf.results import AuditResult, ModelResult
-from auditclf.runcontext import PhaseTimer, open_run, run_card, trains
+from auditclf.runcontext import PhaseTimer, RunContext, open_run, run_card, trains
 from auditclf.train import TrainHistory
 from auditclf.train.recipes import harden, rebalance, train_baseline, training_findings
 from auditclf.train.standard import to_unit_float
@@ -239,24 +239,24 @@ def run_audit(
 ) -> AuditOutcome:
     """Run the whole audit described by ``config`` (of ``module`` when given, a network
     in memory, instead of the configured model); nothing is written here."""
-    gates = gates_from_config(config.gates)
-    regression = config.regression
-    baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
     # under torchrun each step every process takes alike ends in a meeting, so that a
-    # failure (the data, the model refused) is one failure of the run, printed once
-    run = distributed.together(lambda: open_run(config, trains=trains(config, module), audits=True))
+    # failure (the config, the data, the model refused) is one failure of the run, printed
+    # once (not once per process)
+    gates, baseline_check, run = distributed.together(lambda: _open(config, module))
     config, device, data, timer = run.config, run.device, run.data, run.timer
     reporter = Progress.for_stream(progress)
-    tolerances = baseline_check.tolerances.per_key if baseline_check else {}
-    if gates or tolerances:  # before training, so a typo costs seconds, not a training run
-        check_keys(config, data.summary, gates, baseline_check)
-    prepared, history = distributed.together(
-        lambda: build_model(config, data, device, progress=progress, timer=timer, module=module)
-    )
-    if not prepared.gradients:  # known once loaded (loading is cheap; no probe has run)
-        refuse_retraining(config)
-        if gates or tolerances:
-            check_keys(config, data.summary, gates, baseline_check, gradients=False)
+
+    def model() -> tuple[PreparedModel, TrainHistory | None]:
+        prepared, history = build_model(
+            config, data, device, progress=progress, timer=timer, module=module
+        )
+        if not prepared.gradients:  # known once loaded (loading is cheap; no probe has run)
+            refuse_retraining(config)
+            if _asks_keys(gates, baseline_check):
+                check_keys(config, data.summary, gates, baseline_check, gradients=False)
+        return prepared, history
+
+    prepared, history = distributed.together(model)
     exports = ExportFolder() if config.export.formats else None
     baseline, table = audit_model(
         "baseline",
@@ -316,6 +316,26 @@ def run_audit(
     return AuditOutcome(result, samples, prepared_models, exports)
 
 
+def _open(
+    config: AuditConfig, module: torch.nn.Module | None
+) -> tuple[list[Gate], BaselineCheck | None, RunContext]:
+    """The run's gates and ``--baseline``, then its opening (:func:`open_run`), the gates'
+    and tolerances' keys checked before any training, so a typo costs seconds, not a
+    training run."""
+    gates = gates_from_config(config.gates)
+    regression = config.regression
+    baseline_check = load_baseline(regression.baseline, regression.max_drop, regression.tolerances)
+    run = open_run(config, trains=trains(config, module), audits=True)
+    if _asks_keys(gates, baseline_check):
+        check_keys(run.config, run.data.summary, gates, baseline_check)
+    return gates, baseline_check, run
+
+
+def _asks_keys(gates: list[Gate], baseline_check: BaselineCheck | None) -> bool:
+    """Whether the run names metric keys to check: gates, or ``--max-drop`` tolerances."""
+    return bool(gates) or bool(baseline_check and baseline_check.tolerances.per_key)
+
+
 def check_keys(
     config: AuditConfig,
     summary: dict,
@@ -341,10 +361,11 @@ def check_keys(
 def train_model(
     config: AuditConfig, *, progress: bool
 ) -> tuple[PreparedData, PreparedModel, TrainHistory]:
-    """``auditclf train``: the run's opening, then the configured model built and trained."""
-    run = open_run(config)
-    prepared, history = build_model(
-        run.config, run.data, run.device, progress=progress, timer=run.timer
+    """``auditclf train``: the run's opening, then the configured model built and trained
+    (under torchrun each step ends in a meeting, as :func:`run_audit`'s)."""
+    run = distributed.together(lambda: open_run(config))
+    prepared, history = distributed.together(
+        lambda: build_model(run.config, run.data, run.device, progress=progress, timer=run.timer)
     )
     return run.data, prepared, history
 
@@ -354,13 +375,20 @@ def harden_model(
 ) -> tuple[PreparedModel, PreparedModel, TrainHistory]:
     """``auditclf harden``: the run's opening, the baseline (trained or loaded), then its
     hardened copy (adversarial or AugMix retraining) → (baseline, hardened, the hardening's
-    history)."""
-    run = open_run(config)
-    baseline, _ = build_model(run.config, run.data, run.device, progress=progress, timer=run.timer)
-    if not baseline.gradients:
-        refuse_retraining(run.config)
+    history; under torchrun each step ends in a meeting, as :func:`run_audit`'s)."""
+    run = distributed.together(lambda: open_run(config))
+
+    def baseline_model() -> PreparedModel:
+        built, _ = build_model(run.config, run.data, run.device, progress=progress, timer=run.timer)
+        if not built.gradients:
+            refuse_retraining(run.config)
+        return built
+
+    baseline = distributed.together(baseline_model)
     with Progress.for_stream(progress).task("harden (retraining the baseline)"):
-        hardened, history = harden(run.config, run.data, baseline, run.device, progress=progress)
+        hardened, history = distributed.together(
+            lambda: harden(run.config, run.data, baseline, run.device, progress=progress)
+        )
     return baseline, hardened, history
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed
 
 from auditclf import distributed
+from auditclf.errors import RankFailed
 from auditclf.launch import _agreed_status, without_nproc
 from tests.conftest import MINIMAL_CONFIG, cli
 
@@ -177,3 +179,244 @@ def test_a_process_failing_on_its_share_fails_every_process_once(tmp_path, digit
     assert "sensor fault on this process" in lines[0]
     assert done.stdout == ""
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+class _Ended(Exception):
+    """os._exit, caught: the status a process would have ended with."""
+
+
+def _two_ranks(monkeypatch, rank: int) -> list[str]:
+    """This process as rank ``rank`` of 2 with a running group whose collectives are only
+    recorded (names, in order) and leave their arguments as they are; os._exit raises."""
+    called: list[str] = []
+    for state, value in (("_broken", False), ("_unshared", False), ("_stranded", None)):
+        monkeypatch.setattr(distributed, state, value)  # restored after the test
+    monkeypatch.setattr(distributed, "_met", [0, 0.0])
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    for name in ("broadcast_object_list", "all_gather_object", "destroy_process_group"):
+        monkeypatch.setattr(torch.distributed, name, lambda *a, n=name, **k: called.append(n))
+
+    def ended(status: int) -> None:
+        raise _Ended(status)
+
+    monkeypatch.setattr(os, "_exit", ended)
+    return called
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_failure_the_others_did_not_hear_of_ends_its_process_at_once(monkeypatch, rank):
+    """Rank 0 failing on its own (in DDP training, writing the outputs) must not wait at a
+    broadcast the others, inside a collective of their own, would meet out of step."""
+    called = _two_ranks(monkeypatch, rank)
+    distributed.note_failure(ValueError("on this rank only"))
+    assert distributed.unshared()
+    with pytest.raises(_Ended) as ended:
+        distributed.exit_all(3)
+    assert ended.value.args == (3,) and called == []
+    distributed.note_failure(RankFailed("process 1 of 2: heard by all", 3))
+    assert not distributed.unshared()
+    with pytest.raises(_Ended):
+        distributed.exit_all(0)
+    assert called == ["broadcast_object_list", "destroy_process_group"]
+
+
+def _same_everywhere(parts: list, part) -> None:
+    """all_gather_object where every rank sent what this one did."""
+    parts[:] = [part] * len(parts)
+
+
+def test_a_mistake_every_process_makes_is_shared_not_printed_by_each(monkeypatch, tmp_path):
+    """A gate on no metric, or a checkpoint refused, fails every process alike: it reaches
+    them as one failure of the run (RankFailed, which rank 0 alone prints), not as one
+    error per process (each would print its own line)."""
+    from auditclf.config import load_config
+    from auditclf.pipeline import run_audit, train_model
+
+    _two_ranks(monkeypatch, 1)
+    monkeypatch.setattr(torch.distributed, "all_gather_object", _same_everywhere)
+    digits = {"data": {"dataset": "digits"}, "threads": 1}
+    gated = load_config(None, {**digits, "gates": ["performance.acuracy >= 0.5"]})
+    with pytest.raises(RankFailed) as failed:
+        run_audit(gated, progress=False)
+    assert failed.value.status == 2 and "process 1 of 2: " in str(failed.value)
+    (tmp_path / "model.safetensors").write_bytes(b"not a checkpoint")
+    broken = load_config(None, {**digits, "model": {"checkpoint": tmp_path / "model.safetensors"}})
+    with pytest.raises(RankFailed) as failed:
+        train_model(broken, progress=False)
+    assert failed.value.status == 4
+
+
+def test_the_passes_reported_are_the_smallest_any_process_ran(monkeypatch):
+    """A GPU out of memory on rank 1 halves its passes: the report (rank 0's) says so."""
+    from auditclf.probes.base import PassSizes
+
+    _two_ranks(monkeypatch, 0)
+    monkeypatch.setattr(
+        torch.distributed,
+        "all_gather_object",
+        lambda parts, part: parts.__setitem__(slice(None), [part, (32, 8, 2)]),
+    )
+    ran = PassSizes(block=128, chunk=16).record()
+    assert ran == {"batch_size": 32, "forward_chunk": 8, "halvings": 2}
+
+
+class _Store:
+    """The process group's store, in memory (what torchrun's TCPStore does with keys)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+
+    def set(self, key: str, value: str) -> None:
+        self.keys[key] = value.encode()
+
+    def get(self, key: str) -> bytes:
+        return self.keys[key]
+
+    def check(self, keys: list[str]) -> bool:
+        return all(key in self.keys for key in keys)
+
+    def compare_set(self, key: str, expected: str, desired: str) -> bytes:
+        if self.keys.get(key, b"").decode() == expected:
+            self.keys[key] = desired.encode()
+        return self.keys[key]
+
+
+def test_a_failure_inside_data_parallel_training_is_told_once_and_at_once(monkeypatch):
+    """Rank 1's batch fails while rank 0 is inside DDP's all-reduce: rank 1 must not wait
+    at the next meeting (rank 0 would wait out the timeout, and the error be lost); it
+    prints its error and ends with its status, and rank 0, whose collective then breaks,
+    ends with the same status and prints nothing."""
+    from auditclf.errors import DataError
+
+    store = _Store()
+    monkeypatch.setattr(distributed, "_store", lambda: store)
+    _two_ranks(monkeypatch, 1)
+
+    def batch_fails() -> None:
+        with distributed.failing_alone():
+            raise DataError("images/7.png: not an image")
+
+    with pytest.raises(DataError) as failed:
+        distributed.together(batch_fails)  # not shared at together's meeting
+    distributed.note_failure(failed.value)
+    assert distributed.unshared()
+
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(RankFailed) as broke, distributed.failing_alone():
+        raise RuntimeError("Connection closed by peer")
+    assert broke.value.told and broke.value.status == 3
+    assert str(broke.value) == "process 1 of 2: images/7.png: not an image"
+
+    def peer_gone(tensor) -> None:
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", peer_gone)
+    with pytest.raises(RankFailed) as broke:  # or the meeting it was waiting at breaks
+        distributed.sum_all(torch.zeros(2))
+    assert broke.value.told and broke.value.status == 3
+
+
+def test_a_failure_told_where_it_happened_is_not_printed_again(monkeypatch):
+    from auditclf import cli as cli_module
+
+    def told(args, out) -> int:
+        raise RankFailed("process 1 of 2: images/7.png: not an image", 3, told=True)
+
+    monkeypatch.setitem(cli_module.COMMANDS, "list", told)
+    err = io.StringIO()
+    assert cli_module.run(["list"], stdout=io.StringIO(), stderr=err) == 3
+    assert err.getvalue() == ""
+
+
+def test_work_on_no_rows_anywhere_fails_as_one(monkeypatch):
+    """No process has a row: each runs the work on none, and a failure there (every
+    process alike) is shared, printed by rank 0 alone, not by each."""
+    _two_ranks(monkeypatch, 1)
+    monkeypatch.setattr(torch.distributed, "all_gather_object", _same_everywhere)
+
+    def no_rows(rows: np.ndarray) -> np.ndarray:
+        raise ValueError(f"nothing to concatenate in {len(rows)} rows")
+
+    with pytest.raises(RankFailed) as failed:
+        distributed.map_rows(np.arange(0), no_rows)
+    assert str(failed.value) == (
+        "process 1 of 2: internal error: ValueError: nothing to concatenate in 0 rows"
+    )
+    assert distributed.map_rows(np.arange(0), lambda rows: rows * 2).shape == (0,)
+
+
+def test_ctrl_c_under_nproc_is_one_line_and_exit_130(monkeypatch):
+    """`run --nproc`: the launcher stopped by Ctrl-C (torch raises its SignalException)
+    says "interrupted" once, exit 130; the processes it started say nothing."""
+    import signal
+
+    import torch.distributed.launcher.api as launcher
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from auditclf import cli as cli_module
+    from auditclf.launch import LAUNCHED, launch
+
+    seen = []
+
+    def stopped(config, entrypoint):
+        def start(*argv):
+            seen.append(os.environ.get(LAUNCHED))
+            raise SignalException("got signal: 2", signal.SIGINT)
+
+        return start
+
+    monkeypatch.delenv(LAUNCHED, raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(launcher, "elastic_launch", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        launch(2, ["run"], io.StringIO())
+    assert seen == ["1"] and LAUNCHED not in os.environ
+
+    def interrupted(args, out) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli_module.COMMANDS, "list", interrupted)
+    err = io.StringIO()
+    assert cli_module.run(["list"], stdout=io.StringIO(), stderr=err) == 130
+    assert err.getvalue() == "auditclf: interrupted; no report was written\n"
+    monkeypatch.setenv(LAUNCHED, "1")  # a process `run --nproc` started
+    assert cli_module.run(["list"], stdout=io.StringIO(), stderr=err) == 130
+    assert err.getvalue() == "auditclf: interrupted; no report was written\n"
+
+
+# a model whose third training step fails on the second process only (its batch, say)
+FAILS_IN_TRAINING = FLAKY_MODEL.replace(
+    'not self.training and os.environ.get("RANK") == "1" and len(x) == 32',
+    'self.training and os.environ.get("RANK") == "1" and next(self.steps) == 2',
+).replace(
+    "        super().__init__()\n", "        super().__init__()\n        self.steps = count()\n"
+)
+FAILS_IN_TRAINING = "from itertools import count\n" + FAILS_IN_TRAINING
+
+
+@GLOO
+def test_a_process_failing_in_data_parallel_training_ends_every_process_at_once(tmp_path):
+    """`run --nproc 2` training a model whose step fails on the second process while the
+    first is in DDP's all-reduce: its error, once, with its status, at once (not after
+    distributed.timeout, the error lost)."""
+    assert "count()" in FAILS_IN_TRAINING and "self.training and" in FAILS_IN_TRAINING
+    (tmp_path / "flaky.py").write_text(FAILS_IN_TRAINING)
+    config = tmp_path / "flaky.yaml"
+    config.write_text(
+        MINIMAL_CONFIG + "threads: 1\ndata:\n  dataset: digits\ndistributed:\n  timeout: 300\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "auditclf", "run", "--config", str(config), "--nproc", "2"]
+        + ["--model", f"{tmp_path / 'flaky.py'}:build", "--out", str(tmp_path / "out"), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=100,  # far below distributed.timeout: no process waited it out
+    )
+    assert done.returncode == 4, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "sensor fault on this process" in lines[0], done.stderr
+    assert not (tmp_path / "out").exists()

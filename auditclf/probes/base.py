@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from auditclf import distributed
 from auditclf.config import CorruptionConfig, ExplainConfig, RobustnessConfig
 from auditclf.data import SplitView
 from auditclf.device_defaults import forward_chunk, section_for_device
@@ -47,8 +48,16 @@ class PassSizes:
         self.halvings += 1
 
     def record(self) -> dict[str, int]:
-        """What ran, for the report: the final sizes and how often they were halved."""
-        return {"batch_size": self.block, "forward_chunk": self.chunk, "halvings": self.halvings}
+        """What ran, for the report: the final sizes and how often they were halved. Under
+        torchrun every process calls it (a meeting): the smallest sizes any process ended
+        with and the most halvings, so a pass size that fell on another process than rank 0
+        (the numbers then hold only to the pass size: :func:`in_blocks`) is reported too."""
+        ran = distributed.all_values((self.block, self.chunk, self.halvings))
+        return {
+            "batch_size": min(block for block, _, _ in ran),
+            "forward_chunk": min(chunk for _, chunk, _ in ran),
+            "halvings": max(halvings for _, _, halvings in ran),
+        }
 
 
 def in_blocks(

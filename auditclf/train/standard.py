@@ -32,7 +32,9 @@ are broadcast again after each epoch). The validation split is evaluated in shar
 the sums added up across ranks; rank 0 decides whether the epoch improved and
 broadcasts it, so every rank stops at the same epoch and keeps the same weights, which
 is checked at the end (the audit's sharded probes rely on it). The module trained and
-returned is the unwrapped one.
+returned is the unwrapped one. A failure on one rank while training (its batch, say) is
+printed by that rank, and every rank ends at once with its status
+(:func:`auditclf.distributed.failing_alone`).
 """
 
 from __future__ import annotations
@@ -280,6 +282,7 @@ def train_classifier(
     with (
         trainable_parameters(adapter, cfg.freeze_backbone) as parameters,
         channels_last(adapter, sample),  # the fast kernels, on the CPU as on a GPU
+        distributed.failing_alone(),  # under DDP: a failure cannot wait for a meeting
     ):
         return _train_epochs(adapter, train, val, cfg, parameters=parameters, **options)
 
