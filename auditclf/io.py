@@ -48,6 +48,7 @@ from pathlib import Path
 from auditclf.errors import UsageError
 
 SLOW_COMMIT_ENV = "AUDITCLF_TEST_SLOW_COMMIT"
+PROBE_PREFIX = ".auditclf-probe-"  # the preflight's writability probe, gone in a moment
 ABANDONED_AFTER_S = 3600.0  # a staging folder this old is a dead writer's, whatever its pid says
 REPORT_MARKERS = frozenset({"report.json", "compare.json"})
 _OUTPUT_FILES = frozenset(
@@ -124,7 +125,11 @@ def check_out_folder(out: Path) -> None:
         return
     if not out.is_dir():
         raise UsageError(f"{out}: --out must be a folder, and this is not one")
-    entries = [entry for entry in os.scandir(out) if not _is_staging(entry.name)]
+    entries = [
+        entry
+        for entry in os.scandir(out)
+        if not _is_staging(entry.name) and not entry.name.startswith(PROBE_PREFIX)
+    ]
     names = {entry.name for entry in entries}
     ours = all(_written_by_auditclf(name, names) for name in names)  # train/harden's folder
     if names and not names & REPORT_MARKERS and not ours:

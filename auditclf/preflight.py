@@ -20,10 +20,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from auditclf import catalog
+from auditclf import catalog, distributed
 from auditclf.config import ONNX_MODEL_PREFIX, AuditConfig, DataConfig, ModelConfig
 from auditclf.errors import UsageError
-from auditclf.io import check_out_folder
+from auditclf.io import PROBE_PREFIX, check_out_folder
 
 BUILTIN_DATASETS = catalog.names("dataset")
 ZOO_MODELS = catalog.names("model")
@@ -144,6 +144,8 @@ def _out_mistakes(out: Path, key: str, *, replaced_by_report: bool) -> list[str]
     temporary folder, removed at once (permission bits, ACLs and read-only mounts
     all show).
     """
+    if not distributed.is_main():  # under torchrun rank 0 alone writes (and checks: the
+        return []  # processes' probe folders would otherwise meet in the same --out)
     placement = _out_placement_mistakes(out, key)
     if placement or not replaced_by_report:
         return placement
@@ -173,7 +175,7 @@ def _out_placement_mistakes(out: Path, key: str) -> list[str]:
 
 def _unwritable(folder: Path) -> str | None:
     try:
-        Path(tempfile.mkdtemp(prefix=".auditclf-probe-", dir=folder)).rmdir()
+        Path(tempfile.mkdtemp(prefix=PROBE_PREFIX, dir=folder)).rmdir()
     except OSError as exc:
         return exc.strerror or type(exc).__name__
     return None

@@ -17,8 +17,11 @@ import torch
 import torch.distributed
 
 from auditclf import distributed
-from auditclf.errors import RankFailed
+from auditclf.config import load_config
+from auditclf.errors import RankFailed, UsageError
+from auditclf.io import check_out_folder
 from auditclf.launch import _agreed_status, without_nproc
+from auditclf.preflight import preflight
 from tests.conftest import MINIMAL_CONFIG, cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,3 +423,19 @@ def test_a_process_failing_in_data_parallel_training_ends_every_process_at_once(
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "sensor fault on this process" in lines[0], done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_rank_0_alone_checks_the_out_folder(monkeypatch, tmp_path, digits_run):
+    """Every process runs the preflight, rank 0 alone writes: only it checks --out, and
+    another process's writability probe inside --out is no stranger's file."""
+    out = tmp_path / "out"
+    shutil.copytree(digits_run, out)
+    (out / ".auditclf-probe-k2x8q0ab").mkdir()  # another process's probe, caught mid-way
+    check_out_folder(out)
+    (out / "notes").mkdir()  # a folder auditclf did not write: refused, on rank 0
+    config = load_config(None, {"data": {"dataset": "digits"}})
+    with pytest.raises(UsageError, match="notes"):
+        preflight(config, command="run", out=out)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    preflight(config, command="run", out=out)
