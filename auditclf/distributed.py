@@ -7,9 +7,9 @@ from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; ``MASTER_
 CUDA, with ``LOCAL_RANK`` picking the GPU. A single process never imports
 ``torch.distributed``: every function here then runs its work directly and returns it.
 
-Sharding is by contiguous blocks (:func:`shard`: ``np.array_split`` of the rows, rank
-``r`` gets block ``r``), so concatenating the ranks' results in rank order restores the
-original row order (:func:`map_rows`). Per-image seeds and passes of a fixed size make
+Rows are dealt like cards (:func:`shard`: rank ``r`` gets rows ``r, r + N, r + 2N...``),
+so that data sorted by class, or by how hard an image is, loads every process alike; the
+ranks' results are dealt back into row order (:func:`map_rows`). Per-image seeds and passes of a fixed size make
 each row's result independent of the process that computes it, so a sharded audit's
 numbers are the single process's, bit for bit.
 
@@ -145,11 +145,12 @@ def device_index(device_type: str) -> int | None:
 
 
 def shard(rows: np.ndarray) -> np.ndarray:
-    """This rank's share of ``rows``: contiguous block ``rank()`` of ``world()`` nearly
-    equal blocks (the first ones one row longer); all of ``rows`` in a single process."""
+    """This rank's share of ``rows``: every ``world()``-th row from row ``rank()`` (dealt
+    like cards, so that rows sorted by class, or by how hard they are, are spread evenly);
+    all of ``rows`` in a single process."""
     if not active():
         return rows
-    return np.array_split(rows, world())[rank()]
+    return rows[rank() :: world()]
 
 
 def map_rows(rows: np.ndarray, work: Callable[[np.ndarray], Any]) -> Any:
@@ -167,8 +168,18 @@ def map_rows(rows: np.ndarray, work: Callable[[np.ndarray], Any]) -> Any:
     if not parts:  # no rows anywhere: the work's own empty result (or error, shared)
         return together(lambda: work(mine))
     if isinstance(parts[0], dict):
-        return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    return np.concatenate(parts)
+        return {key: _deal_back([part[key] for part in parts]) for key in parts[0]}
+    return _deal_back(parts)
+
+
+def _deal_back(parts: list[np.ndarray]) -> np.ndarray:
+    """The rows :func:`shard` dealt out, back in their order: row ``i`` of rank ``r``'s part
+    is row ``r + i * len(parts)`` (ranks with an empty share are left out of ``parts``, and
+    hold the last places of the deal)."""
+    whole = np.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
+    for r, part in enumerate(parts):
+        whole[r :: len(parts)] = part
+    return whole
 
 
 def main_only(work: Callable[[], T]) -> T | None:

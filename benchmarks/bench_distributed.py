@@ -78,7 +78,8 @@ def main() -> None:
         )
         print(f"repeat {repeat + 1}: {walls['1'][-1]:.1f} s and {walls[str(nproc)][-1]:.1f} s")
     one, many = (json.loads((work / o / "report.json").read_text()) for o in ("one", "many"))
-    same = one["models"]["baseline"]["metrics"] == many["models"]["baseline"]["metrics"]
+    first, second = (r["models"]["baseline"]["metrics"] for r in (one, many))
+    differ = [k for k in first if first[k] != second.get(k)]
 
     print(f"\n{args.dataset}, {args.device}, {cpus} CPUs; 1 process against {nproc} (torchrun)")
     print(f"{'phase':<14}{'1 process':>12}{f'{nproc} processes':>14}{'speed-up':>10}")
@@ -102,7 +103,10 @@ def main() -> None:
         + ", ".join(f"{p} {s:.1f} s" for p, s in alone.items())
         + ")"
     )
-    print(f"metrics equal to the single process's: {same}")
+    print(
+        f"metrics equal to the single process's: {len(first) - len(differ)} of {len(first)}"
+        + (f"; differing: {', '.join(differ[:5])}" if differ else "")
+    )
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def newcombe_paired_difference(
 
 def bootstrap_means(values: np.ndarray, n_boot: int, seed: int, stream: str) -> np.ndarray:
     """(n_boot, columns): the column means of ``values`` (n, columns) over ``n_boot`` seeded
-    resamples of its rows, each resample as counts per row (one matrix product per chunk)."""
+    resamples of its rows, each resample as counts per row (one product per chunk)."""
     n = len(values)
     rng = numpy_rng(seed, "bootstrap", stream)
     per_chunk = max(1, 2_000_000 // max(n, 1))
@@ -137,5 +137,8 @@ def bootstrap_means(values: np.ndarray, n_boot: int, seed: int, stream: str) -> 
         b = min(per_chunk, n_boot - start)
         idx = rng.integers(0, n, size=(b, n))
         weights = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n)
-        draws.append(weights.reshape(b, n) @ values / n)
+        # einsum's own loops, not BLAS: a BLAS product sums in an order that depends on its
+        # threads, and the intervals must not change with the machine's (or torchrun's) count
+        counts = weights.reshape(b, n).astype(values.dtype)
+        draws.append(np.einsum("bn,nc->bc", counts, values, optimize=False) / n)
     return np.concatenate(draws) if draws else np.empty((0, values.shape[1]))
