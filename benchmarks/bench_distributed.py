@@ -5,16 +5,19 @@
 
 Trains the default model once (``auditclf train``), then audits that checkpoint with the
 default probes (attacks, explanations, fairness, corruptions; no hardening, whose
-retraining is not what is measured here) in one process and under
-``torchrun --standalone --nproc-per-node N``. On the CPU the comparison is fair: the one
-process gets all the threads (``--threads C``, C the usable CPUs) and each of the N
-processes C / N (auditclf splits them by ``LOCAL_WORLD_SIZE``). On CUDA each process
-gets its own GPU, against one process on one GPU.
+retraining is not what is measured here) three ways, interleaved:
 
-Prints the wall time and each phase of ``run.durations`` for both, the speed-ups, and
-what limits them: rank 0's time in meetings with the other processes (the gathers of
-the probes' rows, waiting for the slowest), and the steps rank 0 runs alone (the
-explanations, the analyses, the report). It checks that both audits' metrics are equal.
+- ``all``: one process with every usable CPU as threads (C): the same machine, the fair
+  comparison on the CPU;
+- ``share``: one process with one process's share (C / N threads; on CUDA one GPU):
+  what each torchrun process brings, so the speed-up of splitting the work;
+- ``N``: ``torchrun --standalone --nproc-per-node N``, each process C / N threads
+  (auditclf splits them by ``LOCAL_WORLD_SIZE``), or one GPU each.
+
+Prints the wall time and each phase of ``run.durations``, the speed-ups, what limits
+them (rank 0's time in meetings with the others: the gathers of the probes' rows and
+waiting for the slowest; the steps rank 0 runs alone: the analyses and the report), and
+whether the metrics are equal (they must be, whatever the threads).
 Run it alone on the machine: other jobs on the same cores make the timings noise.
 """
 
@@ -65,48 +68,68 @@ def main() -> None:
     audit += ["--harden", "none"]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     launcher += ["--nproc-per-node", str(nproc)]
-    # one process: every CPU; N processes: auditclf gives each CPUs / N (LOCAL_WORLD_SIZE)
-    single_env = {**env, "OMP_NUM_THREADS": str(cpus)}
-    shared_env = {**env, "OMP_NUM_THREADS": str(max(1, cpus // nproc))}
-    walls: dict[str, list[float]] = {"1": [], str(nproc): []}
-    for repeat in range(args.repeats):  # interleaved, so a slow spell hits both
-        walls["1"].append(
-            _cli([*audit, "--threads", str(cpus), "--out", str(work / "one")], single_env)
-        )
-        walls[str(nproc)].append(
-            _cli([*audit, "--out", str(work / "many")], shared_env, launcher=launcher)
-        )
-        print(f"repeat {repeat + 1}: {walls['1'][-1]:.1f} s and {walls[str(nproc)][-1]:.1f} s")
-    one, many = (json.loads((work / o / "report.json").read_text()) for o in ("one", "many"))
-    first, second = (r["models"]["baseline"]["metrics"] for r in (one, many))
-    differ = [k for k in first if first[k] != second.get(k)]
-
-    print(f"\n{args.dataset}, {args.device}, {cpus} CPUs; 1 process against {nproc} (torchrun)")
-    print(f"{'phase':<14}{'1 process':>12}{f'{nproc} processes':>14}{'speed-up':>10}")
-    phases = dict.fromkeys([*one["run"]["durations"], *many["run"]["durations"]])
+    # "all": one process with every CPU (the fair comparison: the same machine);
+    # "share": one process with one process's share (what each of the N brings, as one GPU
+    # per process does: the speed-up of splitting the work); "N": the N processes
+    share = max(1, cpus // nproc)
+    runs = {
+        "all": ([*audit, "--threads", str(cpus)], {**env, "OMP_NUM_THREADS": str(cpus)}, None),
+        "share": ([*audit, "--threads", str(share)], {**env, "OMP_NUM_THREADS": str(share)}, None),
+        "N": (audit, {**env, "OMP_NUM_THREADS": str(share)}, launcher),
+    }
+    if args.device == "cuda":  # one GPU per process: "share" is one process on one GPU
+        del runs["all"]
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    for repeat in range(args.repeats):  # interleaved, so a slow spell hits every one
+        for name, (argv, run_env, how) in runs.items():
+            walls[name].append(_cli([*argv, "--out", str(work / name)], run_env, launcher=how))
+        print(f"repeat {repeat + 1}: " + ", ".join(f"{n} {w[-1]:.1f} s" for n, w in walls.items()))
+    reports = {name: json.loads((work / name / "report.json").read_text()) for name in runs}
+    many = reports["N"]
+    print(f"\n{args.dataset}, {args.device}, {cpus} CPUs; {nproc} processes (torchrun) against")
+    print(f"one process with every CPU ({cpus} threads, 'all') and with one process's share")
+    print(f"({share} thread(s), 'share': what each process brings, as one GPU per process)")
+    names = list(runs)
+    print(
+        f"{'phase':<14}"
+        + "".join(f"{n:>10}" for n in names)
+        + "".join(f"{n + ' ÷ N':>12}" for n in names if n != "N")
+    )
+    phases = dict.fromkeys(p for r in reports.values() for p in r["run"]["durations"])
     for phase in phases:
-        a = one["run"]["durations"].get(phase, 0.0)
-        b = many["run"]["durations"].get(phase, 0.0)
-        ratio = f"{a / b:.2f}×" if b > 0.05 else ""
-        print(f"{phase:<14}{a:>11.1f}s{b:>13.1f}s{ratio:>10}")
-    a, b = statistics.median(walls["1"]), statistics.median(walls[str(nproc)])
-    print(f"{'end to end':<14}{a:>11.1f}s{b:>13.1f}s{a / b:>9.2f}×")
+        took = {n: r["run"]["durations"].get(phase, 0.0) for n, r in reports.items()}
+        ratios = "".join(
+            f"{took[n] / took['N']:>11.2f}×" if took["N"] > 0.05 else f"{'':>12}"
+            for n in names
+            if n != "N"
+        )
+        print(f"{phase:<14}" + "".join(f"{took[n]:>9.1f}s" for n in names) + ratios)
+    medians = {n: statistics.median(w) for n, w in walls.items()}
+    print(
+        f"{'end to end':<14}"
+        + "".join(f"{medians[n]:>9.1f}s" for n in names)
+        + "".join(f"{medians[n] / medians['N']:>11.2f}×" for n in names if n != "N")
+    )
     meet = many["run"]["distributed"]
     print(
         f"\nrank 0 met the others {meet['meetings']} times, {meet['meeting_seconds']:.1f} s "
         "in all (gathers, and waiting for the slowest process)"
     )
     durations = many["run"]["durations"]
-    alone = {p: durations.get(p, 0.0) for p in ("explanations", "analyses", "report")}
+    alone = {p: durations.get(p, 0.0) for p in ("analyses", "report")}
     print(
         f"steps rank 0 runs alone: {sum(alone.values()):.1f} s ("
         + ", ".join(f"{p} {s:.1f} s" for p, s in alone.items())
-        + ")"
+        + "); process start and data loading are in every process's wall time"
     )
-    print(
-        f"metrics equal to the single process's: {len(first) - len(differ)} of {len(first)}"
-        + (f"; differing: {', '.join(differ[:5])}" if differ else "")
-    )
+    first = reports[names[0]]["models"]["baseline"]["metrics"]
+    for name in names[1:]:
+        other = reports[name]["models"]["baseline"]["metrics"]
+        differ = [k for k in first if first[k] != other.get(k)]
+        print(
+            f"metrics of '{name}' equal to '{names[0]}': {len(first) - len(differ)} of "
+            f"{len(first)}" + (f"; differing: {', '.join(differ[:5])}" if differ else "")
+        )
 
 
 if __name__ == "__main__":
