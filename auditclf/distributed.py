@@ -3,15 +3,16 @@
 Under ``torchrun --nproc-per-node N -m auditclf run ...`` each process reads its place
 from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``; ``MASTER_ADDR`` and
 ``MASTER_PORT`` reach ``torch.distributed`` through its ``env://`` rendezvous).
-:func:`init` starts the process group only when ``WORLD_SIZE`` > 1: gloo on CPU, NCCL on
-CUDA, with ``LOCAL_RANK`` picking the GPU. A single process never imports
+:func:`init` starts the process group only when ``WORLD_SIZE`` > 1: gloo on CPU; on CUDA
+NCCL for the GPU tensors (DDP's gradients) and gloo for everything else, with
+``LOCAL_RANK`` picking the GPU. A single process never imports
 ``torch.distributed``: every function here then runs its work directly and returns it.
 
 Rows are dealt like cards (:func:`shard`: rank ``r`` gets rows ``r, r + N, r + 2N...``),
 so that data sorted by class, or by how hard an image is, loads every process alike; the
-ranks' results are dealt back into row order (:func:`map_rows`). Per-image seeds and passes of a fixed size make
-each row's result independent of the process that computes it, so a sharded audit's
-numbers are the single process's, bit for bit.
+ranks' results are dealt back into row order (:func:`map_rows`). Per-image seeds and
+passes of a fixed size make each row's result independent of the process that computes
+it, so a sharded audit's numbers are the single process's, bit for bit.
 
 Where the processes meet, and nowhere else:
 
@@ -98,9 +99,12 @@ def active() -> bool:
 
 
 def init(device_type: str, timeout: float) -> None:
-    """Start the process group when ``WORLD_SIZE`` > 1 (once): NCCL when the audit runs on
-    CUDA (this process's GPU set from ``LOCAL_RANK``), gloo otherwise. ``timeout``
-    (seconds, ``distributed.timeout``) bounds every meeting of the processes."""
+    """Start the process group when ``WORLD_SIZE`` > 1 (once): gloo on the CPU; when the
+    audit runs on CUDA (this process's GPU set from ``LOCAL_RANK``), NCCL for tensors on
+    the GPU and gloo for those on the CPU, where the meetings' pickled rows and outcomes
+    go (torch's object collectives pick the CPU backend when the group has one): gloo
+    raises on a timeout, where NCCL's watchdog would abort the process and its error line.
+    ``timeout`` (seconds, ``distributed.timeout``) bounds every meeting."""
     if world() <= 1 or active():
         return
     import torch
@@ -116,7 +120,8 @@ def init(device_type: str, timeout: float) -> None:
             )
         torch.cuda.set_device(local_rank())
     dist.init_process_group(
-        backend="nccl" if device_type == "cuda" else "gloo", timeout=timedelta(seconds=timeout)
+        backend="cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo",
+        timeout=timedelta(seconds=timeout),
     )
 
 
