@@ -744,6 +744,11 @@ def _write_comparison_summary(out: TextIO, comparison: dict) -> None:
     out.write(f"worse beyond tolerance but within sampling error ({len(noise)}):\n")
     for row in noise:
         out.write(f"  {_compare_line(row)}\n")
+    lost = comparison.get("lost", [])
+    if lost:
+        out.write(f"not measured in B, whose settings differ ({len(lost)}):\n")
+        for row in lost:
+            out.write(f"  {row['why']}\n")
     out.write(f"improvements ({len(improvements)}), largest first:\n")
     for row in improvements[:10]:
         out.write(f"  {_compare_line(row)}\n")

@@ -49,7 +49,9 @@ REGRESSION_RULE = (
     "(MOVER, Newcombe's method 10, from the two reports' own intervals) excludes 0: a "
     "change that sampling error explains is listed as within noise, not as a regression. "
     "A metric without an interval is held to its tolerance alone; a number that became "
-    "null is a regression."
+    "null is a regression when both audits used the same settings, and is listed as not "
+    "measured in B (with B's reason) when they did not: then the settings, not the model, "
+    "took it away (fewer attacked images leave a group too small, say)."
 )
 # config sections that do not change what the audit measures: where it is written, how
 # it is judged, displayed or threaded, and the model under comparison itself
@@ -150,15 +152,18 @@ def compare_metrics(
     tolerances: Tolerances,
     *,
     new_notes: dict[str, str] | None = None,
+    same_settings: bool = True,
 ) -> list[dict]:
     """One row per key of ``old`` or ``new`` (CI bounds folded into their metric's row).
 
     A row: key, a (old), b (new), delta (b − a), direction ("higher"/"lower"/None),
     change ("better"/"worse"/"same"/None), ci_a, ci_b, difference_ci (of b − a, see
     :func:`difference_interval`), tolerance (None: not compared), regression (worse by
-    more than the tolerance and beyond sampling error, or a number that became null),
-    within_noise (worse by more than the tolerance, but within sampling error) and, for
-    a regression, a one-line ``why``.
+    more than the tolerance and beyond sampling error, or a number that became null
+    under the ``same_settings``), lost (a number that became null when the settings
+    differ: not measured in B, ``why`` giving B's reason), within_noise (worse by more
+    than the tolerance, but within sampling error) and, for a regression, a one-line
+    ``why``.
     """
     notes = new_notes or {}
     rows = []
@@ -174,10 +179,11 @@ def compare_metrics(
         if delta is not None and way != NEUTRAL:
             change = "same" if abs(delta) <= SAME else ("better" if delta * way > 0 else "worse")
         tolerance = tolerances.for_key(key) if key in old and key in new else None
-        why, within_noise = None, False
+        why, within_noise, lost = None, False, False
         if tolerance is not None and a is not None:
             if b is None:
                 why = f"{key} became null: {notes.get(key, 'undefined')} (was {_fmt(a)})"
+                lost = not same_settings
             elif change == "worse" and abs(delta) > tolerance + SAME:
                 if _beyond_noise(way, difference_ci):
                     moved = "dropped" if way == HIGHER else "rose"
@@ -198,7 +204,8 @@ def compare_metrics(
                 "in_a": key in old,
                 "in_b": key in new,
                 "tolerance": tolerance,
-                "regression": why is not None,
+                "regression": why is not None and not lost,
+                "lost": lost,
                 "within_noise": within_noise,
                 "why": why,
             }
@@ -393,7 +400,8 @@ def compare_reports(
     ``same_data``, ``settings`` (the audit settings that differ, see
     :func:`settings_differences`), ``rule`` (when a change is a regression),
     ``max_drop``, ``tolerances``, ``counts``, ``regressions``, ``within_noise`` (worse
-    beyond the tolerance but within sampling error)
+    beyond the tolerance but within sampling error), ``lost`` (null in B, whose settings
+    differ)
     (in the reports' key order), ``improvements`` (compared keys that got better, largest
     first) and ``rows`` (every key, as :func:`compare_metrics` gives them).
     """
@@ -402,9 +410,13 @@ def compare_reports(
     metrics_a, _ = model_metrics(result_a, path_a, model_a)
     metrics_b, notes_b = model_metrics(result_b, path_b, model_b)
     tolerances.check(set(metrics_a) & set(metrics_b))
-    rows = compare_metrics(metrics_a, metrics_b, tolerances, new_notes=notes_b)
+    settings = settings_differences(result_a, result_b)
+    rows = compare_metrics(
+        metrics_a, metrics_b, tolerances, new_notes=notes_b, same_settings=not settings
+    )
     compared = [r for r in rows if r["tolerance"] is not None]
     regressions = [r for r in compared if r["regression"]]
+    lost = [r for r in compared if r["lost"]]
     within_noise = [r for r in compared if r["within_noise"]]
     improvements = sorted(
         (r for r in compared if r["change"] == "better"), key=lambda r: -abs(r["delta"])
@@ -414,7 +426,7 @@ def compare_reports(
         "a": side_a,
         "b": side_b,
         "same_data": side_a["data_hash"] == side_b["data_hash"],
-        "settings": settings_differences(result_a, result_b),
+        "settings": settings,
         "rule": REGRESSION_RULE,
         "max_drop": tolerances.default,
         "tolerances": dict(tolerances.per_key),
@@ -425,11 +437,13 @@ def compare_reports(
             "same": sum(r["change"] == "same" for r in compared),
             "regressions": len(regressions),
             "within_noise": len(within_noise),
+            "lost": len(lost),
             "only_a": sum(not r["in_b"] for r in rows),
             "only_b": sum(not r["in_a"] for r in rows),
         },
         "regressions": regressions,
         "within_noise": within_noise,
+        "lost": lost,
         "improvements": improvements,
         "rows": rows,
     }

@@ -296,3 +296,25 @@ def test_baseline_of_other_settings_is_a_warning_finding(digits_run, tmp_path):
         "robustness.samples 60 → 300"
     )
     assert "audited with other settings" in (out / "summary.md").read_text()
+
+
+def test_a_number_other_settings_took_away_is_not_measured_not_a_regression(digits_run, tmp_path):
+    """The issue's example: the same weights on fewer attacked images leave a group too
+    small for its robust gap (null in B). Under other settings that is listed as not
+    measured in B, with B's reason; under the same settings it stays a regression."""
+    lost = {"performance.brier": None}
+    b = _derived(digits_run, tmp_path, "b", lost, config={"robustness": {"samples": 30}})
+    out = tmp_path / "cmp"
+    result = cli("compare", digits_run, b, "--out", out)
+    assert result.status == 0, result
+    assert "regressions beyond tolerance and sampling error (0):" in result.out
+    assert "not measured in B, whose settings differ (1):\n  performance.brier became null: " in (
+        result.out
+    )
+    comparison = json.loads((out / "compare.json").read_text())
+    assert [r["key"] for r in comparison["lost"]] == ["performance.brier"]
+    assert comparison["counts"]["lost"] == 1 and not comparison["regressions"]
+    assert "Not measured in B" in (out / "compare.html").read_text()
+    same = _derived(digits_run, tmp_path, "same", lost)
+    result = cli("compare", digits_run, same, "--out", tmp_path / "cmp-same")
+    assert result.status == 1 and "sampling error (1):\n  performance.brier" in result.out
