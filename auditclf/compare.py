@@ -369,11 +369,14 @@ def settings_differences(result_a: AuditResult, result_b: AuditResult) -> list[d
 
 
 def _side(result: AuditResult, path: Path, model: str) -> dict:
+    from auditclf.report.verdict import verdict_banner  # the words every format uses
+
     card = result.models[model].card
     return {
         "report": str(path),
         "model": model,
         "verdict": result.verdict.value,
+        "verdict_label": verdict_banner(result).label,
         "architecture": card.get("architecture"),
         "source": card.get("source"),
         "weights_sha256": card.get("weights_sha256"),

@@ -314,7 +314,9 @@ def test_a_number_other_settings_took_away_is_not_measured_not_a_regression(digi
     comparison = json.loads((out / "compare.json").read_text())
     assert [r["key"] for r in comparison["lost"]] == ["performance.brier"]
     assert comparison["counts"]["lost"] == 1 and not comparison["regressions"]
-    assert "Not measured in B" in (out / "compare.html").read_text()
+    page = (out / "compare.html").read_text()
+    assert "Not measured in B" in page
+    assert "<dd>NO GATES SET</dd>" in page  # the verdict in the words of every format
     same = _derived(digits_run, tmp_path, "same", lost)
     result = cli("compare", digits_run, same, "--out", tmp_path / "cmp-same")
     assert result.status == 1 and "sampling error (1):\n  performance.brier" in result.out
