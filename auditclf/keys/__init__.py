@@ -217,8 +217,12 @@ def checks_sentence(metrics: dict, section: str = "robustness") -> str | None:
         return None
     if not failed:
         return f"reliable: {total} of {total} sanity checks passed"
-    state = "reliable" if metrics.get(f"{section}.reliable") == 1 else "UNRELIABLE"
-    return f"{state}: {len(failed)} of {total} sanity checks failed ({', '.join(failed)})"
+    if metrics.get(f"{section}.reliable") == 1:  # only checks that are findings failed
+        return (
+            f"reliable: {len(passed)} of {total} sanity checks passed; "
+            f"{', '.join(failed)} did not hold (a finding, not a blocking check)"
+        )
+    return f"UNRELIABLE: {len(failed)} of {total} sanity checks failed ({', '.join(failed)})"
 
 
 def class_metric(class_part: str, rate: str) -> str:
