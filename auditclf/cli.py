@@ -783,6 +783,18 @@ def _cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     return ExitStatus.OK
 
 
+# the commands whose work is split between torchrun's processes; any other, started
+# under torchrun, runs on rank 0 alone (every process would write the same files)
+SHARDED_COMMANDS = ("run", "train", "harden")
+
+
+def _other_process() -> bool:
+    """Whether this process is one of torchrun's other than rank 0."""
+    from auditclf import distributed
+
+    return not distributed.is_main()
+
+
 COMMANDS = {
     "run": _cmd_run,
     "train": _cmd_train,
@@ -849,6 +861,8 @@ def run(
             except SystemExit as exc:  # --help and --version: the only exits that are no error
                 return int(exc.code or 0)
             args.argv = argv  # `run --nproc` hands the rest of the command line on
+            if args.command not in SHARDED_COMMANDS and _other_process():
+                return int(ExitStatus.OK)  # under torchrun rank 0 alone runs it, writes once
             status = int(COMMANDS[args.command](args, out))
             out.flush()  # a closed pipe shows here, not at interpreter exit
         return status

@@ -439,3 +439,14 @@ def test_rank_0_alone_checks_the_out_folder(monkeypatch, tmp_path, digits_run):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     preflight(config, command="run", out=out)
+
+
+def test_a_command_that_is_not_sharded_runs_on_rank_0_alone(monkeypatch, tmp_path):
+    """`torchrun ... -m auditclf init` (or report, compare...): the other processes do
+    nothing, rank 0 writes the file once."""
+    target = tmp_path / "audit.yaml"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert cli("init", "--out", target).status == 0 and not target.exists()
+    monkeypatch.setenv("RANK", "0")
+    assert cli("init", "--out", target).status == 0 and target.exists()
