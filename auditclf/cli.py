@@ -213,8 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--nproc",
         type=_at_least_one,
         metavar="N",
-        help="split the audit across N processes on this machine (torchrun's launcher; "
-        "same numbers as one process)",
+        help="split the audit across N processes on this machine (torchrun's launcher): "
+        "the same audit numbers as one process for a given model; a model trained here is "
+        "trained data-parallel, equal within sampling error",
     )
 
     export = commands.add_parser(

@@ -438,6 +438,8 @@ def compare_reports(
             "better": sum(r["change"] == "better" for r in compared),
             "worse": sum(r["change"] == "worse" for r in compared),
             "same": sum(r["change"] == "same" for r in compared),
+            # null on a side, or a key with no better direction: neither better nor worse
+            "other": sum(r["change"] is None for r in compared),
             "regressions": len(regressions),
             "within_noise": len(within_noise),
             "lost": len(lost),

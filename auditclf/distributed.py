@@ -48,11 +48,12 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from auditclf.errors import AuditError, ExitStatus, RankFailed, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 T = TypeVar("T")
 _broken = False  # a meeting failed: the group can no longer be trusted to meet again
@@ -181,6 +182,8 @@ def _deal_back(parts: list[np.ndarray]) -> np.ndarray:
     """The rows :func:`shard` dealt out, back in their order: row ``i`` of rank ``r``'s part
     is row ``r + i * len(parts)`` (ranks with an empty share are left out of ``parts``, and
     hold the last places of the deal)."""
+    import numpy as np  # here, not at the top: `auditclf list` and --help load no numpy
+
     whole = np.empty((sum(len(p) for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype)
     for r, part in enumerate(parts):
         whole[r :: len(parts)] = part

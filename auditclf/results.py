@@ -173,6 +173,9 @@ class AuditResult:
         }
         raw = {
             "verdict": self.verdict.value,
+            # false: no gate was set, so a "pass" held nothing to a threshold (the reports
+            # say NO GATES SET; a script reading "verdict" alone should read this too)
+            "gated": bool(self.gates),
             "run": self.run,
             "data": self.data,
             "models": models,

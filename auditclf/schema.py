@@ -142,7 +142,16 @@ REPORT_SCHEMA: dict[str, Any] = {
     "required": ["schema_version", "verdict", "run", "data", "models", "gates", "limitations"],
     "properties": {
         "schema_version": {"enum": list(READABLE_VERSIONS)},
-        "verdict": {"enum": list(VERDICTS)},
+        "verdict": {
+            "enum": list(VERDICTS),
+            "description": "what decides the exit code; with no gate set (gated false) it is "
+            "pass, which the reports show as NO GATES SET",
+        },
+        "gated": {
+            "type": "boolean",
+            "description": "whether any gate (or baseline check) was set: a pass of an ungated "
+            "run held nothing to a threshold",
+        },
         "run": {
             "type": "object",
             "required": [

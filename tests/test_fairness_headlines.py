@@ -93,7 +93,7 @@ def test_groups_tied_at_the_lowest_accuracy_are_named_together():
     assert block["headline"].startswith("site = x and site = y tie for the lowest accuracy, 0.500")
     assert section.figures["site"]["worst"] == [0, 1]  # both drawn as the lowest
     assert "has the lowest accuracy" not in section.headline
-    assert "(tie: x, y: 0.500 against" in section.headline
+    assert "(tie: x, y 0.500 against z 0.900; 0.633 overall)" in section.headline
     assert np.isclose(section.metrics["fairness.site.accuracy.difference"], 0.4)
 
 

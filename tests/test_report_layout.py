@@ -115,7 +115,8 @@ def test_a_long_table_folds_naming_its_worst_row_at_the_reference_eps():
     line = fold("robustness", "per_class", PER_CLASS, REF)
     # 0.0 at eps 0.2 is lower, but the headline eps is 0.1; a class named "{x}" stays as it is
     assert (
-        line == "Robust accuracy per class × eps (11 rows) — worst: class {x}, pgd_linf @ 0.1 0.410"
+        line == "Robust accuracy per class × eps (11 rows) — worst at eps 0.1: class {x}, "
+        "pgd_linf @ 0.1: 0.410"
     )
     attacks = {
         "columns": ["attack", "norm", "eps", "robust accuracy", "95% CI"],
@@ -128,8 +129,8 @@ def test_a_long_table_folds_naming_its_worst_row_at_the_reference_eps():
         ],
     }
     assert fold("robustness", "attacks", attacks, REF) == (
-        "Robust accuracy per attack × eps (5 rows) — worst: pgd_linf (linf) at eps 0.1 and 1 "
-        "more tied, robust accuracy 0.550"
+        "Robust accuracy per attack × eps (5 rows) — worst at eps 0.1: pgd_linf (linf) at eps "
+        "0.1 and 1 more tied, robust accuracy 0.550"
     )
 
 

@@ -4,6 +4,7 @@ the notebook summary, the CLI line), and gate rows of an unreliable run never gr
 from __future__ import annotations
 
 import html
+import json
 import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -90,6 +91,8 @@ def test_the_ungated_run_says_no_gates_set_not_pass(digits_run, tmp_path):
     assert summary.startswith("## auditclf: ➖ NO GATES SET\n") and "PASS" not in summary
     junit = ET.fromstring((digits_run / "junit.xml").read_text())
     assert next(junit.iter("property")).get("value") == "NO GATES SET"
+    report = json.loads((digits_run / "report.json").read_text())
+    assert (report["verdict"], report["gated"]) == ("pass", False)  # a script reads both
 
 
 def test_a_gate_on_an_unreliable_number_is_never_a_green_pass(digits_run, monkeypatch):

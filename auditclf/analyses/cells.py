@@ -123,6 +123,14 @@ class GroupMetric:
             return None
         return int(np.nanargmax(kept) if self.lower_is_better else np.nanargmin(kept))
 
+    def best(self) -> int | None:
+        """Index of the best eligible group with a value (the other end of the gap); None
+        when :meth:`worst` is (no group differs)."""
+        if self.worst() is None:
+            return None
+        kept = np.where(self.eligible & np.isfinite(self.values), self.values, np.nan)
+        return int(np.nanargmin(kept) if self.lower_is_better else np.nanargmax(kept))
+
     def tied_with_worst(self) -> list[int]:
         """Every eligible group at the worst group's value (more than one: a tie, and no
         single group is "the lowest"); [] when :meth:`worst` is None."""

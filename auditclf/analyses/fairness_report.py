@@ -592,11 +592,13 @@ def section_headline(reports: list[AttributeReport], n: int) -> str:
     largest = max(measured, key=lambda r: r.audit.metrics["accuracy"].aggregates["difference"])
     accuracy = largest.audit.metrics["accuracy"]
     worst = accuracy.worst()
+    best = accuracy.best() if worst is not None else None
     where = (
         ""
-        if worst is None
-        else f" ({largest.tied_label(accuracy) or largest.g.labels[worst]}: "
-        f"{accuracy.values[worst]:.3f} against {accuracy.overall:.3f} overall)"
+        if worst is None or best is None
+        else f" ({largest.tied_label(accuracy) or largest.g.labels[worst]} "
+        f"{accuracy.values[worst]:.3f} against {largest.g.labels[best]} "
+        f"{accuracy.values[best]:.3f}; {accuracy.overall:.3f} overall)"
     )
     warnings = sum(
         f.severity == "warning" for f in reports[0].section.findings if f.metric is not None

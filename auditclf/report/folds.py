@@ -159,6 +159,11 @@ def worst_row(table: dict, rule: Worst, reference_eps: str | None) -> str | None
     or None when the table lacks the rule's columns or every value is missing."""
     columns = [str(c) for c in table["columns"]]
     rows = [r for r in table["rows"] if len(r) == len(columns)]
+    worst = "worst"
+    if reference_eps is not None and (
+        (rule.at and rule.at[0] in columns) or "{ref}" in rule.column
+    ):  # judged at the headline eps: a larger eps has lower numbers, and is not "worse"
+        worst = f"worst at eps {reference_eps}"
     if rule.at and reference_eps is not None and rule.at[0] in columns:
         where, pattern = columns.index(rule.at[0]), rule.at[1].format(ref=reference_eps)
         rows = [r for r in rows if _matches(pattern, str(r[where]))] or rows
@@ -175,12 +180,13 @@ def worst_row(table: dict, rule: Worst, reference_eps: str | None) -> str | None
     size = abs if rule.worst == "far" else float
     choose = min if rule.worst == "low" else max
     value, row, index = choose(cells, key=lambda cell: size(cell[0]))
-    what = f"{columns[index]} {_value(value)}"
+    column = columns[index]
+    what = f"{column}{':' if ' @ ' in column else ''} {_value(value)}"  # "pgd_linf @ 0.1: 0.4"
     tied = sum(size(cell[0]) == size(value) for cell in cells) - 1
     if tied == len(cells) - 1 and tied:
         return f"all {len(cells)} equal: {what}"  # no row is the worst
     also = f" and {tied} more tied" if tied else ""
-    return f"worst: {_label(columns, row, rule)}{also}, {what}"
+    return f"{worst}: {_label(columns, row, rule)}{also}, {what}"
 
 
 def _metric_columns(columns: list[str], rows: list[list], pattern: str) -> list[int]:
