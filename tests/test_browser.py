@@ -26,7 +26,7 @@ import pytest
 
 from auditclf.api import Audit
 from auditclf.report.pdf import print_variant
-from tests.conftest import cli
+from tests.conftest import MINIMAL_CONFIG, cli
 
 CHROMIUM = shutil.which("chromium")
 try:
@@ -228,24 +228,10 @@ def test_notebook_view_loads_offline(browser, digits_run, tmp_path, shots):
 
 
 # MINIMAL_CONFIG of conftest, with subgroups: the hostile metadata values are groups.
-HOSTILE_CONFIG = """\
-seed: 0
-train:
-  epochs: 1
-analyses:
-  bootstrap: 20
-robustness:
-  enabled: false
-harden:
-  method: none
-explain:
-  enabled: false
-fairness:
-  min_group_size: 5
-  n_boot: 20
-corruptions:
-  enabled: false
-"""
+HOSTILE_CONFIG = MINIMAL_CONFIG.replace(
+    "fairness:\n  enabled: false\n", "fairness:\n  min_group_size: 5\n  n_boot: 20\n"
+)
+assert HOSTILE_CONFIG != MINIMAL_CONFIG
 
 
 @pytest.fixture(scope="module")
