@@ -161,11 +161,11 @@ def shard(rows: np.ndarray) -> np.ndarray:
 
 def map_rows(rows: np.ndarray, work: Callable[[np.ndarray], Any]) -> Any:
     """``work(share)`` on this rank's :func:`shard` of ``rows``, every rank's results
-    concatenated in row order, on every rank (``work(rows)`` in a single process).
+    dealt back into row order, on every rank (``work(rows)`` in a single process).
 
-    ``work`` returns an array (rows first) or a dict of such arrays (concatenated key by
-    key); a rank whose share is empty contributes nothing. A failure on any rank is
-    raised on every rank (:class:`~auditclf.errors.RankFailed`)."""
+    ``work`` returns an array (rows first) or a dict of such arrays (put back key by key,
+    :func:`_deal_back`); a rank whose share is empty contributes nothing. A failure on any
+    rank is raised on every rank (:class:`~auditclf.errors.RankFailed`)."""
     if not active():
         return work(rows)
     mine = shard(rows)

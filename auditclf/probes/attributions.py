@@ -547,10 +547,10 @@ def _explain(
             ctx.arrays[what] = values
         else:
             per_method[kind][what] = values
-    masks = ctx.test.masks is not None
-    region_text = "outside the object" if masks else shortcut_region(None, h, w, 1)[1]
+    has_masks = ctx.test.masks is not None
+    region_text = "outside the object" if has_masks else shortcut_region(None, h, w, 1)[1]
     ctx.artifacts["explanations"] = _run_notes(
-        cfg, methods, skipped, len(rows), region_text, masks, adversarial_eps(ctx, len(rows))
+        cfg, methods, skipped, len(rows), region_text, has_masks, adversarial_eps(ctx, len(rows))
     )
     columns = explain_columns(len(table), rows, per_image, per_method)
     return pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)  # one insert
